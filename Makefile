@@ -1,0 +1,50 @@
+# FAME on DALI. Every target sets up the virtual environment on first use.
+# `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+CUDA ?= 12
+VENV ?= .venv
+CONFIG ?= configs/synthetic.yaml
+ARGS ?=
+NPROC ?= 1
+PY := $(VENV)/bin/python
+REQS := $(if $(filter 13,$(CUDA)),requirements-cuda13.txt,requirements.txt)
+STAMP := $(VENV)/.installed-cuda$(CUDA)
+RUN := $(if $(filter 1,$(NPROC)),$(PY) -m,$(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC) -m)
+
+.DEFAULT_GOAL := help
+.PHONY: help setup test pretrain data-synth profile bench bench-fame clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+	@echo "  variables: CONFIG=configs/x.yaml ARGS=\"key=value ...\" NPROC=N CUDA=12|13"
+
+$(STAMP): requirements.txt requirements-cuda13.txt requirements-common.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r $(REQS)
+	$(PY) -c "import torch, torchvision, nvidia.dali, av, skimage; torchvision.ops.nms"
+	rm -f $(VENV)/.installed-cuda*
+	touch $@
+
+setup: $(STAMP)  ## create .venv and install requirements (CUDA=13 for the CUDA 13 wheels)
+
+test: $(STAMP)  ## run the test suite (CPU; GPU tests run where a GPU exists)
+	$(PY) -m pytest -q
+
+pretrain: $(STAMP)  ## MoCo+FAME pretraining: CONFIG=... ARGS="key=value ..." NPROC=N
+	$(RUN) runners.pretrain --config $(CONFIG) $(ARGS)
+
+data-synth: $(STAMP)  ## generate the synthetic dataset of the config (default videos/synthetic)
+	$(PY) -m runners.prepare synthetic --config $(CONFIG) $(ARGS)
+
+profile: $(STAMP)  ## profile the DALI pretraining pipeline stage by stage: CONFIG=...
+	$(PY) -m runners.profile --config $(CONFIG) $(ARGS)
+
+bench-fame: $(STAMP)  ## clips/s of the FAME op (NumPy; CuPy where a GPU exists)
+	$(PY) -m runners.bench_fame $(ARGS)
+
+bench: bench-fame profile  ## all benchmarks
+
+clean:  ## remove the virtual environment (runs/ and videos/ are kept)
+	rm -rf $(VENV)

@@ -1,0 +1,71 @@
+"""The one place that saves and resumes: atomic checkpoints with everything a
+bit-exact resume needs (model, optimizer, scheduler, scaler, MoCo queue,
+loader position, RNG states, step, config)."""
+from __future__ import annotations
+
+import os
+import random
+from typing import Optional
+
+import numpy as np
+import torch
+
+CHECKPOINT_DIR = "checkpoints"
+LAST = "last.pt"
+
+
+def checkpoint_dir(run_dir: str) -> str:
+    return os.path.join(run_dir, CHECKPOINT_DIR)
+
+
+def save_atomic(obj, path: str) -> None:
+    """torch.save to a temp file in the same folder, fsync, then rename over path."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(run_dir: str, state: dict, *, epoch_copy: Optional[int] = None) -> str:
+    """Write <run>/checkpoints/last.pt (and epoch_NNNN.pt when epoch_copy is given)."""
+    state = {**state, "rng": rng_state()}
+    path = os.path.join(checkpoint_dir(run_dir), LAST)
+    save_atomic(state, path)
+    if epoch_copy is not None:
+        save_atomic(state, os.path.join(checkpoint_dir(run_dir), f"epoch_{epoch_copy:04d}.pt"))
+    return path
+
+
+def load_checkpoint(path: str, map_location="cpu") -> dict:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint '{path}' does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:
+        raise ValueError(f"checkpoint '{path}' cannot be read: {e}") from e
+
+
+def find_resume(run_dir: str, resume: str) -> Optional[str]:
+    """The checkpoint to resume from: train.resume = auto (last of this run, if any) | none | a path."""
+    if resume == "none":
+        return None
+    if resume == "auto":
+        path = os.path.join(checkpoint_dir(run_dir), LAST)
+        return path if os.path.isfile(path) else None
+    return resume

@@ -1,0 +1,87 @@
+"""Start-up shared by every runner: command line, device, distributed, run directory, data."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import random
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from runners import config as C
+
+log = logging.getLogger("fame")
+
+
+def parse_cli(description: str, argv: Optional[list[str]] = None) -> C.Config:
+    """`--config FILE key=value ...` -> a validated Config (errors exit with the message)."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--config", help="experiment YAML under configs/ (default: schema defaults)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. fame.beta=0.3 train.epochs=2")
+    a = p.parse_args(argv)
+    try:
+        return C.load_config(a.config, a.overrides)
+    except C.ConfigError as e:
+        p.error(str(e))
+
+
+def resolve_device(setting: str) -> torch.device:
+    """device: auto|cpu|gpu -> the torch.device every other part follows."""
+    has_gpu = torch.cuda.is_available()
+    if setting == "gpu" and not has_gpu:
+        raise RuntimeError("config key 'device' is 'gpu' but no CUDA GPU is visible; use device=cpu or auto")
+    if setting == "gpu" or (setting == "auto" and has_gpu):
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def init_distributed(device: torch.device) -> tuple[int, int]:
+    """(rank, world) from torchrun's environment; a single process is (0, 1)."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def seed_everything(seed: int, rank: int = 0) -> None:
+    random.seed(seed + rank)
+    np.random.seed(seed + rank)
+    torch.manual_seed(seed + rank)
+
+
+def prepare_run_dir(cfg: C.Config, rank: int = 0) -> tuple[C.Config, str]:
+    """Fix run.name (agreed across ranks), create <run.dir>/<run.name>/, write config.yaml there."""
+    name = [C.run_name(cfg)]
+    if dist.is_initialized():
+        dist.broadcast_object_list(name, src=0)
+    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=name[0]))
+    run_dir = os.path.join(cfg.run.dir, cfg.run.name)
+    if rank == 0:
+        os.makedirs(run_dir, exist_ok=True)
+        C.dump_config(cfg, os.path.join(run_dir, "config.yaml"))
+    return cfg, run_dir
+
+
+def ensure_data(cfg: C.Config, rank: int = 0) -> None:
+    """Generate the synthetic dataset of data.synthetic when it is missing or stale (rank 0)."""
+    if cfg.data.synthetic is not None and rank == 0:
+        from data.synthetic import ensure_dataset
+        ensure_dataset(cfg.data.root, synthetic_spec(cfg.data.synthetic))
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def synthetic_spec(s: C.SynthConfig):
+    from data.synthetic import SyntheticSpec
+    return SyntheticSpec(**dataclasses.asdict(s))
+
+
+def setup_logging(rank: int = 0) -> None:
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")

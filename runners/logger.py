@@ -1,0 +1,103 @@
+"""The one place that writes metrics: metrics.jsonl in the run directory and W&B.
+
+W&B runs offline by default (wandb.mode), so nothing leaves the machine until
+the user runs `wandb sync`. Only rank 0 logs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Optional
+
+import numpy as np
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def _plain(v):
+    if hasattr(v, "item") and getattr(v, "ndim", 0) == 0:
+        return v.item()
+    return v
+
+
+class Logger:
+    """log(metrics, step) appends to metrics.jsonl and W&B; summary() ends up in both."""
+
+    def __init__(self, run_dir: str, *, config: dict, name: str, mode: str = "offline",
+                 project: str = "fame", entity: Optional[str] = None, group: Optional[str] = None,
+                 tags: tuple = (), job_type: str = "pretrain", rank: int = 0):
+        self.run_dir = run_dir
+        self.enabled = rank == 0
+        self._wandb = None
+        if not self.enabled:
+            return
+        os.makedirs(run_dir, exist_ok=True)
+        self._file = open(os.path.join(run_dir, METRICS_FILE), "a")
+        if mode != "disabled":
+            import wandb
+            os.environ.setdefault("WANDB_SILENT", "true")
+            self._wandb = wandb.init(project=project, entity=entity, group=group, tags=list(tags),
+                                     name=name, id=_wandb_id(run_dir, name), resume="allow",
+                                     job_type=job_type, dir=run_dir, mode=mode, config=config)
+
+    @property
+    def wandb_dir(self) -> Optional[str]:
+        return self._wandb.dir if self._wandb is not None else None
+
+    def log(self, metrics: dict, step: int) -> None:
+        if not self.enabled:
+            return
+        row = {"step": step, "time": time.time(), **{k: _plain(v) for k, v in metrics.items()}}
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+        if self._wandb is not None:
+            self._wandb.log(metrics, step=step)
+
+    def log_images(self, name: str, images: list[np.ndarray], step: int, captions: Optional[list[str]] = None) -> None:
+        """HWC uint8 images to W&B (and as PNGs under <run>/examples/ when W&B is off)."""
+        if not self.enabled:
+            return
+        if self._wandb is not None:
+            import wandb
+            self._wandb.log({name: [wandb.Image(im, caption=c) for im, c in
+                                    zip(images, captions or [None] * len(images))]}, step=step)
+        else:
+            import matplotlib.image
+            out = os.path.join(self.run_dir, "examples")
+            os.makedirs(out, exist_ok=True)
+            for i, im in enumerate(images):
+                matplotlib.image.imsave(os.path.join(out, f"{name.replace('/', '_')}-{step:07d}-{i}.png"), im)
+
+    def summary(self, values: dict) -> None:
+        if not self.enabled:
+            return
+        self.log({f"summary/{k}": v for k, v in values.items()}, step=values.get("step", 0))
+        if self._wandb is not None:
+            self._wandb.summary.update(values)
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        self._file.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
+
+
+def _wandb_id(run_dir: str, name: str) -> str:
+    """A W&B run id stable across resumes of the same run directory."""
+    path = os.path.join(run_dir, "wandb_id.txt")
+    if os.path.exists(path):
+        with open(path) as f:
+            return f.read().strip()
+    import wandb
+    run_id = f"{name[:40]}-{wandb.util.generate_id()}"
+    with open(path, "w") as f:
+        f.write(run_id)
+    return run_id
+
+
+def read_metrics(run_dir: str) -> list[dict]:
+    with open(os.path.join(run_dir, METRICS_FILE)) as f:
+        return [json.loads(line) for line in f if line.strip()]

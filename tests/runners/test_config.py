@@ -1,0 +1,119 @@
+import glob
+import os
+
+import pytest
+import yaml
+
+from runners import config as C
+
+CONFIGS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "*.yaml")))
+
+
+def write(tmp_path, name, tree):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(tree))
+    return str(path)
+
+
+def test_defaults_are_the_published_recipe():
+    cfg = C.load_config(None)
+    assert (cfg.fame.beta, cfg.fame.variant, cfg.fame.background, cfg.fame.branches) == (0.5, "fame", "inter", "one")
+    assert (cfg.model.dim, cfg.model.m, cfg.model.T) == (128, 0.999, 0.1)
+    assert (cfg.clip.frames, cfg.clip.stride) == (16, 2)
+    assert cfg.aug.mean == (0.43216, 0.394666, 0.37645)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_every_shipped_config_loads(path):
+    cfg = C.load_config(path)
+    assert cfg.source.endswith(os.path.basename(path))
+
+
+def test_inheritance_deep_merges_and_child_wins(tmp_path):
+    write(tmp_path, "base.yaml", {"train": {"epochs": 7, "lr": 0.5}, "fame": {"beta": 0.3}})
+    child = write(tmp_path, "child.yaml", {"inherit": "base.yaml", "train": {"epochs": 3}})
+    cfg = C.load_config(child)
+    assert (cfg.train.epochs, cfg.train.lr, cfg.fame.beta) == (3, 0.5, 0.3)
+
+
+def test_multiple_parents_apply_in_order(tmp_path):
+    write(tmp_path, "a.yaml", {"seed": 1, "train": {"epochs": 1}})
+    write(tmp_path, "b.yaml", {"seed": 2})
+    child = write(tmp_path, "c.yaml", {"inherit": ["a.yaml", "b.yaml"]})
+    cfg = C.load_config(child)
+    assert (cfg.seed, cfg.train.epochs) == (2, 1)
+
+
+def test_overrides_parse_yaml_values_and_win_over_files(tmp_path):
+    child = write(tmp_path, "x.yaml", {"fame": {"beta": 0.3}})
+    cfg = C.load_config(child, ["fame.beta=auto", "train.epochs=2", "eval.ks=[1,3]", "model.checkpoint=null",
+                                "fame.camera_compensation=true"])
+    assert cfg.fame.beta == "auto" and cfg.train.epochs == 2 and cfg.eval.ks == [1, 3]
+    assert cfg.model.checkpoint is None and cfg.fame.camera_compensation is True
+
+
+def test_int_is_accepted_for_float_but_not_the_reverse():
+    assert C.load_config(None, ["train.lr=1"]).train.lr == 1.0
+    with pytest.raises(C.ConfigError, match="'train.epochs'"):
+        C.load_config(None, ["train.epochs=1.5"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("fame.beta=1.5", r"'fame.beta': 1.5 is outside the allowed range \[0.0, 1.0\]"),
+    ("fame.beta=-0.1", r"'fame.beta'.*outside"),
+    ("fame.beta=half", r"'fame.beta'.*expected float or one of 'auto'"),
+    ("train.epochs=-1", r"'train.epochs': -1 is outside the allowed range \[0, inf\]"),
+    ("fame.variant=blob", r"'fame.variant'.*one of 'fame', 'seed', 'grid', 'gauss', 'none'"),
+    ("fame.background=outer", r"'fame.background'.*'inter', 'intra'"),
+    ("device=tpu", r"'device'.*'auto', 'cpu', 'gpu'"),
+    ("wandb.mode=cloud", r"'wandb.mode'.*'offline', 'online', 'disabled'"),
+    ("train.lr=0", r"'train.lr'.*\(0.0, inf\]"),
+    ("train.batch_size=0", r"'train.batch_size'"),
+    ("train.amp=yes", r"'train.amp'"),
+    ("fame.camera_compensation=1", r"'fame.camera_compensation'.*bool"),
+    ("aug.mean=[0.5,0.5]", r"'aug.mean'.*length 3"),
+    ("train.trian=3", r"unknown config key 'train.trian'; allowed keys under 'train':.*epochs"),
+    ("bogus=1", r"unknown config key 'bogus'"),
+    ("fame=3", r"'fame': expected a mapping"),
+    ("fame.beta_min=0.9", r"beta_min must not exceed beta_max"),
+    ("aug.crop_area=[0.5,0.2]", r"'aug.crop_area'"),
+    ("train.resume=/no/such/ckpt.pt", r"'train.resume'.*/no/such/ckpt.pt"),
+    ("noequals", r"expected key=value"),
+])
+def test_validation_errors_name_the_key(override, message):
+    with pytest.raises(C.ConfigError, match=message):
+        C.load_config(None, [override])
+
+
+def test_unknown_key_in_a_file_names_it(tmp_path):
+    path = write(tmp_path, "bad.yaml", {"clip": {"frame": 8}})
+    with pytest.raises(C.ConfigError, match="unknown config key 'clip.frame'"):
+        C.load_config(path)
+
+
+def test_missing_parent_and_cycles_are_reported(tmp_path):
+    with pytest.raises(C.ConfigError, match="nope.yaml' does not exist"):
+        C.load_config(write(tmp_path, "a.yaml", {"inherit": "nope.yaml"}))
+    write(tmp_path, "p.yaml", {"inherit": "q.yaml"})
+    with pytest.raises(C.ConfigError, match="inherit cycle"):
+        C.load_config(write(tmp_path, "q.yaml", {"inherit": "p.yaml"}))
+
+
+def test_synthetic_class_count_must_agree():
+    with pytest.raises(C.ConfigError, match="data.synthetic.num_classes"):
+        C.load_config("configs/synthetic.yaml", ["data.num_classes=5"])
+
+
+def test_dumped_config_reads_back_equal(tmp_path):
+    cfg = C.load_config("configs/synthetic.yaml", ["fame.beta=0.3", "run.name=x"])
+    C.dump_config(cfg, str(tmp_path / "config.yaml"))
+    assert C.load_config(str(tmp_path / "config.yaml")).fame == cfg.fame
+    again = C.build_config(yaml.safe_load((tmp_path / "config.yaml").read_text()))
+    assert again == cfg
+
+
+def test_run_name_from_config_stem_and_time():
+    import datetime
+    cfg = C.load_config("configs/synthetic.yaml")
+    assert C.run_name(cfg, datetime.datetime(2026, 1, 2, 3, 4, 5)) == "synthetic-20260102-030405"
+    assert C.run_name(C.load_config(None, ["run.name=mine"])) == "mine"
