@@ -124,7 +124,8 @@ class TrainConfig:
     lr_decay: float = field(default=0.1, metadata=_range(0.0, 1.0))
     amp: Literal["none", "bf16", "fp16"] = "bf16"    # ignored on CPU
     grad_clip: float = field(default=0.0, metadata=_range(0.0))  # 0: off
-    checkpoint_every: int = field(default=10, metadata=_range(1))  # epochs
+    checkpoint_every: int = field(default=10, metadata=_range(1))  # epochs: keep epoch_NNNN.pt
+    checkpoint_steps: int = field(default=0, metadata=_range(0))   # also refresh last.pt every N steps
     log_every: int = field(default=10, metadata=_range(1))         # steps
     examples_every: int = field(default=500, metadata=_range(0))   # steps, 0: never
     resume: str = "auto"      # auto | none | path to a checkpoint

@@ -1,0 +1,166 @@
+"""MoCo + FAME pretraining: `python -m runners.pretrain --config X key=value ...`.
+
+Also under torchrun (`make pretrain NPROC=N`): DDP, one DALI shard per rank,
+shuffle-BN and all-gathered keys inside MoCo. The run directory
+<run.dir>/<run.name>/ holds config.yaml, metrics.jsonl, checkpoints/ (last.pt
+and every train.checkpoint_every epochs), backbone.pt and W&B's files.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from models.backbones import build_backbone, export_backbone_state
+from models.moco import MoCo, contrastive_accuracy
+from runners import checkpoint as ckpt
+from runners.build import build_pretrain_loader
+from runners.common import (ensure_data, init_distributed, parse_cli, prepare_run_dir, resolve_device,
+                            seed_everything, setup_logging)
+from runners.config import Config, to_dict
+from runners.examples import fame_example_images
+from runners.logger import Logger
+from runners.schedule import lr_lambda
+
+log = logging.getLogger("fame")
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def build_model(cfg: Config, device: torch.device) -> MoCo:
+    def backbone():
+        kwargs = {"width": cfg.model.width} if cfg.model.backbone == "small3d" else {}
+        return build_backbone(cfg.model.backbone, checkpoint=cfg.model.checkpoint, **kwargs)
+    return MoCo(backbone(), backbone(), dim=cfg.model.dim, K=cfg.model.K, m=cfg.model.m, T=cfg.model.T,
+                head=cfg.model.head, symmetric=cfg.model.symmetric,
+                shuffle_bn_groups=cfg.model.shuffle_bn_groups).to(device)
+
+
+def train_step(model, q, k, optimizer, scaler, amp_dtype, grad_clip: float, step: int):
+    """One MoCo step: forward (momentum update and enqueue inside), backward, optimizer step."""
+    autocast = torch.autocast(q.device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+    with autocast:
+        out = model(q, k)
+    if not torch.isfinite(out.loss):
+        raise NonFiniteLoss(f"non-finite loss {out.loss.item()} at step {step}; nothing was saved for this step")
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(out.loss).backward()
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return out
+
+
+def main(cfg: Config) -> str:
+    device = resolve_device(cfg.device)
+    rank, world = init_distributed(device)
+    setup_logging(rank)
+    cfg, run_dir = prepare_run_dir(cfg, rank)
+    seed_everything(cfg.seed, rank)
+    ensure_data(cfg, rank)
+
+    loader = build_pretrain_loader(cfg, rank=rank, world=world, device=device)
+    steps_per_epoch, total_steps = len(loader), len(loader) * cfg.train.epochs
+    keys_per_step = cfg.train.batch_size * world * (2 if cfg.model.symmetric else 1)
+    if cfg.model.K % keys_per_step:
+        raise ValueError(f"config key 'model.K' ({cfg.model.K}) must be a multiple of the keys enqueued per "
+                         f"step ({keys_per_step} = train.batch_size x world x {2 if cfg.model.symmetric else 1})")
+    model = build_model(cfg, device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
+                                weight_decay=cfg.train.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(
+        cfg.train.schedule, steps_per_epoch, cfg.train.epochs, cfg.train.warmup_epochs,
+        cfg.train.milestones, cfg.train.lr_decay))
+    amp_dtype = AMP_DTYPES.get(cfg.train.amp) if device.type == "cuda" else None
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+
+    step = 0
+    resume_from = ckpt.find_resume(run_dir, cfg.train.resume)
+    if resume_from:
+        state = ckpt.load_checkpoint(resume_from, map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        loader.load_state_dict(state["loader"])
+        ckpt.set_rng_state(state["rng"])
+        step = state["step"]
+        log.info("resumed from %s at step %d (epoch %d)", resume_from, step, step // steps_per_epoch)
+    ddp = DDP(model) if world > 1 else model
+
+    logger = Logger(run_dir, config=to_dict(cfg), name=cfg.run.name, mode=cfg.wandb.mode,
+                    project=cfg.wandb.project, entity=cfg.wandb.entity, group=cfg.wandb.group,
+                    tags=cfg.wandb.tags, job_type="pretrain", rank=rank)
+
+    def save(epoch_copy=None):
+        if rank == 0:
+            ckpt.save_checkpoint(run_dir, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "loader": loader.state_dict(), "step": step, "epoch": step // steps_per_epoch,
+                "config": to_dict(cfg)}, epoch_copy=epoch_copy)
+
+    log.info("run %s: %d steps/epoch x %d epochs on %s (world %d)", run_dir, steps_per_epoch,
+             cfg.train.epochs, device, world)
+    clips_per_step = 2 * cfg.train.batch_size * world
+    while step < total_steps:
+        epoch = step // steps_per_epoch
+        loader.set_epoch(epoch)
+        t_wait = t_last = time.perf_counter()
+        wait = 0.0
+        for batch in loader:
+            wait += time.perf_counter() - t_wait
+            out = train_step(ddp, batch.query, batch.key, optimizer, scaler, amp_dtype,
+                             cfg.train.grad_clip, step)
+            scheduler.step()
+            step += 1
+            if step % cfg.train.log_every == 0 or step == total_steps:
+                acc1, acc5 = contrastive_accuracy(out.logits, out.labels, topk=(1, 5))
+                now = time.perf_counter()
+                metrics = {"loss": out.loss.item(), "acc1": acc1, "acc5": acc5, "lr": scheduler.get_last_lr()[0],
+                           "epoch": step / steps_per_epoch,
+                           "clips_per_s": clips_per_step * cfg.train.log_every / max(now - t_last, 1e-9),
+                           "data_wait": wait / max(now - t_last, 1e-9)}
+                if device.type == "cuda":
+                    metrics["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+                logger.log(metrics, step)
+                log.info("epoch %d step %d/%d loss %.4f acc@1 %.1f lr %.4g %.1f clips/s data-wait %.0f%%",
+                         epoch, step, total_steps, metrics["loss"], acc1, metrics["lr"],
+                         metrics["clips_per_s"], 100 * metrics["data_wait"])
+                t_last, wait = now, 0.0
+            if cfg.train.examples_every and step % cfg.train.examples_every == 0 and batch.masks is not None:
+                logger.log_images("fame/examples", fame_example_images(batch), step)
+            if cfg.train.checkpoint_steps and step % cfg.train.checkpoint_steps == 0:
+                save()
+            t_wait = time.perf_counter()
+        done_epoch = step // steps_per_epoch
+        save(epoch_copy=done_epoch if done_epoch % cfg.train.checkpoint_every == 0 else None)
+
+    if rank == 0:
+        backbone_path = os.path.join(run_dir, "backbone.pt")
+        ckpt.save_atomic(export_backbone_state(model.encoder_q.backbone), backbone_path)
+        logger.summary({"step": step, "final_loss": out.loss.item() if step else math.nan})
+        print(f"\nrun directory: {run_dir}\ncheckpoint:    {os.path.join(ckpt.checkpoint_dir(run_dir), ckpt.LAST)}\n"
+              f"backbone:      {backbone_path}\nW&B files:     {logger.wandb_dir or 'disabled'}"
+              f"{'  (sync with: wandb sync ' + run_dir + '/wandb)' if cfg.wandb.mode == 'offline' else ''}\n"
+              f"evaluate:      make linear CONFIG={cfg.source or 'configs/synthetic.yaml'} "
+              f"ARGS=\"pretrained={backbone_path}\"")
+    logger.close()
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return run_dir
+
+
+if __name__ == "__main__":
+    main(parse_cli(__doc__.splitlines()[0]))

@@ -1,0 +1,24 @@
+import math
+
+import pytest
+
+from runners.schedule import lr_lambda
+
+
+def test_cosine_with_warmup():
+    f = lr_lambda("cosine", steps_per_epoch=10, epochs=10, warmup_epochs=1)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0)
+    assert f(55) == pytest.approx(0.5 * (1 + math.cos(math.pi * 45 / 90)))
+    assert f(100) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_step_decay_at_milestones():
+    f = lr_lambda("step", steps_per_epoch=4, epochs=150, milestones=(60, 120), decay=0.1)
+    assert f(0) == 1.0 and f(60 * 4 - 1) == 1.0
+    assert f(60 * 4) == pytest.approx(0.1) and f(120 * 4) == pytest.approx(0.01)
+
+
+def test_unknown_schedule_fails():
+    with pytest.raises(ValueError, match="unknown schedule 'linear'"):
+        lr_lambda("linear", 1, 1)(0)
