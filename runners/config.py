@@ -71,7 +71,7 @@ class ClipConfig:
 class FameSection:
     beta: Union[float, Literal["auto"]] = field(default=0.5, metadata=_range(0.0, 1.0))
     variant: Literal["fame", "seed", "grid", "gauss", "none"] = "fame"
-    background: Literal["inter", "intra"] = "inter"
+    background: Literal["inter", "intra", "none"] = "inter"   # none: no merging (the baseline)
     branches: Literal["one", "both"] = "one"
     hue: Literal["published", "angle"] = "published"
     pick: Literal["derangement", "permutation"] = "derangement"

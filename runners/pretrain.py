@@ -17,8 +17,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from models.backbones import build_backbone, export_backbone_state
-from models.moco import MoCo, contrastive_accuracy
+from models.backbones import build_backbone, export_backbone_state, unwrap_module
+from models.moco import MoCo, check_queue_size, contrastive_accuracy
 from runners import checkpoint as ckpt
 from runners.build import build_pretrain_loader
 from runners.common import (ensure_data, init_distributed, parse_cli, prepare_run_dir, resolve_device,
@@ -46,7 +46,7 @@ def build_model(cfg: Config, device: torch.device) -> MoCo:
 
 
 def train_step(model, q, k, optimizer, scaler, amp_dtype, grad_clip: float, step: int):
-    """One MoCo step: forward (momentum update and enqueue inside), backward, optimizer step."""
+    """One MoCo step: forward (enqueues the keys), backward, SGD step, then θk ← m θk + (1 - m) θq."""
     autocast = torch.autocast(q.device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
     with autocast:
         out = model(q, k)
@@ -59,6 +59,7 @@ def train_step(model, q, k, optimizer, scaler, amp_dtype, grad_clip: float, step
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     scaler.step(optimizer)
     scaler.update()
+    unwrap_module(model).momentum_update()
     return out
 
 
@@ -72,10 +73,13 @@ def main(cfg: Config) -> str:
 
     loader = build_pretrain_loader(cfg, rank=rank, world=world, device=device)
     steps_per_epoch, total_steps = len(loader), len(loader) * cfg.train.epochs
-    keys_per_step = cfg.train.batch_size * world * (2 if cfg.model.symmetric else 1)
-    if cfg.model.K % keys_per_step:
-        raise ValueError(f"config key 'model.K' ({cfg.model.K}) must be a multiple of the keys enqueued per "
-                         f"step ({keys_per_step} = train.batch_size x world x {2 if cfg.model.symmetric else 1})")
+    if steps_per_epoch == 0:
+        raise ValueError(f"config key 'train.batch_size' ({cfg.train.batch_size}) x {world} process(es) is larger "
+                         f"than this rank's share of the training videos in '{cfg.data.train_list}': no full batch")
+    try:
+        check_queue_size(cfg.model.K, cfg.train.batch_size, world, cfg.model.symmetric)
+    except ValueError as e:
+        raise ValueError(f"config key 'model.K': {e}") from None
     model = build_model(cfg, device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
                                 weight_decay=cfg.train.weight_decay)
@@ -126,7 +130,7 @@ def main(cfg: Config) -> str:
             scheduler.step()
             step += 1
             if step % cfg.train.log_every == 0 or step == total_steps:
-                acc1, acc5 = contrastive_accuracy(out.logits, out.labels, topk=(1, 5))
+                acc1, acc5 = (a.item() for a in contrastive_accuracy(out.logits, out.labels, topk=(1, 5)))
                 now = time.perf_counter()
                 metrics = {"loss": out.loss.item(), "acc1": acc1, "acc5": acc5, "lr": scheduler.get_last_lr()[0],
                            "epoch": step / steps_per_epoch,
@@ -149,7 +153,7 @@ def main(cfg: Config) -> str:
 
     if rank == 0:
         backbone_path = os.path.join(run_dir, "backbone.pt")
-        ckpt.save_atomic(export_backbone_state(model.encoder_q.backbone), backbone_path)
+        ckpt.save_atomic(export_backbone_state(model.backbone), backbone_path)
         logger.summary({"step": step, "final_loss": out.loss.item() if step else math.nan})
         print(f"\nrun directory: {run_dir}\ncheckpoint:    {os.path.join(ckpt.checkpoint_dir(run_dir), ckpt.LAST)}\n"
               f"backbone:      {backbone_path}\nW&B files:     {logger.wandb_dir or 'disabled'}"

@@ -64,7 +64,7 @@ def test_int_is_accepted_for_float_but_not_the_reverse():
     ("fame.beta=half", r"'fame.beta'.*expected float or one of 'auto'"),
     ("train.epochs=-1", r"'train.epochs': -1 is outside the allowed range \[0, inf\]"),
     ("fame.variant=blob", r"'fame.variant'.*one of 'fame', 'seed', 'grid', 'gauss', 'none'"),
-    ("fame.background=outer", r"'fame.background'.*'inter', 'intra'"),
+    ("fame.background=outer", r"'fame.background'.*'inter', 'intra', 'none'"),
     ("device=tpu", r"'device'.*'auto', 'cpu', 'gpu'"),
     ("wandb.mode=cloud", r"'wandb.mode'.*'offline', 'online', 'disabled'"),
     ("train.lr=0", r"'train.lr'.*\(0.0, inf\]"),

@@ -1,0 +1,109 @@
+"""Read an ablation without a server: `python -m runners.report --sweep configs/sweeps/beta.yaml`.
+
+Collects the trial.json of every run of the sweep under run.dir, and writes
+<runs>/<sweep>.md (a table: one row per setting, mean ± std over seeds for
+each metric) and <runs>/<sweep>.png (bars with the seeds' spread).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import statistics
+import sys
+from collections import defaultdict
+
+from runners.sweep import read_sweep
+
+TRIAL_FILE = "trial.json"
+PLOT_METRIC = "linear/top1"
+
+
+def collect_trials(runs_dir: str, sweep_name: str) -> list[dict]:
+    rows = []
+    for path in sorted(glob.glob(os.path.join(runs_dir, "*", TRIAL_FILE))):
+        with open(path) as f:
+            row = json.load(f)
+        if row.get("sweep") == sweep_name:
+            rows.append(row)
+    return rows
+
+
+def summarize(trials: list[dict], keys: list[str]) -> list[dict]:
+    """One entry per setting: params, seeds, and per metric (mean, std, n), in grid order of first appearance."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for t in trials:
+        groups[tuple(json.dumps(t["params"].get(k)) for k in keys)].append(t)
+    out = []
+    for key, members in groups.items():
+        metrics = sorted({m for t in members for m in t["metrics"]})
+        stats = {}
+        for m in metrics:
+            vals = [t["metrics"][m] for t in members if m in t["metrics"]]
+            stats[m] = (statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals))
+        out.append({"params": {k: json.loads(v) for k, v in zip(keys, key)},
+                    "seeds": sorted(t["seed"] for t in members), "stats": stats})
+    return out
+
+
+def markdown_table(summary: list[dict], keys: list[str]) -> str:
+    metrics = sorted({m for s in summary for m in s["stats"]})
+    head = "| " + " | ".join(keys + ["seeds"] + metrics) + " |"
+    sep = "|" + "---|" * (len(keys) + 1 + len(metrics))
+    lines = [head, sep]
+    for s in summary:
+        cells = [str(s["params"][k]) for k in keys] + [str(len(s["seeds"]))]
+        for m in metrics:
+            if m in s["stats"]:
+                mean, std, n = s["stats"][m]
+                cells.append(f"{mean:.1f} ± {std:.1f}" if n > 1 else f"{mean:.1f}")
+            else:
+                cells.append("–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: list[dict], keys: list[str], metric: str, path: str, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = [s for s in summary if metric in s["stats"]]
+    labels = [", ".join(str(s["params"][k]) for k in keys) for s in rows]
+    means = [s["stats"][metric][0] for s in rows]
+    stds = [s["stats"][metric][1] for s in rows]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(rows) + 1.5), 3.2), dpi=120)
+    ax.bar(range(len(rows)), means, yerr=stds, capsize=4, color="#4c72b0")
+    ax.set_xticks(range(len(rows)), labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(metric)
+    ax.set_title(f"{title} ({', '.join(keys)})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sweep", required=True)
+    p.add_argument("--runs", default="runs", help="the run.dir the trials wrote to")
+    p.add_argument("--metric", default=PLOT_METRIC, help="the metric to plot")
+    a = p.parse_args(argv)
+    sweep = read_sweep(a.sweep)
+    keys = list(sweep["parameters"])
+    trials = collect_trials(a.runs, sweep["name"])
+    if not trials:
+        print(f"no {TRIAL_FILE} of sweep '{sweep['name']}' under {a.runs}/: run `make sweep SWEEP={a.sweep}` first",
+              file=sys.stderr)
+        return 1
+    summary = summarize(trials, keys)
+    table = markdown_table(summary, keys)
+    md, png = (os.path.join(a.runs, f"{sweep['name']}.{ext}") for ext in ("md", "png"))
+    with open(md, "w") as f:
+        f.write(f"### Sweep `{sweep['name']}`\n\n{table}")
+    plot(summary, keys, a.metric, png, sweep["name"])
+    print(table + f"\nwrote {md} and {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""End to end: the real DALI pipeline, the real MoCo queue, on the tiny synthetic dataset."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from models.backbones import load_backbone_state
+from runners import config as C
+from runners.logger import read_metrics
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = os.path.join(ROOT, "configs", "synthetic_tiny.yaml")
+KILL_AFTER_STEP = 3
+POLL_S = 0.05
+
+
+def tiny(tmp_path, data_root, *overrides):
+    return C.load_config(TINY, [f"data.root={data_root}", f"run.dir={tmp_path}", *overrides])
+
+
+def run_cli(args, env=None, **kw):
+    return subprocess.run([sys.executable, "-m", "runners.pretrain", "--config", TINY, *args], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, **(env or {})}, **kw)
+
+
+def test_tiny_pretrain_writes_run_directory(tmp_path, tiny_data_root):
+    from runners.pretrain import main
+    run_dir = main(tiny(tmp_path, tiny_data_root, "run.name=one"))
+    assert run_dir == os.path.join(str(tmp_path), "one")
+    rows = read_metrics(run_dir)
+    assert rows and all(torch.isfinite(torch.tensor(r["loss"])) for r in rows if "loss" in r)
+    assert {"loss", "acc1", "acc5", "lr", "clips_per_s", "data_wait"} <= set(rows[0])
+    state = torch.load(os.path.join(run_dir, "checkpoints", "last.pt"), weights_only=False)
+    assert state["config"]["fame"]["beta"] == 0.5 and state["step"] == rows[-1]["step"]
+    assert state["model"]["queue_ptr"].item() == (2 * 4 * state["step"]) % 64
+    assert C.load_config(os.path.join(run_dir, "config.yaml")).run.name == "one"
+    load_backbone_state("small3d", torch.load(os.path.join(run_dir, "backbone.pt")), width=8)
+
+
+def test_resume_after_kill_is_bit_exact(tmp_path, tiny_data_root):
+    common = [f"data.root={tiny_data_root}", f"run.dir={tmp_path}", "train.epochs=2", "train.checkpoint_steps=1"]
+    ref = run_cli(common + ["run.name=ref"])
+    assert ref.returncode == 0, ref.stderr[-3000:]
+
+    proc = subprocess.Popen([sys.executable, "-m", "runners.pretrain", "--config", TINY, *common, "run.name=killed"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "killed" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and any(json.loads(l)["step"] >= KILL_AFTER_STEP for l in metrics.read_text().splitlines()):
+            break
+        time.sleep(POLL_S)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = torch.load(tmp_path / "killed" / "checkpoints" / "last.pt", weights_only=False)
+    total = partial["step"]
+    assert KILL_AFTER_STEP <= total < 8, "kill did not land mid-run"
+
+    resumed = run_cli(common + ["run.name=killed"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stderr
+    a = torch.load(tmp_path / "ref" / "checkpoints" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "killed" / "checkpoints" / "last.pt", weights_only=False)
+    assert a["step"] == b["step"] == 8
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+
+
+def test_non_finite_loss_stops_with_the_step(tmp_path, tiny_data_root, monkeypatch):
+    from models.moco import MoCo
+    from runners import pretrain
+    calls = {"n": 0}
+    infonce = MoCo.infonce
+
+    def poisoned(self, q, k):
+        calls["n"] += 1
+        loss, logits, labels = infonce(self, q, k)
+        return (loss * float("nan") if calls["n"] > 4 else loss), logits, labels
+    monkeypatch.setattr(MoCo, "infonce", poisoned)
+    with pytest.raises(pretrain.NonFiniteLoss, match="at step 2"):
+        pretrain.main(tiny(tmp_path, tiny_data_root, "run.name=nan", "train.checkpoint_steps=1"))
+    state = torch.load(tmp_path / "nan" / "checkpoints" / "last.pt", weights_only=False)
+    assert state["step"] == 2 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.backbone=resnet9000", "unknown backbone 'resnet9000'"),
+    ("model.K=66", "config key 'model.K'"),
+    ("train.batch_size=64", "config key 'train.batch_size'"),
+])
+def test_bad_config_fails_early(tmp_path, tiny_data_root, override, message):
+    from runners.pretrain import main
+    with pytest.raises(ValueError, match=message):
+        main(tiny(tmp_path, tiny_data_root, "run.name=bad", override))
+    assert not (tmp_path / "bad" / "checkpoints").exists()
+
+
+def test_two_process_gloo_run(tmp_path, tiny_data_root):
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    out = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "runners.pretrain",
+                          "--config", TINY, f"data.root={tiny_data_root}", f"run.dir={tmp_path}", "run.name=ddp",
+                          "train.batch_size=2", "model.shuffle_bn_groups=1"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    state = torch.load(tmp_path / "ddp" / "checkpoints" / "last.pt", weights_only=False)
+    assert state["step"] == 4            # 16 videos / (2 ranks x batch 2)
+    assert state["model"]["queue_ptr"].item() == (2 * 2 * 2 * 4) % 64
+    assert (tmp_path / "ddp" / "backbone.pt").exists()
