@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed-cuda$(CUDA)
 RUN := $(if $(filter 1,$(NPROC)),$(PY) -m,$(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC) -m)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test pretrain data-synth profile bench bench-fame clean
+.PHONY: help setup test pretrain data-synth profile bench bench-fame sweep report visualize-masks caam kernels clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -45,6 +45,25 @@ bench-fame: $(STAMP)  ## clips/s of the FAME op (NumPy; CuPy where a GPU exists)
 	$(PY) -m runners.bench_fame $(ARGS)
 
 bench: bench-fame profile  ## all benchmarks
+
+SWEEP ?= configs/sweeps/beta.yaml
+SEEDS ?= 0
+PARALLEL ?= 1
+sweep: $(STAMP)  ## run an ablation grid locally: SWEEP=configs/sweeps/x.yaml CONFIG=... SEEDS=0,1,2 PARALLEL=N
+	$(PY) -m runners.sweep --sweep $(SWEEP) --config $(CONFIG) --seeds $(SEEDS) --parallel $(PARALLEL) $(ARGS)
+
+report: $(STAMP)  ## markdown table + PNG plot of a finished sweep: SWEEP=...
+	$(PY) -m runners.report --sweep $(SWEEP) $(ARGS)
+
+visualize-masks: $(STAMP)  ## Fig. 5: frames, seed region, soft mask, masks and merges of every variant
+	$(PY) -m runners.visualize masks --config $(CONFIG) $(ARGS)
+
+CKPT ?=
+caam: $(STAMP)  ## Fig. 1: class-agnostic activation maps: CKPT="runs/a/backbone.pt runs/b/backbone.pt"
+	$(PY) -m runners.visualize caam --config $(CONFIG) $(foreach c,$(CKPT),--ckpt $(c)) $(ARGS)
+
+kernels: $(STAMP)  ## Fig. 3: temporal kernel violins of R(2+1)D checkpoints: CKPT="a.pt b.pt"
+	$(PY) -m runners.visualize kernels --config $(CONFIG) $(foreach c,$(CKPT),--ckpt $(c)) model.backbone=r2plus1d_18 $(ARGS)
 
 clean:  ## remove the virtual environment (runs/ and videos/ are kept)
 	rm -rf $(VENV)

@@ -101,7 +101,7 @@ def main(cfg: Config) -> str:
         ckpt.set_rng_state(state["rng"])
         step = state["step"]
         log.info("resumed from %s at step %d (epoch %d)", resume_from, step, step // steps_per_epoch)
-    ddp = DDP(model) if world > 1 else model
+    ddp = DDP(model, broadcast_buffers=False) if world > 1 else model   # queues agree by construction
 
     logger = Logger(run_dir, config=to_dict(cfg), name=cfg.run.name, mode=cfg.wandb.mode,
                     project=cfg.wandb.project, entity=cfg.wandb.entity, group=cfg.wandb.group,

@@ -1,0 +1,48 @@
+"""Heads that sit on a backbone's pooled features (N, feat_dim).
+
+- ProjectionHead: the contrastive projection of MoCo. ``kind="mlp"`` is the
+  MoCo v2 head Linear(in, in) - ReLU - Linear(in, dim) (used with R(2+1)D-18);
+  ``kind="linear"`` is a single Linear(in, dim) (used with I3D).
+- Classifier: Dropout - Linear for linear probing and finetuning. Dropout lives
+  here, not in the backbones, so that an exported backbone state is the same
+  whatever dropout a downstream run uses.
+"""
+
+from torch import nn
+
+PROJECTION_KINDS = ("mlp", "linear")
+
+
+class ProjectionHead(nn.Module):
+    """Project (N, in_dim) features to (N, dim) embeddings (not normalised)."""
+
+    def __init__(self, in_dim: int, dim: int, kind: str = "mlp"):
+        super().__init__()
+        if kind not in PROJECTION_KINDS:
+            raise ValueError(f"ProjectionHead kind must be one of {PROJECTION_KINDS}, got {kind!r}")
+        if in_dim < 1 or dim < 1:
+            raise ValueError(f"ProjectionHead needs positive sizes, got in_dim={in_dim}, dim={dim}")
+        self.kind = kind
+        if kind == "mlp":
+            self.layers = nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(inplace=True), nn.Linear(in_dim, dim))
+        else:
+            self.layers = nn.Sequential(nn.Linear(in_dim, dim))
+
+    def forward(self, features):
+        return self.layers(features)
+
+
+class Classifier(nn.Module):
+    """Map (N, in_dim) features to (N, num_classes) logits, with dropout before the linear layer."""
+
+    def __init__(self, in_dim: int, num_classes: int, dropout: float = 0.0):
+        super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"Classifier dropout must be in [0, 1), got {dropout}")
+        if in_dim < 1 or num_classes < 1:
+            raise ValueError(f"Classifier needs positive sizes, got in_dim={in_dim}, num_classes={num_classes}")
+        self.dropout = nn.Dropout(p=dropout)
+        self.fc = nn.Linear(in_dim, num_classes)
+
+    def forward(self, features):
+        return self.fc(self.dropout(features))

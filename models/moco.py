@@ -1,0 +1,237 @@
+"""MoCo (v2-style, with a symmetric loss) in the paper's symbols.
+
+f_q, f_k: query and momentum key encoders, each backbone + projection head +
+L2 normalisation. θ_k ← m θ_k + (1 - m) θ_q (``momentum_update``, parameters
+only; the key encoder's BN running statistics come from its own forwards).
+The queue holds K normalised keys as columns of a (dim, K) buffer.
+
+InfoNCE for queries q and keys k (both (N, dim), unit norm):
+    l_pos = q·k (N, 1), l_neg = q·queue (N, K), logits = [l_pos, l_neg] / T,
+    L(q, k) = cross-entropy(logits, label 0).
+Symmetric: loss = (L(q1, k2) + L(q2, k1)) / 2, with q_i = f_q(x_i), k_i = f_k(x_i);
+otherwise loss = L(q1, k2).
+
+``forward(x1, x2)`` (x: float NCTHW) returns MoCoOutput(loss, logits, labels);
+in symmetric mode logits/labels stack both directions ((2N, 1 + K), (2N,)).
+In training mode it then enqueues the keys: in symmetric mode [k1; k2] of
+every process (rank-major: rank 0's k1, k2, then rank 1's ...), otherwise k2.
+K must be divisible by the number of keys enqueued per step
+(world_size x N x (2 if symmetric else 1)); ``check_queue_size`` says so.
+The runner calls ``momentum_update()`` after each optimiser step.
+
+Shuffle-BN (training mode only, so BN statistics cannot reveal which key is
+the positive):
+- under torch.distributed with world > 1: the key batch is gathered from all
+  processes, permuted by a permutation drawn on rank 0 and broadcast, each
+  process encodes its slice of the permuted batch, the keys are gathered and
+  each process takes back its own samples in their original order. Queries
+  are encoded on each process's own batch, unshuffled.
+- in one process: the same thing on ``shuffle_bn_groups`` (G) virtual
+  devices. Queries are encoded in G contiguous sub-batches; keys in G
+  sub-batches of a random permutation of the batch, then put back in order.
+  So the BN statistics of a query and of its positive key come from
+  different subsets of the batch, as with G GPUs.
+"""
+
+import copy
+from typing import Callable, NamedTuple
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from models.heads import ProjectionHead
+
+
+class MoCoOutput(NamedTuple):
+    loss: torch.Tensor
+    logits: torch.Tensor
+    labels: torch.Tensor
+
+
+class Encoder(nn.Module):
+    """backbone -> projection head -> L2 normalisation: (N, 3, T, H, W) -> (N, dim)."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, x):
+        return F.normalize(self.head(self.backbone(x)), dim=1)
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+@torch.no_grad()
+def concat_all_gather(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` of every process along dim 0 (rank order, no gradient)."""
+    if not is_distributed():
+        return tensor
+    gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, tensor.contiguous())
+    return torch.cat(gathered, dim=0)
+
+
+def check_queue_size(K: int, batch_size: int, world: int = 1, symmetric: bool = True) -> None:
+    """Raise a ValueError unless the queue size K is a multiple of the keys enqueued per step."""
+    keys_per_step = world * batch_size * (2 if symmetric else 1)
+    if keys_per_step < 1 or K % keys_per_step != 0:
+        raise ValueError(
+            f"MoCo queue size K={K} must be divisible by the keys enqueued per step "
+            f"= world size {world} x batch {batch_size} x {2 if symmetric else 1} "
+            f"({'symmetric: k1 and k2' if symmetric else 'k2 only'}) = {keys_per_step}"
+        )
+
+
+@torch.no_grad()
+def contrastive_accuracy(logits: torch.Tensor, labels: torch.Tensor, topk=(1, 5)) -> tuple[torch.Tensor, ...]:
+    """Top-k accuracies in percent (0-dim tensors, no host sync); k is capped at the number of logits."""
+    max_k = min(max(topk), logits.shape[1])
+    top = logits.topk(max_k, dim=1).indices
+    hits = top.eq(labels.view(-1, 1))
+    return tuple(hits[:, : min(k, max_k)].any(dim=1).float().mean() * 100.0 for k in topk)
+
+
+class MoCo(nn.Module):
+    def __init__(
+        self,
+        backbone_q: nn.Module,
+        backbone_k: nn.Module | Callable[[], nn.Module] | None = None,
+        dim: int = 128,
+        K: int = 65536,
+        m: float = 0.999,
+        T: float = 0.1,
+        head: str = "mlp",
+        symmetric: bool = True,
+        shuffle_bn: bool = True,
+        shuffle_bn_groups: int = 2,
+    ):
+        """``backbone_k``: a module of the same architecture, a factory for one, or None (a deep copy)."""
+        super().__init__()
+        if not hasattr(backbone_q, "feat_dim"):
+            raise ValueError(f"MoCo needs a backbone with a feat_dim attribute, got {type(backbone_q).__name__}")
+        if not 0.0 <= m <= 1.0:
+            raise ValueError(f"MoCo momentum m must be in [0, 1], got {m}")
+        if T <= 0:
+            raise ValueError(f"MoCo temperature T must be positive, got {T}")
+        if K < 1 or dim < 1:
+            raise ValueError(f"MoCo needs K >= 1 and dim >= 1, got K={K}, dim={dim}")
+        if shuffle_bn_groups < 1:
+            raise ValueError(f"MoCo shuffle_bn_groups must be >= 1, got {shuffle_bn_groups}")
+        self.K, self.m, self.T = K, m, T
+        self.symmetric = symmetric
+        self.shuffle_bn = shuffle_bn
+        self.shuffle_bn_groups = shuffle_bn_groups
+
+        head_q = ProjectionHead(backbone_q.feat_dim, dim, kind=head)
+        if backbone_k is None:
+            backbone_k = copy.deepcopy(backbone_q)
+        elif not isinstance(backbone_k, nn.Module):
+            backbone_k = backbone_k()
+        self.f_q = Encoder(backbone_q, head_q)
+        self.f_k = Encoder(backbone_k, copy.deepcopy(head_q))
+        try:
+            self.f_k.load_state_dict(self.f_q.state_dict())
+        except RuntimeError as error:
+            raise ValueError(f"MoCo key backbone does not match the query backbone: {error}") from error
+        for theta_k in self.f_k.parameters():
+            theta_k.requires_grad_(False)
+
+        self.register_buffer("queue", F.normalize(torch.randn(dim, K), dim=0))
+        self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The query backbone: the one to export after pretraining."""
+        return self.f_q.backbone
+
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        """θ_k ← m θ_k + (1 - m) θ_q for every parameter."""
+        for theta_q, theta_k in zip(self.f_q.parameters(), self.f_k.parameters()):
+            theta_k.mul_(self.m).add_(theta_q.detach(), alpha=1.0 - self.m)
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor) -> None:
+        """Write the keys of every process (gathered) into the queue at queue_ptr, replacing the oldest."""
+        keys = concat_all_gather(keys)
+        n = keys.shape[0]
+        if self.K % n != 0:
+            raise ValueError(
+                f"MoCo queue size K={self.K} must be divisible by the {n} keys enqueued per step "
+                f"(world size {world_size()} x batch x {2 if self.symmetric else 1} views)"
+            )
+        ptr = int(self.queue_ptr)
+        self.queue[:, ptr : ptr + n] = keys.T.to(self.queue.dtype)
+        self.queue_ptr[0] = (ptr + n) % self.K
+
+    def _encode_q(self, x):
+        if self.training and self.shuffle_bn and not is_distributed() and self.shuffle_bn_groups > 1:
+            self._check_groups(x)
+            return torch.cat([self.f_q(part) for part in torch.tensor_split(x, self.shuffle_bn_groups)], dim=0)
+        return self.f_q(x)
+
+    @torch.no_grad()
+    def _encode_k(self, x):
+        if not (self.training and self.shuffle_bn):
+            return self.f_k(x)
+        if is_distributed():
+            return self._encode_k_shuffled_across_processes(x)
+        if self.shuffle_bn_groups == 1:
+            return self.f_k(x)
+        self._check_groups(x)
+        perm = torch.randperm(x.shape[0], device=x.device)
+        parts = torch.tensor_split(x[perm], self.shuffle_bn_groups)
+        k_shuffled = torch.cat([self.f_k(part) for part in parts], dim=0)
+        return k_shuffled[torch.argsort(perm)]
+
+    def _encode_k_shuffled_across_processes(self, x):
+        world, rank = dist.get_world_size(), dist.get_rank()
+        sizes = concat_all_gather(torch.tensor([x.shape[0]], device=x.device))
+        if not bool((sizes == x.shape[0]).all()):
+            raise ValueError(f"MoCo shuffle-BN needs the same batch size on every process, got {sizes.tolist()}")
+        x_all = concat_all_gather(x)
+        perm = torch.randperm(x_all.shape[0], device=x.device)
+        dist.broadcast(perm, src=0)
+        k_all = concat_all_gather(self.f_k(x_all[perm.view(world, -1)[rank]]))
+        return k_all[torch.argsort(perm).view(world, -1)[rank]]
+
+    def _check_groups(self, x):
+        if x.shape[0] < self.shuffle_bn_groups:
+            raise ValueError(
+                f"MoCo single-process shuffle-BN splits the batch into {self.shuffle_bn_groups} groups; "
+                f"batch {x.shape[0]} is too small (use a larger batch or shuffle_bn_groups=1)"
+            )
+
+    def infonce(self, q: torch.Tensor, k: torch.Tensor):
+        """L(q, k) against the queue: returns (loss, logits (N, 1 + K), labels (N,) of zeros)."""
+        l_pos = (q * k).sum(dim=1, keepdim=True)
+        l_neg = q @ self.queue.clone().to(q.dtype)
+        logits = torch.cat([l_pos, l_neg], dim=1) / self.T
+        labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+        return F.cross_entropy(logits, labels), logits, labels
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> MoCoOutput:
+        q1 = self._encode_q(x1)
+        k2 = self._encode_k(x2)
+        loss, logits, labels = self.infonce(q1, k2)
+        keys = k2
+        if self.symmetric:
+            q2 = self._encode_q(x2)
+            k1 = self._encode_k(x1)
+            loss_21, logits_21, labels_21 = self.infonce(q2, k1)
+            loss = (loss + loss_21) / 2
+            logits = torch.cat([logits, logits_21], dim=0)
+            labels = torch.cat([labels, labels_21], dim=0)
+            keys = torch.cat([k1, k2], dim=0)
+        if self.training:
+            self.enqueue(keys)
+        return MoCoOutput(loss, logits, labels)

@@ -1,0 +1,271 @@
+"""The paper's figures, from the command line.
+
+    python -m runners.visualize masks   --config X [--videos 4]            (Fig. 5)
+    python -m runners.visualize caam    --config X --ckpt A.pt --ckpt B.pt  (Fig. 1 + energy in the box)
+    python -m runners.visualize kernels --ckpt A.pt --ckpt B.pt [--label L]  (Fig. 3)
+
+Clips are read with PyAV (a few videos; no training pipeline needed): the
+middle clip.frames x clip.stride window, short side resized to clip.crop and
+centre-cropped. PNGs land in <run.dir>/<run.name>/ and are logged to W&B.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+import matplotlib
+import matplotlib.image
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import fame
+from fame.mask import smoothed_seed, soft_mask
+from data.filelist import read_file_list
+from data.video_io import read_video
+from models.backbones import load_backbone_state
+from runners.common import prepare_run_dir
+from runners.config import Config, ConfigError, data_path, load_config, to_dict
+from runners.logger import Logger
+
+VARIANTS = ("gauss", "seed", "grid", "fame")
+HEAT = "inferno"
+matplotlib.use("Agg")
+
+
+# ----------------------------------------------------------------- clips ----
+def centre_clip(frames: np.ndarray, length: int, stride: int, crop: int, boxes=None):
+    """THWC uint8 video -> (THWC uint8 clip of `length` frames, box [x0,y0,x1,y1] in crop pixels or None)."""
+    assert frames.ndim == 4 and frames.shape[-1] == 3, f"expected THWC frames, got {frames.shape}"
+    span = (length - 1) * stride + 1
+    if frames.shape[0] < span:
+        raise ValueError(f"video has {frames.shape[0]} frames, a clip needs {span}")
+    start = (frames.shape[0] - span) // 2
+    idx = np.arange(start, start + span, stride)
+    h, w = frames.shape[1:3]
+    scale = crop / min(h, w)
+    nh, nw = max(crop, round(h * scale)), max(crop, round(w * scale))
+    x = torch.from_numpy(frames[idx]).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+    top, left = (nh - crop) // 2, (nw - crop) // 2
+    clip = x[:, :, top:top + crop, left:left + crop].round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    box = None
+    if boxes is not None:
+        b = np.asarray(boxes)[idx]
+        x0, y0 = b[:, 0].min() * nw / w - left, b[:, 1].min() * nh / h - top
+        x1, y1 = b[:, 2].max() * nw / w - left, b[:, 3].max() * nh / h - top
+        box = np.clip(np.round([x0, y0, x1, y1]), 0, crop).astype(int)
+    return clip, box
+
+
+def read_clips(cfg: Config, n: int, list_key: str = "val_list"):
+    """The first n videos of a list, one per class first: (NTHWC uint8, labels, boxes or None)."""
+    entries = read_file_list(data_path(cfg, getattr(cfg.data, list_key)), cfg.data.root)
+    by_class: dict[int, list] = {}
+    for e in entries:
+        by_class.setdefault(e.label, []).append(e)
+    ordered = [e for group in zip(*by_class.values()) for e in group] or entries
+    try:
+        from data.synthetic import load_annotations
+        videos = load_annotations(cfg.data.root)["videos"]
+    except FileNotFoundError:
+        videos = None
+    clips, labels, boxes = [], [], []
+    for e in ordered[:n]:
+        clip, box = centre_clip(read_video(e.path), cfg.clip.frames, cfg.clip.stride, cfg.clip.crop,
+                                videos[e.relpath]["boxes"] if videos and e.relpath in videos else None)
+        clips.append(clip)
+        labels.append(e.label)
+        boxes.append(box)
+    return np.stack(clips), labels, (boxes if all(b is not None for b in boxes) else None)
+
+
+# ----------------------------------------------------------------- masks ----
+def mask_panels(clips: np.ndarray, cfg: Config) -> list[tuple[str, list[np.ndarray]]]:
+    """Columns of Fig. 5: frame, seed region S, soft mask M, then binary mask and merged
+    frame of every variant (NTHWC uint8 in)."""
+    fc = fame_config(cfg)
+    rng = np.random.default_rng(cfg.seed)
+    background = fame.pick_backgrounds(len(clips), rng, fc.pick)
+    t = clips.shape[1] // 2
+    seed = smoothed_seed(clips, fc)
+    cols = [("frame", list(clips[:, t])), ("seed region S", list(seed)), ("soft mask M", list(soft_mask(clips, fc, seed)))]
+    for variant in VARIANTS:
+        masks = fame.foreground_mask(clips, **{**dataclasses.asdict(fc), "variant": variant})
+        merged = fame.merge(clips, masks, background)
+        cols.append((f"{variant} mask", [np.repeat(m[..., None] * 255, 3, -1).astype(np.uint8) for m in masks]))
+        cols.append((f"{variant} merged", list(merged[:, t])))
+    return cols
+
+
+def fame_config(cfg: Config) -> fame.FameConfig:
+    f = cfg.fame
+    return fame.FameConfig(beta=f.beta, variant=f.variant if f.variant != "none" else "fame", hue=f.hue,
+                           pick=f.pick, beta_min=f.beta_min, beta_max=f.beta_max,
+                           camera_compensation=f.camera_compensation)
+
+
+def save_grid(columns: list[tuple[str, list[np.ndarray]]], path: str, row_labels=None) -> None:
+    """A PNG grid: one column per (title, images), one row per example."""
+    import matplotlib.pyplot as plt
+    rows = len(columns[0][1])
+    fig, axes = plt.subplots(rows, len(columns), figsize=(1.6 * len(columns), 1.6 * rows), dpi=100, squeeze=False)
+    for c, (title, images) in enumerate(columns):
+        for r, im in enumerate(images):
+            ax = axes[r][c]
+            ax.imshow(im, cmap=HEAT if im.ndim == 2 else None, vmin=0, vmax=1 if im.ndim == 2 else None)
+            ax.set_xticks([]), ax.set_yticks([])
+            if r == 0:
+                ax.set_title(title, fontsize=7)
+            if c == 0 and row_labels:
+                ax.set_ylabel(row_labels[r], fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------ CAAM ----
+def last_feature_map(backbone: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The last 5-D activation (N, C, T', H', W') the backbone computes before pooling."""
+    seen = []
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.append(o) if torch.is_tensor(o) and o.dim() == 5 else None)
+             for m in backbone.modules()]
+    try:
+        with torch.no_grad():
+            backbone(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    if not seen:
+        raise ValueError(f"{type(backbone).__name__} produced no 5-D activation")
+    return seen[-1]
+
+
+def caam(backbone: torch.nn.Module, clips_ncthw: torch.Tensor) -> torch.Tensor:
+    """Class-agnostic activation map: channel-summed last activation, mean over time, upsampled, in [0, 1]."""
+    a = last_feature_map(backbone, clips_ncthw).relu().sum(1).mean(1, keepdim=True)   # (N, 1, H', W')
+    a = F.interpolate(a, size=clips_ncthw.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    lo = a.flatten(1).min(1).values.view(-1, 1, 1)
+    hi = a.flatten(1).max(1).values.view(-1, 1, 1)
+    return (a - lo) / (hi - lo + 1e-8)
+
+
+def energy_in_box(maps: torch.Tensor, boxes) -> list[float]:
+    """Fraction of each map's total inside its box (the object's, known on synthetic data)."""
+    out = []
+    for m, (x0, y0, x1, y1) in zip(maps, boxes):
+        out.append(float(m[y0:y1, x0:x1].sum() / m.sum().clamp_min(1e-8)))
+    return out
+
+
+def normalise(clips: np.ndarray, cfg: Config) -> torch.Tensor:
+    """NTHWC uint8 -> NCTHW float, normalised as in training."""
+    x = torch.from_numpy(clips).float().div(255).permute(0, 4, 1, 2, 3)
+    mean = torch.tensor(cfg.aug.mean).view(1, 3, 1, 1, 1)
+    std = torch.tensor(cfg.aug.std).view(1, 3, 1, 1, 1)
+    return (x - mean) / std
+
+
+def load_for_figures(path: str, cfg: Config) -> torch.nn.Module:
+    """A backbone from backbone.pt or a pretraining checkpoint (its query encoder)."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(state, dict) and "model" in state:
+        prefix = "f_q.backbone."
+        state = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
+    kwargs = {"width": cfg.model.width} if cfg.model.backbone == "small3d" else {}
+    return load_backbone_state(cfg.model.backbone, state, **kwargs).eval()
+
+
+# --------------------------------------------------------------- kernels ----
+def temporal_kernels(backbone: torch.nn.Module) -> list[tuple[str, np.ndarray]]:
+    """Weights of every purely temporal convolution (kernel k x 1 x 1, k > 1), by layer, in order."""
+    out = []
+    for name, m in backbone.named_modules():
+        if isinstance(m, torch.nn.Conv3d) and m.kernel_size[0] > 1 and m.kernel_size[1:] == (1, 1):
+            out.append((name, m.weight.detach().flatten().numpy()))
+    return out
+
+
+def plot_kernels(named: list[tuple[str, list]], path: str) -> None:
+    import matplotlib.pyplot as plt
+    layers = [n for n, _ in named[0][1]]
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(layers) * len(named)), 3.5), dpi=100)
+    width = 0.8 / len(named)
+    for i, (label, kernels) in enumerate(named):
+        pos = [j + (i - (len(named) - 1) / 2) * width for j in range(len(kernels))]
+        parts = ax.violinplot([w for _, w in kernels], positions=pos, widths=width, showextrema=False)
+        for body in parts["bodies"]:
+            body.set_facecolor(f"C{i}")
+        ax.plot([], [], color=f"C{i}", label=label, linewidth=6)
+    ax.set_xticks(range(len(layers)), [l.replace(".", "\n", 1) for l in layers], fontsize=6)
+    ax.set_ylabel("temporal kernel weight")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------ main ----
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("figure", choices=["masks", "caam", "kernels"])
+    p.add_argument("--config", default="configs/synthetic.yaml")
+    p.add_argument("--ckpt", action="append", default=[], help="backbone.pt or checkpoint (repeat to compare)")
+    p.add_argument("--label", action="append", default=[], help="a name per --ckpt")
+    p.add_argument("--videos", type=int, default=4)
+    p.add_argument("overrides", nargs="*")
+    a = p.parse_intermixed_args(argv)
+    try:
+        cfg = load_config(a.config, a.overrides)
+    except ConfigError as e:
+        p.error(str(e))
+    if a.figure in ("caam", "kernels") and not a.ckpt:
+        p.error(f"{a.figure} needs at least one --ckpt")
+    for path in a.ckpt:
+        if not os.path.isfile(path):
+            p.error(f"--ckpt '{path}' does not exist")
+    labels = a.label + [os.path.basename(os.path.dirname(c)) or c for c in a.ckpt[len(a.label):]]
+    if cfg.run.name is None:
+        cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=f"figures-{a.figure}"))
+    cfg, run_dir = prepare_run_dir(cfg)
+    logger = Logger(run_dir, config=to_dict(cfg), name=cfg.run.name, mode=cfg.wandb.mode, project=cfg.wandb.project,
+                    entity=cfg.wandb.entity, group=cfg.wandb.group, tags=cfg.wandb.tags, job_type="figures")
+    out = os.path.join(run_dir, f"{a.figure}.png")
+    if a.figure == "masks":
+        clips, labels_, _ = read_clips(cfg, a.videos)
+        save_grid(mask_panels(clips, cfg), out, [f"class {l}" for l in labels_])
+    elif a.figure == "caam":
+        clips, _, boxes = read_clips(cfg, a.videos)
+        x = normalise(clips, cfg)
+        t = clips.shape[1] // 2
+        columns = [("frame", list(clips[:, t]))]
+        scores = {}
+        for label, path in zip(labels, a.ckpt):
+            maps = caam(load_for_figures(path, cfg), x)
+            heat = (matplotlib.colormaps[HEAT](maps.numpy())[..., :3] * 255).astype(np.uint8)
+            columns.append((label, [(0.5 * clips[i, t] + 0.5 * heat[i]).astype(np.uint8) for i in range(len(clips))]))
+            if boxes is not None:
+                scores[label] = float(np.mean(energy_in_box(maps, boxes)))
+        save_grid(columns, out)
+        if scores:
+            with open(os.path.join(run_dir, "caam_energy.json"), "w") as f:
+                json.dump(scores, f, indent=1)
+            logger.summary({f"caam_energy_in_box/{k}": v for k, v in scores.items()})
+            print("CAAM energy inside the object's box: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+    else:
+        named = [(label, temporal_kernels(load_for_figures(path, cfg))) for label, path in zip(labels, a.ckpt)]
+        if not named[0][1]:
+            raise SystemExit(f"backbone {cfg.model.backbone} has no temporal (k x 1 x 1) convolutions; "
+                             "kernels is for R(2+1)D (model.backbone=r2plus1d_18)")
+        plot_kernels(named, out)
+    logger.log_images(f"figures/{a.figure}", [(matplotlib.image.imread(out)[..., :3] * 255).astype(np.uint8)], 0)
+    logger.close()
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from moco_test_nets import TinyBackbone, TinyBNBackbone
+
+from models.moco import MoCo, check_queue_size, contrastive_accuracy
+
+torch.set_num_threads(1)
+
+DIM = 3
+CLIP = (3, 2, 4, 4)  # C, T, H, W of the tiny clips
+
+
+def make_moco(backbone=TinyBackbone, **kwargs):
+    torch.manual_seed(0)
+    options = dict(dim=DIM, K=8, m=0.9, T=0.2, head="linear", symmetric=False, shuffle_bn=True)
+    options.update(kwargs)
+    return MoCo(backbone(), **options)
+
+
+def clips(n, seed):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(n, *CLIP, generator=generator)
+
+
+def hand_infonce(q, k, queue, T):
+    """Mean over samples of -log softmax at the positive, written out with numpy loops."""
+    q, k, queue = (t.detach().double().numpy() for t in (q, k, queue))
+    losses = []
+    for i in range(q.shape[0]):
+        logits = [sum(q[i, d] * k[i, d] for d in range(q.shape[1])) / T]
+        for j in range(queue.shape[1]):
+            logits.append(sum(q[i, d] * queue[d, j] for d in range(q.shape[1])) / T)
+        logits = np.array(logits)
+        losses.append(-(logits[0] - math.log(np.exp(logits).sum())))
+    return float(np.mean(losses))
+
+
+def test_queue_starts_normalised_with_pointer_zero():
+    moco = make_moco(K=16)
+    assert moco.queue.shape == (DIM, 16)
+    torch.testing.assert_close(moco.queue.norm(dim=0), torch.ones(16))
+    assert int(moco.queue_ptr) == 0
+
+
+def test_enqueue_writes_at_pointer_and_wraps():
+    moco = make_moco(K=8)
+    first, second, third = torch.randn(4, DIM), torch.randn(4, DIM), torch.randn(4, DIM)
+    moco.enqueue(first)
+    assert int(moco.queue_ptr) == 4
+    torch.testing.assert_close(moco.queue[:, :4], first.T)
+    moco.enqueue(second)
+    assert int(moco.queue_ptr) == 0
+    torch.testing.assert_close(moco.queue[:, 4:], second.T)
+    moco.enqueue(third)
+    assert int(moco.queue_ptr) == 4
+    torch.testing.assert_close(moco.queue[:, :4], third.T)
+    torch.testing.assert_close(moco.queue[:, 4:], second.T)
+
+
+def test_enqueue_rejects_queue_size_not_divisible():
+    moco = make_moco(K=10)
+    with pytest.raises(ValueError, match="K=10 must be divisible"):
+        moco.enqueue(torch.randn(4, DIM))
+
+
+def test_check_queue_size():
+    check_queue_size(65536, 8, world=8, symmetric=True)
+    check_queue_size(2048, 64, world=1, symmetric=False)
+    with pytest.raises(ValueError, match="world size 1 x batch 48 x 2"):
+        check_queue_size(2048, 48, world=1, symmetric=True)
+
+
+def test_key_encoder_starts_as_frozen_copy():
+    moco = make_moco(backbone_k=TinyBackbone)
+    for theta_q, theta_k in zip(moco.f_q.parameters(), moco.f_k.parameters()):
+        assert torch.equal(theta_q, theta_k)
+        assert theta_q.requires_grad and not theta_k.requires_grad
+
+
+def test_mismatched_key_backbone_raises():
+    with pytest.raises(ValueError, match="key backbone does not match"):
+        make_moco(backbone_k=TinyBNBackbone)
+
+
+def test_momentum_update_arithmetic():
+    moco = make_moco(backbone=TinyBNBackbone, m=0.9)
+    with torch.no_grad():
+        for theta_q in moco.f_q.parameters():
+            theta_q.fill_(2.0)
+        for theta_k in moco.f_k.parameters():
+            theta_k.fill_(-1.0)
+        moco.f_k.backbone.bn.running_mean.fill_(5.0)
+    moco.momentum_update()
+    # 0.9 * -1 + 0.1 * 2 = -0.7
+    for theta_k in moco.f_k.parameters():
+        torch.testing.assert_close(theta_k, torch.full_like(theta_k, -0.7))
+    moco.momentum_update()
+    # 0.9 * -0.7 + 0.1 * 2 = -0.43
+    for theta_k in moco.f_k.parameters():
+        torch.testing.assert_close(theta_k, torch.full_like(theta_k, -0.43))
+    for theta_q in moco.f_q.parameters():
+        assert torch.all(theta_q == 2.0)
+    assert torch.all(moco.f_k.backbone.bn.running_mean == 5.0)
+
+
+def test_loss_equals_hand_computed_infonce():
+    moco = make_moco(K=8, T=0.2)
+    moco.train()
+    x1, x2 = clips(4, 1), clips(4, 2)
+    queue_before = moco.queue.clone()
+    with torch.no_grad():
+        q = F.normalize(moco.f_q.head(moco.f_q.backbone(x1)), dim=1)
+        k = F.normalize(moco.f_k.head(moco.f_k.backbone(x2)), dim=1)
+    out = moco(x1, x2)
+    assert out.logits.shape == (4, 1 + 8)
+    assert torch.equal(out.labels, torch.zeros(4, dtype=torch.long))
+    assert out.loss.item() == pytest.approx(hand_infonce(q, k, queue_before, 0.2), rel=1e-5)
+    torch.testing.assert_close(out.logits[:, 0], (q * k).sum(dim=1) / 0.2)
+    # the keys are enqueued after the loss
+    torch.testing.assert_close(moco.queue[:, :4], k.T)
+    torch.testing.assert_close(moco.queue[:, 4:], queue_before[:, 4:])
+
+
+def test_symmetric_loss_averages_both_directions_and_enqueues_both_keys():
+    moco = make_moco(K=16, T=0.1, symmetric=True, head="mlp")
+    moco.train()
+    x1, x2 = clips(4, 3), clips(4, 4)
+    queue_before = moco.queue.clone()
+    with torch.no_grad():
+        q1, q2 = moco.f_q(x1), moco.f_q(x2)
+        k1, k2 = moco.f_k(x1), moco.f_k(x2)
+    out = moco(x1, x2)
+    expected = (hand_infonce(q1, k2, queue_before, 0.1) + hand_infonce(q2, k1, queue_before, 0.1)) / 2
+    assert out.loss.item() == pytest.approx(expected, rel=1e-5)
+    assert out.logits.shape == (8, 1 + 16)
+    assert out.labels.shape == (8,)
+    torch.testing.assert_close(moco.queue[:, :8], torch.cat([k1, k2]).T)
+    assert int(moco.queue_ptr) == 8
+
+
+def test_eval_mode_leaves_queue_alone():
+    moco = make_moco(K=8)
+    moco.eval()
+    queue_before = moco.queue.clone()
+    moco(clips(4, 5), clips(4, 6))
+    assert torch.equal(moco.queue, queue_before)
+    assert int(moco.queue_ptr) == 0
+
+
+def test_gradients_reach_query_encoder_only():
+    moco = make_moco(K=8, symmetric=True)
+    moco.train()
+    moco(clips(2, 7), clips(2, 8)).loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in moco.f_q.parameters())
+    assert all(p.grad is None for p in moco.f_k.parameters())
+
+
+@pytest.mark.parametrize("backbone, mode", [(TinyBackbone, "train"), (TinyBNBackbone, "eval")])
+def test_shuffle_bn_restores_key_order(backbone, mode):
+    moco = make_moco(backbone=backbone, K=12, shuffle_bn_groups=3)
+    moco.train(mode == "train")
+    x2 = clips(6, 9)
+    with torch.no_grad():
+        expected = moco.f_k(x2)
+        keys = moco._encode_k(x2)
+    torch.testing.assert_close(keys, expected)
+
+
+def test_single_process_shuffle_bn_encodes_keys_in_random_sub_batches():
+    moco = make_moco(backbone=TinyBNBackbone, K=8, shuffle_bn_groups=2)
+    moco.train()
+    x = clips(4, 10)
+    partners_of_first = set()
+    with torch.no_grad():
+        whole_batch = moco.f_k(x)
+        for _ in range(10):
+            keys = moco._encode_k(x)
+            assert not torch.allclose(keys, whole_batch)
+            for i in range(4):
+                partners = [
+                    j for j in range(4)
+                    if j != i and torch.allclose(keys[i], moco.f_k(x[[i, j]])[0], atol=1e-6)
+                ]
+                assert len(partners) == 1, f"key {i} was not encoded in a pair with one other sample"
+                if i == 0:
+                    partners_of_first.add(partners[0])
+    assert len(partners_of_first) > 1, "the key sub-batches are not drawn at random"
+
+
+def test_single_process_shuffle_bn_encodes_queries_in_contiguous_sub_batches():
+    moco = make_moco(backbone=TinyBNBackbone, K=8, shuffle_bn_groups=2)
+    moco.train()
+    x = clips(4, 11)
+    with torch.no_grad():
+        expected = torch.cat([moco.f_q(x[:2]), moco.f_q(x[2:])])
+        torch.testing.assert_close(moco._encode_q(x), expected)
+
+
+def test_batch_smaller_than_shuffle_groups_raises():
+    moco = make_moco(K=8, shuffle_bn_groups=4)
+    moco.train()
+    with pytest.raises(ValueError, match="too small"):
+        moco(clips(2, 12), clips(2, 13))
+
+
+def test_contrastive_accuracy():
+    logits = torch.tensor(
+        [
+            [5.0, 1.0, 2.0, 0.0, 0.0, 0.0, 0.0],  # positive ranked 1st
+            [1.0, 5.0, 2.0, 3.0, 4.0, 0.0, 0.0],  # positive ranked 5th
+            [0.0, 5.0, 2.0, 3.0, 4.0, 1.0, 6.0],  # positive ranked 7th
+            [1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0],  # positive ranked 2nd
+        ]
+    )
+    labels = torch.zeros(4, dtype=torch.long)
+    top1, top5 = contrastive_accuracy(logits, labels, topk=(1, 5))
+    assert top1.item() == pytest.approx(25.0)
+    assert top5.item() == pytest.approx(75.0)
+    (top10,) = contrastive_accuracy(logits, labels, topk=(10,))
+    assert top10.item() == pytest.approx(100.0)
+
+
+def test_invalid_settings_raise():
+    with pytest.raises(ValueError, match="temperature"):
+        make_moco(T=0.0)
+    with pytest.raises(ValueError, match="momentum"):
+        make_moco(m=1.5)
+    with pytest.raises(ValueError, match="kind"):
+        make_moco(head="transformer")
+    with pytest.raises(ValueError, match="feat_dim"):
+        MoCo(torch.nn.Linear(3, 3))
+
+
+def run_mixed_precision_step(device):
+    moco = make_moco(backbone=TinyBNBackbone, K=16, symmetric=True).to(device).train()
+    x1, x2 = clips(4, 14).to(device), clips(4, 15).to(device)
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+        out = moco(x1, x2)
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    assert moco.queue.dtype == torch.float32 and moco.queue.device.type == device.type
+    torch.testing.assert_close(moco.queue[:, :8].norm(dim=0), torch.ones(8, device=device), atol=1e-2, rtol=0)
+    assert int(moco.queue_ptr) == 8
+    top1, top5 = contrastive_accuracy(out.logits, out.labels)
+    assert 0.0 <= top1.item() <= top5.item() <= 100.0
+
+
+def test_bfloat16_autocast_step_on_cpu():
+    run_mixed_precision_step(torch.device("cpu"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_bfloat16_autocast_step_on_gpu():
+    run_mixed_precision_step(torch.device("cuda"))
