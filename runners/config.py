@@ -37,7 +37,7 @@ def _range(lo=None, hi=None, *, lo_open=False):
 @dataclass
 class SynthConfig:
     """The built-in synthetic dataset, generated under data.root when missing."""
-    num_classes: int = field(default=4, metadata=_range(2, 16))
+    num_classes: int = field(default=4, metadata=_range(2, 8))   # 8 motion patterns exist
     videos_per_class_train: int = field(default=24, metadata=_range(1))
     videos_per_class_test: int = field(default=12, metadata=_range(1))
     width: int = field(default=128, metadata=_range(32))

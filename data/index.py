@@ -1,0 +1,288 @@
+"""The video index: every listed video probed once, cached next to its file list.
+
+For each entry of a file list the index records whether the file exists and
+decodes, its frame count, fps, size and codec. Pipelines read it instead of
+opening files blindly, and ``VideoIndex.require_ok`` names unusable videos
+before training starts.
+
+Frame counts are decoded-frame counts (``decode=True``, the default) or demuxed
+packet counts (``decode=False``: cheaper, misses damaged bitstreams). A video is
+"corrupt" when fewer frames come out than its container promises (its frame
+count, or its duration times fps for a single-stream file).
+
+The cache ``<list>.index.json`` holds one probe per absolute path with the
+file's size and mtime; a changed file is probed again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+
+from data.filelist import Entry, read_file_list
+from data.parallel import process_pool
+from data.video_io import DALI_CPU_CODECS
+
+log = logging.getLogger(__name__)
+
+INDEX_VERSION = 1
+INDEX_SUFFIX = ".index.json"
+DEVICES = ("cpu", "gpu")
+NAMES_IN_ERRORS = 5
+# Frames a duration-based estimate may exceed the decoded count by (rounding of
+# the container duration), as a fraction of the estimate, at least one frame.
+DURATION_TOLERANCE_FRACTION = 0.02
+TOO_SHORT = "too short"
+
+
+@dataclass
+class VideoRecord:
+    """What probing one listed video found. ``ok`` is False with a ``reason`` when it is unusable."""
+
+    path: str
+    relpath: str
+    label: int
+    size: int = 0
+    mtime_ns: int = 0
+    has_video: bool = False
+    codec: str = ""
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+    frames: int = 0
+    expected_frames: int = 0
+    ok: bool = False
+    reason: str = ""
+
+
+def index_path_for(list_path: str | os.PathLike) -> Path:
+    """Where the index of a file list is cached: ``<list>.index.json``."""
+    list_path = Path(list_path)
+    return list_path.with_name(list_path.name + INDEX_SUFFIX)
+
+
+def _expected_frames(container, stream, fps: float) -> tuple[int, int]:
+    """Frames the container promises and how many of them may be missing without calling it corrupt."""
+    if stream.frames and stream.frames > 0:
+        return int(stream.frames), 0
+    single_stream = len(container.streams) == 1
+    if single_stream and container.duration and fps > 0:
+        estimate = int(round(container.duration / av.time_base * fps))
+        return estimate, max(1, int(round(DURATION_TOLERANCE_FRACTION * estimate)))
+    return 0, 0
+
+
+def probe_video(entry: Entry, decode: bool = True) -> VideoRecord:
+    """Open one video with PyAV and count its frames; never raises for a bad file."""
+    record = VideoRecord(path=entry.path, relpath=entry.relpath, label=entry.label)
+    try:
+        stat = os.stat(entry.path)
+    except FileNotFoundError:
+        record.reason = "missing"
+        return record
+    record.size, record.mtime_ns = stat.st_size, stat.st_mtime_ns
+    if stat.st_size == 0:
+        record.reason = "empty file"
+        return record
+    try:
+        container = av.open(entry.path)
+    except (av.error.FFmpegError, OSError, ValueError) as error:
+        record.reason = f"cannot open: {_error_text(error)}"
+        return record
+    with container:
+        if not container.streams.video:
+            record.reason = "no video stream"
+            return record
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        record.has_video = True
+        record.codec = stream.codec_context.name
+        record.width, record.height = stream.codec_context.width, stream.codec_context.height
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        record.fps = float(rate) if rate else 0.0
+        expected, tolerance = _expected_frames(container, stream, record.fps)
+        counted, error = _count_frames(container, stream, decode)
+    record.frames, record.expected_frames = counted, expected
+    if counted == 0 or counted < expected - tolerance:
+        detail = f" ({error})" if error else ""
+        record.reason = f"corrupt: decoded {counted} of {expected or 'unknown'} frames{detail}"
+        return record
+    record.ok = True
+    return record
+
+
+def _error_text(error: Exception) -> str:
+    """FFmpeg's message without the errno and file-name decoration."""
+    return getattr(error, "strerror", None) or str(error)
+
+
+def _count_frames(container, stream, decode: bool) -> tuple[int, str]:
+    """Count decoded frames (or non-empty packets); returns the count and the first error met, if any."""
+    counted, first_error = 0, ""
+    try:
+        for packet in container.demux(stream):
+            if not decode:
+                counted += packet.size > 0
+                continue
+            try:
+                counted += len(packet.decode())
+            except av.error.FFmpegError as error:
+                first_error = first_error or f"decode error: {_error_text(error)}"
+    except av.error.FFmpegError as error:
+        first_error = first_error or f"demux error: {_error_text(error)}"
+    return counted, first_error
+
+
+class VideoIndex:
+    """Probe records for every entry of one file list, in list order."""
+
+    def __init__(self, list_path: str | os.PathLike, entries: list[VideoRecord], min_frames: int = 1):
+        self.list_path = Path(list_path)
+        self.entries = entries
+        self.min_frames = min_frames
+        for record in entries:
+            _mark_short(record, min_frames)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def bad(self) -> list[VideoRecord]:
+        """Records of videos that are missing, unreadable, corrupt or too short."""
+        return [record for record in self.entries if not record.ok]
+
+    def good(self) -> list[VideoRecord]:
+        return [record for record in self.entries if record.ok]
+
+    def require_ok(self, min_frames: int | None = None, device: str = "cpu") -> "VideoIndex":
+        """Raise ValueError naming every unusable video (too short for ``min_frames``, or a codec
+        ``device`` cannot decode); returns self when all are usable."""
+        if device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+        if min_frames is not None:
+            self.min_frames = min_frames
+            for record in self.entries:
+                _mark_short(record, min_frames)
+        problems = []
+        bad = self.bad()
+        if bad:
+            listed = ", ".join(f"{r.relpath} ({r.reason})" for r in bad[:NAMES_IN_ERRORS])
+            more = f" and {len(bad) - NAMES_IN_ERRORS} more" if len(bad) > NAMES_IN_ERRORS else ""
+            problems.append(f"{len(bad)} of {len(self.entries)} videos are unusable: {listed}{more}; "
+                            f"fix them or leave them out of the list")
+        if device == "cpu":
+            gpu_only = [r for r in self.good() if r.codec not in DALI_CPU_CODECS]
+            if gpu_only:
+                codecs = sorted({r.codec for r in gpu_only})
+                listed = ", ".join(r.relpath for r in gpu_only[:NAMES_IN_ERRORS])
+                problems.append(
+                    f"{len(gpu_only)} videos use codecs DALI cannot decode on the CPU ({', '.join(codecs)}; "
+                    f"CPU decodes {', '.join(sorted(DALI_CPU_CODECS))}): {listed}; re-encode them with "
+                    f"`python -m runners.prepare transcode --list {self.list_path} --out DIR` "
+                    f"or run on a GPU")
+        if problems:
+            raise ValueError(f"{self.list_path}: " + "; ".join(problems))
+        return self
+
+    def save(self, path: str | os.PathLike, decode: bool) -> None:
+        payload = {
+            "version": INDEX_VERSION,
+            "decode": decode,
+            "entries": [_probe_fields(record) for record in self.entries],
+        }
+        path = Path(path)
+        partial = path.with_name(f".partial-{path.name}")
+        partial.write_text(json.dumps(payload, indent=1))
+        os.replace(partial, path)
+
+
+def _mark_short(record: VideoRecord, min_frames: int) -> None:
+    """Apply (or lift) the too-short verdict for a given minimum length."""
+    if record.reason.startswith(TOO_SHORT):
+        record.ok, record.reason = True, ""
+    if record.ok and record.frames < min_frames:
+        record.ok, record.reason = False, f"{TOO_SHORT}: {record.frames} < {min_frames}"
+
+
+def _probe_fields(record: VideoRecord) -> dict:
+    """A record as probed, without the length verdict (that depends on min_frames)."""
+    fields = dataclasses.asdict(record)
+    if record.reason.startswith(TOO_SHORT):
+        fields["ok"], fields["reason"] = True, ""
+    return fields
+
+
+def _load_cache(path: Path, decode: bool) -> dict[str, VideoRecord]:
+    """Cached probes by absolute path; empty when the cache is absent, unreadable or of another kind."""
+    try:
+        payload = json.loads(path.read_text())
+        if payload.get("version") != INDEX_VERSION or payload.get("decode") != decode:
+            return {}
+        records = [VideoRecord(**fields) for fields in payload["entries"]]
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
+        log.warning("ignoring unreadable video index cache %s: %s", path, error)
+        return {}
+    return {record.path: record for record in records}
+
+
+def _cached_record(entry: Entry, cached: VideoRecord | None) -> VideoRecord | None:
+    """The cached probe for an entry if the file is unchanged since (same size and mtime, or still missing)."""
+    if cached is None:
+        return None
+    try:
+        stat = os.stat(entry.path)
+    except FileNotFoundError:
+        stat = None
+    if stat is None:
+        fresh = cached.reason == "missing"
+    else:
+        fresh = (cached.reason != "missing" and cached.size == stat.st_size
+                 and cached.mtime_ns == stat.st_mtime_ns)
+    if not fresh:
+        return None
+    return dataclasses.replace(cached, label=entry.label, relpath=entry.relpath)
+
+
+def build_index(list_path: str | os.PathLike, root: str | os.PathLike | None = None, *,
+                min_frames: int = 1, cache: bool = True, decode: bool = True,
+                workers: int = 1) -> VideoIndex:
+    """Probe every video of a file list (reusing ``<list>.index.json`` when ``cache``) and return the index.
+
+    Videos with fewer than ``min_frames`` frames are marked "too short". Nothing is raised for
+    bad videos here: call ``require_ok`` (or inspect ``bad()``).
+    """
+    if min_frames < 1:
+        raise ValueError(f"min_frames must be >= 1, got {min_frames}")
+    entries = read_file_list(list_path, root)
+    cache_path = index_path_for(list_path)
+    cached = _load_cache(cache_path, decode) if cache else {}
+    records: list[VideoRecord | None] = [_cached_record(e, cached.get(e.path)) for e in entries]
+    todo = [i for i, record in enumerate(records) if record is None]
+    if todo:
+        log.info("probing %d of %d videos listed in %s", len(todo), len(entries), list_path)
+        pending = [entries[i] for i in todo]
+        if workers > 1 and len(pending) > 1:
+            with process_pool(workers) as pool:
+                probed = list(pool.map(probe_video, pending, [decode] * len(pending), chunksize=8))
+        else:
+            probed = [probe_video(entry, decode) for entry in pending]
+        for i, record in zip(todo, probed):
+            records[i] = record
+    index = VideoIndex(list_path, records, min_frames)
+    if cache and todo:
+        try:
+            index.save(cache_path, decode)
+        except OSError as error:
+            log.warning("could not write video index cache %s: %s", cache_path, error)
+    bad = index.bad()
+    if bad:
+        first = ", ".join(f"{r.relpath} ({r.reason})" for r in bad[:NAMES_IN_ERRORS])
+        log.warning("%s: %d of %d videos unusable, first: %s", list_path, len(bad), len(index), first)
+    return index

@@ -1,0 +1,134 @@
+"""Re-encode the videos of a file list (default VP9 .webm, which DALI decodes on the CPU).
+
+Output files mirror the inputs' paths below their common directory; the new
+list (same file name as the input list) and a copy of classInd.txt, when one
+sits next to the input list, go to ``out``. Frames are re-stamped at a constant
+rate (the source's average fps). Files already transcoded are kept, so an
+interrupted run resumes. Videos that fail to decode are reported and left out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+
+from data.filelist import Entry, read_file_list, write_file_list
+from data.parallel import process_pool
+from data.video_io import VideoWriter, codec_setting
+
+log = logging.getLogger(__name__)
+
+CLASS_NAMES_FILE = "classInd.txt"
+DEFAULT_GOP = 8
+FALLBACK_FPS = 30.0
+NAMES_IN_REPORT = 5
+
+
+@dataclass
+class TranscodeReport:
+    list_path: Path
+    written: int = 0
+    reused: int = 0
+    failed: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        text = f"{self.list_path}: {self.written} transcoded, {self.reused} already done"
+        if self.failed:
+            shown = "; ".join(self.failed[:NAMES_IN_REPORT])
+            text += f", {len(self.failed)} failed and left out: {shown}"
+        return text
+
+
+def transcode_video(source: str | os.PathLike, target: str | os.PathLike, codec: str = "vp9",
+                    gop: int = DEFAULT_GOP) -> int:
+    """Decode ``source`` and encode every frame into ``target``; returns the number of frames written."""
+    setting = codec_setting(codec)
+    target = Path(target)
+    partial = target.with_name(f".partial-{target.name}")
+    with av.open(str(source)) as container:
+        if not container.streams.video:
+            raise ValueError(f"{source}: no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        rate = stream.average_rate or stream.guessed_rate
+        fps = float(rate) if rate else FALLBACK_FPS
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if setting.even_size:
+            width, height = width - width % 2, height - height % 2
+        count = 0
+        with VideoWriter(partial, codec, width, height, fps, gop) as writer:
+            for frame in container.decode(stream):
+                writer.write(frame.to_ndarray(format="rgb24")[:height, :width])
+                count += 1
+    if count == 0:
+        partial.unlink(missing_ok=True)
+        raise ValueError(f"{source}: no frames decoded")
+    os.replace(partial, target)
+    return count
+
+
+def _transcode_job(source: str, target: str, codec: str, gop: int) -> str:
+    """Run one transcode in a worker; returns '' on success or the error text."""
+    try:
+        transcode_video(source, target, codec, gop)
+    except (av.error.FFmpegError, OSError, ValueError) as error:
+        Path(target).with_name(f".partial-{Path(target).name}").unlink(missing_ok=True)
+        return f"{source}: {error}"
+    return ""
+
+
+def _is_done(source: Path, target: Path) -> bool:
+    """A non-empty target at least as new as its (existing) source."""
+    try:
+        return target.stat().st_size > 0 and target.stat().st_mtime >= source.stat().st_mtime
+    except FileNotFoundError:
+        return False
+
+
+def output_relpaths(entries: list[Entry], extension: str) -> list[str]:
+    """Output paths: each input path relative to the inputs' common directory, with the new extension."""
+    if not entries:
+        return []
+    common = os.path.commonpath([os.path.dirname(e.path) for e in entries])
+    return [str(Path(os.path.relpath(e.path, common)).with_suffix(extension)) for e in entries]
+
+
+def transcode_list(list_path: str | os.PathLike, out: str | os.PathLike, codec: str = "vp9",
+                   root: str | os.PathLike | None = None, gop: int = DEFAULT_GOP,
+                   workers: int = 1) -> TranscodeReport:
+    """Transcode every video of a file list into ``out`` and write the matching list there."""
+    list_path, out = Path(list_path), Path(out)
+    extension = codec_setting(codec).extension
+    entries = read_file_list(list_path, root)
+    relpaths = output_relpaths(entries, extension)
+    report = TranscodeReport(out / list_path.name)
+    jobs = []
+    for entry, relpath in zip(entries, relpaths):
+        target = out / relpath
+        if _is_done(Path(entry.path), target):
+            report.reused += 1
+        else:
+            jobs.append((entry.path, str(target)))
+    if workers > 1 and len(jobs) > 1:
+        with process_pool(workers) as pool:
+            errors = list(pool.map(_transcode_job, [s for s, _ in jobs], [t for _, t in jobs],
+                                   [codec] * len(jobs), [gop] * len(jobs)))
+    else:
+        errors = [_transcode_job(source, target, codec, gop) for source, target in jobs]
+    report.failed = [error for error in errors if error]
+    report.written = len(jobs) - len(report.failed)
+    failed_sources = {source for (source, _), error in zip(jobs, errors) if error}
+    kept = [(relpath, entry.label) for entry, relpath in zip(entries, relpaths)
+            if entry.path not in failed_sources]
+    write_file_list(report.list_path, kept)
+    class_names = list_path.parent / CLASS_NAMES_FILE
+    if class_names.is_file() and class_names.resolve() != (out / CLASS_NAMES_FILE).resolve():
+        shutil.copyfile(class_names, out / CLASS_NAMES_FILE)
+    if report.failed:
+        log.warning(report.summary())
+    return report

@@ -1,0 +1,128 @@
+"""Prepare datasets: synthetic videos, file lists of real benchmarks, transcoding, the video index.
+
+    python -m runners.prepare synthetic --config configs/synthetic.yaml [key=value ...] [--out DIR]
+    python -m runners.prepare synthetic --out DIR [--seed N] [--codec vp9|h264|mjpeg]
+                                        [--num-classes K] [--videos-per-class N] [--workers N]
+    python -m runners.prepare ucf101|hmdb51 --root DIR --out DIR [--split 1|2|3] [--strict]
+    python -m runners.prepare kinetics400|diving48 --root DIR --out DIR [--strict]
+    python -m runners.prepare transcode --list LIST --out DIR [--codec vp9] [--workers N]
+    python -m runners.prepare index --list LIST [--min-frames N] [--device cpu|gpu] [--workers N]
+
+With --config the spec is the config's data.synthetic section and the directory its
+data.root (what pretraining generates on its own when the data is missing).
+``--videos-per-class N`` sets N training and max(1, N // 2) test videos per class.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+
+from data.index import DEVICES, build_index
+from data.prepare import PREPARERS, SPLIT_DATASETS
+from data.parallel import auto_workers
+from data.synthetic import MOTIONS, SyntheticSpec, ensure_dataset
+from data.transcode import transcode_list
+from data.video_io import CODECS
+
+TEST_SHARE = 2  # test videos per class = train videos per class // TEST_SHARE
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m runners.prepare", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    synthetic = commands.add_parser("synthetic", help="write the synthetic motion dataset")
+    synthetic.add_argument("--config", help="experiment config: the spec is its data.synthetic, "
+                                            "the directory its data.root")
+    synthetic.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (with --config)")
+    synthetic.add_argument("--out", help="dataset directory (default with --config: data.root)")
+    synthetic.add_argument("--seed", type=int, help=f"default {SyntheticSpec.seed}")
+    synthetic.add_argument("--codec", choices=sorted(CODECS), help=f"default {SyntheticSpec.codec}")
+    synthetic.add_argument("--num-classes", type=int,
+                           help=f"2 to {len(MOTIONS)} ({', '.join(MOTIONS)}); default {SyntheticSpec.num_classes}")
+    synthetic.add_argument("--videos-per-class", type=int,
+                           help=f"training videos per class, test: half; default {SyntheticSpec.videos_per_class_train}")
+    synthetic.add_argument("--workers", type=int, default=auto_workers(), help="encoding processes")
+
+    for name in PREPARERS:
+        dataset = commands.add_parser(name, help=f"file lists for {name} from its annotation files")
+        dataset.add_argument("--root", required=True, help="directory with the videos and annotation files")
+        dataset.add_argument("--out", required=True, help="where the lists and classInd.txt go")
+        if name in SPLIT_DATASETS:
+            dataset.add_argument("--split", type=int, default=1, choices=(1, 2, 3))
+        dataset.add_argument("--strict", action="store_true", help="fail if any listed video is missing")
+
+    transcode = commands.add_parser("transcode", help="re-encode a list's videos (default VP9 for CPU decoding)")
+    transcode.add_argument("--list", required=True, dest="list_path")
+    transcode.add_argument("--out", required=True)
+    transcode.add_argument("--codec", choices=sorted(CODECS), default="vp9")
+    transcode.add_argument("--workers", type=int, default=auto_workers())
+
+    index = commands.add_parser("index", help="probe a list's videos and report unusable ones")
+    index.add_argument("--list", required=True, dest="list_path")
+    index.add_argument("--min-frames", type=int, default=1)
+    index.add_argument("--device", choices=DEVICES, default="cpu")
+    index.add_argument("--workers", type=int, default=auto_workers())
+    return parser
+
+
+SPEC_FLAGS = ("seed", "codec", "num_classes", "videos_per_class")
+
+
+def _synthetic_target(args: argparse.Namespace) -> tuple[str, SyntheticSpec]:
+    """Output directory and spec: from --config (+ overrides) or from the flags."""
+    flags = {name: getattr(args, name) for name in SPEC_FLAGS if getattr(args, name) is not None}
+    if args.config:
+        if flags:
+            raise ValueError(f"with --config, set the spec as data.synthetic.* overrides, not "
+                             f"{', '.join('--' + name.replace('_', '-') for name in flags)}")
+        from runners.config import load_config
+        cfg = load_config(args.config, args.overrides)
+        if cfg.data.synthetic is None:
+            raise ValueError(f"{args.config}: no data.synthetic section, nothing to generate")
+        return args.out or cfg.data.root, SyntheticSpec.from_dict(dataclasses.asdict(cfg.data.synthetic))
+    if args.overrides:
+        raise ValueError(f"key=value overrides need --config, got {args.overrides}")
+    if not args.out:
+        raise ValueError("synthetic needs --out DIR or --config FILE")
+    per_class = flags.get("videos_per_class", SyntheticSpec.videos_per_class_train)
+    spec = SyntheticSpec(num_classes=flags.get("num_classes", SyntheticSpec.num_classes),
+                         videos_per_class_train=per_class,
+                         videos_per_class_test=max(1, per_class // TEST_SHARE),
+                         codec=flags.get("codec", SyntheticSpec.codec), seed=flags.get("seed", SyntheticSpec.seed))
+    return args.out, spec
+
+
+def _run(args: argparse.Namespace) -> str:
+    if args.command == "synthetic":
+        out, spec = _synthetic_target(args)
+        result = ensure_dataset(out, spec, workers=args.workers)
+        state = f"generated in {result['seconds']:.1f} s" if result["generated"] else "already up to date"
+        return f"synthetic dataset {out}: {state}; lists {result['train_list']}, {result['test_list']}"
+    if args.command in PREPARERS:
+        extra = {"split": args.split} if args.command in SPLIT_DATASETS else {}
+        return PREPARERS[args.command](args.root, args.out, strict=args.strict, **extra).summary()
+    if args.command == "transcode":
+        return transcode_list(args.list_path, args.out, codec=args.codec, workers=args.workers).summary()
+    index = build_index(args.list_path, min_frames=args.min_frames, workers=args.workers)
+    index.require_ok(device=args.device)
+    return f"{args.list_path}: all {len(index)} videos usable on {args.device}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    try:
+        print(_run(args))
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+import json
+import os
+import shutil
+
+import av
+import numpy as np
+import pytest
+
+from data.filelist import read_file_list, write_file_list
+from data.index import build_index, index_path_for
+from data.video_io import write_video
+
+FRAMES = 12
+HEIGHT, WIDTH = 32, 48
+AUDIO_RATE = 48000
+AUDIO_FRAME = 960
+
+
+def _frames(count=FRAMES, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (count, HEIGHT, WIDTH, 3), dtype=np.uint8)
+
+
+def _write_audio_only(path):
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libopus", rate=AUDIO_RATE)
+        for i in range(5):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 2 * AUDIO_FRAME), np.int16),
+                                               format="s16", layout="stereo")
+            frame.sample_rate, frame.pts = AUDIO_RATE, i * AUDIO_FRAME
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+@pytest.fixture(scope="module")
+def video_dir(tmp_path_factory):
+    """One good video per codec and every kind of bad file the index must name."""
+    root = tmp_path_factory.mktemp("index_videos")
+    write_video(root / "good.webm", _frames(), 15, "vp9", 4)
+    write_video(root / "good.avi", _frames(), 15, "mjpeg", 4)
+    write_video(root / "good.mp4", _frames(), 15, "h264", 4)
+    write_video(root / "short.webm", _frames(3), 15, "vp9", 4)
+    data = (root / "good.webm").read_bytes()
+    (root / "truncated.webm").write_bytes(data[: len(data) // 2])
+    avi = (root / "good.avi").read_bytes()
+    (root / "truncated.avi").write_bytes(avi[: len(avi) // 2])
+    (root / "truncated.mp4").write_bytes((root / "good.mp4").read_bytes()[:2000])
+    (root / "zero.webm").write_bytes(b"")
+    (root / "noise.mp4").write_bytes(np.random.default_rng(1).bytes(4000))
+    _write_audio_only(root / "audio.webm")
+    return root
+
+
+def _index_for(tmp_path, video_dir, names, **kwargs):
+    list_path = tmp_path / "list.txt"
+    write_file_list(list_path, [(os.path.relpath(video_dir / n, tmp_path), i) for i, n in enumerate(names)])
+    return list_path, build_index(list_path, **kwargs)
+
+
+def test_good_videos_are_probed(tmp_path, video_dir):
+    _, index = _index_for(tmp_path, video_dir, ["good.webm", "good.avi", "good.mp4"])
+    assert index.bad() == []
+    by_codec = {r.codec: r for r in index.entries}
+    assert set(by_codec) == {"vp9", "mjpeg", "h264"}
+    for record in index.entries:
+        assert (record.frames, record.width, record.height, record.fps) == (FRAMES, WIDTH, HEIGHT, 15.0)
+        assert record.has_video and record.ok and record.reason == ""
+    assert [r.label for r in index.entries] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("missing.webm", "missing"),
+    ("zero.webm", "empty file"),
+    ("audio.webm", "no video stream"),
+    ("noise.mp4", "cannot open: "),
+    ("truncated.mp4", "cannot open: "),
+    ("truncated.webm", "corrupt: decoded "),
+    ("truncated.avi", "corrupt: decoded "),
+])
+def test_bad_videos_get_a_reason(tmp_path, video_dir, name, reason):
+    _, index = _index_for(tmp_path, video_dir, [name, "good.webm"])
+    bad = index.bad()
+    assert [r.relpath.split("/")[-1] for r in bad] == [name]
+    assert bad[0].reason.startswith(reason) and not bad[0].ok
+    if reason.startswith("corrupt"):
+        assert f"of {FRAMES} frames" in bad[0].reason and bad[0].frames < FRAMES
+
+
+def test_packet_counting_also_catches_truncation(tmp_path, video_dir):
+    _, index = _index_for(tmp_path, video_dir, ["good.webm", "truncated.webm"], decode=False)
+    assert index.entries[0].ok and index.entries[0].frames == FRAMES
+    assert index.entries[1].reason.startswith("corrupt")
+
+
+def test_too_short_depends_on_min_frames(tmp_path, video_dir):
+    list_path, index = _index_for(tmp_path, video_dir, ["short.webm", "good.webm"], min_frames=4)
+    assert index.entries[0].reason == "too short: 3 < 4" and index.entries[1].ok
+    # The cache stores the probe, not the verdict: a smaller minimum makes the video usable.
+    assert build_index(list_path, min_frames=3).bad() == []
+    with pytest.raises(ValueError, match=r"short.webm \(too short: 3 < 8\)"):
+        index.require_ok(min_frames=8)
+
+
+def test_require_ok_names_files_and_reasons(tmp_path, video_dir):
+    names = ["zero.webm", "audio.webm", "missing.webm", "noise.mp4", "truncated.webm", "short.webm", "good.webm"]
+    list_path, index = _index_for(tmp_path, video_dir, names, min_frames=4)
+    with pytest.raises(ValueError) as info:
+        index.require_ok()
+    message = str(info.value)
+    assert str(list_path) in message and "6 of 7 videos are unusable" in message
+    assert "zero.webm (empty file)" in message and "audio.webm (no video stream)" in message
+    assert "and 1 more" in message
+
+
+def test_require_ok_on_cpu_names_gpu_only_codecs_and_the_fix(tmp_path, video_dir):
+    list_path, index = _index_for(tmp_path, video_dir, ["good.webm", "good.avi", "good.mp4"])
+    assert index.require_ok(device="gpu") is index
+    with pytest.raises(ValueError) as info:
+        index.require_ok(device="cpu")
+    message = str(info.value)
+    assert "1 videos use codecs DALI cannot decode on the CPU (h264" in message and "good.mp4" in message
+    assert f"python -m runners.prepare transcode --list {list_path} --out" in message
+    with pytest.raises(ValueError, match="device must be one of"):
+        index.require_ok(device="tpu")
+
+
+def test_cache_is_reused_and_refreshed_when_a_file_changes(tmp_path, video_dir, monkeypatch):
+    work = tmp_path / "videos"
+    work.mkdir()
+    for name in ("good.webm", "short.webm"):
+        shutil.copy(video_dir / name, work / name)
+    list_path = tmp_path / "list.txt"
+    write_file_list(list_path, [("videos/good.webm", 0), ("videos/short.webm", 1)])
+    build_index(list_path)
+    cache = json.loads(index_path_for(list_path).read_text())
+    assert index_path_for(list_path).name == "list.txt.index.json"
+    assert [e["frames"] for e in cache["entries"]] == [FRAMES, 3]
+
+    probed = []
+    import data.index as index_module
+    original = index_module.probe_video
+    monkeypatch.setattr(index_module, "probe_video", lambda e, d=True: probed.append(e.relpath) or original(e, d))
+    build_index(list_path)
+    assert probed == []
+    shutil.copy(video_dir / "good.webm", work / "short.webm")  # new size and mtime
+    index = build_index(list_path)
+    assert probed == ["videos/short.webm"] and index.entries[1].frames == FRAMES
+    assert build_index(list_path, cache=False) and probed[-1] == "videos/short.webm" and len(probed) == 3
+
+
+def test_min_frames_must_be_positive(tmp_path, video_dir):
+    with pytest.raises(ValueError, match="min_frames"):
+        _index_for(tmp_path, video_dir, ["good.webm"], min_frames=0)
+
+
+def test_index_of_the_synthetic_lists(tiny_dataset, tiny_spec):
+    root, _ = tiny_dataset
+    index = build_index(root / "testlist.txt", min_frames=tiny_spec.frames).require_ok(device="cpu")
+    assert all(r.frames == tiny_spec.frames and r.codec == "vp9" for r in index.entries)
+    assert [r.path for r in index.entries] == [e.path for e in read_file_list(root / "testlist.txt")]
+
+
+def test_unreadable_cache_is_ignored(tmp_path, video_dir):
+    list_path, _ = _index_for(tmp_path, video_dir, ["good.webm"])
+    index_path_for(list_path).write_text('{"version": 1, "decode": true, "entries": [{"path": 3}]}')
+    assert build_index(list_path).entries[0].frames == FRAMES
+    assert json.loads(index_path_for(list_path).read_text())["entries"][0]["frames"] == FRAMES
