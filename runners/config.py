@@ -75,9 +75,9 @@ class FameSection:
     branches: Literal["one", "both"] = "one"
     hue: Literal["published", "angle"] = "published"
     pick: Literal["derangement", "permutation"] = "derangement"
-    beta_min: float = field(default=0.2, metadata=_range(0.0, 1.0))
-    beta_max: float = field(default=0.8, metadata=_range(0.0, 1.0))
-    camera_compensation: bool = False
+    beta_min: float = field(default=0.3, metadata=_range(0.0, 1.0))   # clamp of beta=auto
+    beta_max: float = field(default=0.7, metadata=_range(0.0, 1.0))
+    camera_compensation: Literal["none", "median", "phase"] = "none"
 
 
 @dataclass

@@ -23,10 +23,11 @@ import torch
 import torch.nn.functional as F
 
 import fame
-from fame.mask import smoothed_seed, soft_mask
+from fame.mask import smoothed_statistics, soft_mask_from
 from data.filelist import read_file_list
 from data.video_io import read_video
 from models.backbones import load_backbone_state
+from runners.build import fame_config
 from runners.common import prepare_run_dir
 from runners.config import Config, ConfigError, data_path, load_config, to_dict
 from runners.logger import Logger
@@ -87,12 +88,13 @@ def read_clips(cfg: Config, n: int, list_key: str = "val_list"):
 def mask_panels(clips: np.ndarray, cfg: Config) -> list[tuple[str, list[np.ndarray]]]:
     """Columns of Fig. 5: frame, seed region S, soft mask M, then binary mask and merged
     frame of every variant (NTHWC uint8 in)."""
-    fc = fame_config(cfg)
+    fc = figure_fame_config(cfg)
     rng = np.random.default_rng(cfg.seed)
     background = fame.pick_backgrounds(len(clips), rng, fc.pick)
     t = clips.shape[1] // 2
-    seed = smoothed_seed(clips, fc)
-    cols = [("frame", list(clips[:, t])), ("seed region S", list(seed)), ("soft mask M", list(soft_mask(clips, fc, seed)))]
+    seed, mean = smoothed_statistics(clips, fc)
+    soft = soft_mask_from(seed, mean, fc)
+    cols = [("frame", list(clips[:, t])), ("seed region S", list(seed)), ("soft mask M", list(soft))]
     for variant in VARIANTS:
         masks = fame.foreground_mask(clips, **{**dataclasses.asdict(fc), "variant": variant})
         merged = fame.merge(clips, masks, background)
@@ -101,11 +103,9 @@ def mask_panels(clips: np.ndarray, cfg: Config) -> list[tuple[str, list[np.ndarr
     return cols
 
 
-def fame_config(cfg: Config) -> fame.FameConfig:
-    f = cfg.fame
-    return fame.FameConfig(beta=f.beta, variant=f.variant if f.variant != "none" else "fame", hue=f.hue,
-                           pick=f.pick, beta_min=f.beta_min, beta_max=f.beta_max,
-                           camera_compensation=f.camera_compensation)
+def figure_fame_config(cfg: Config) -> fame.FameConfig:
+    """cfg.fame for the figures: every variant is drawn, so a baseline config still gets masks."""
+    return fame_config(dataclasses.replace(cfg, fame=dataclasses.replace(cfg.fame, variant="fame", background="inter")))
 
 
 def save_grid(columns: list[tuple[str, list[np.ndarray]]], path: str, row_labels=None) -> None:

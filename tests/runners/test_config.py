@@ -47,9 +47,9 @@ def test_multiple_parents_apply_in_order(tmp_path):
 def test_overrides_parse_yaml_values_and_win_over_files(tmp_path):
     child = write(tmp_path, "x.yaml", {"fame": {"beta": 0.3}})
     cfg = C.load_config(child, ["fame.beta=auto", "train.epochs=2", "eval.ks=[1,3]", "model.checkpoint=null",
-                                "fame.camera_compensation=true"])
+                                "fame.camera_compensation=phase"])
     assert cfg.fame.beta == "auto" and cfg.train.epochs == 2 and cfg.eval.ks == [1, 3]
-    assert cfg.model.checkpoint is None and cfg.fame.camera_compensation is True
+    assert cfg.model.checkpoint is None and cfg.fame.camera_compensation == "phase"
 
 
 def test_int_is_accepted_for_float_but_not_the_reverse():
@@ -70,7 +70,7 @@ def test_int_is_accepted_for_float_but_not_the_reverse():
     ("train.lr=0", r"'train.lr'.*\(0.0, inf\]"),
     ("train.batch_size=0", r"'train.batch_size'"),
     ("train.amp=yes", r"'train.amp'"),
-    ("fame.camera_compensation=1", r"'fame.camera_compensation'.*bool"),
+    ("fame.camera_compensation=1", r"'fame.camera_compensation'.*'none', 'median', 'phase'"),
     ("aug.mean=[0.5,0.5]", r"'aug.mean'.*length 3"),
     ("train.trian=3", r"unknown config key 'train.trian'; allowed keys under 'train':.*epochs"),
     ("bogus=1", r"unknown config key 'bogus'"),

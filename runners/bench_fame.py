@@ -1,0 +1,123 @@
+"""Throughput of the FAME augmentation (mask + merge) in clips/s: python -m runners.bench_fame [--json PATH].
+
+Sizes 16x112x112 and 16x224x224, batch 8 and 32 (and 64 on the GPU), uint8 and float32 input,
+NumPy and (when a GPU is present) CuPy; each figure is the median over --repeats timed calls
+after one warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+
+import fame
+
+FRAMES = 16
+SIZES = (112, 224)
+BATCHES = (8, 32)
+GPU_BATCHES = (8, 32, 64)  # batch 64 at 16x224x224 is the GPU target
+DTYPES = ("float32", "uint8")
+DEFAULT_REPEATS = 5
+SEED = 0
+
+
+def describe_cpu() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cupy_device():
+    """(cupy, device name) when a CUDA device is usable, else (None, None)."""
+    try:
+        import cupy
+
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return None, None
+        properties = cupy.cuda.runtime.getDeviceProperties(0)
+        return cupy, properties["name"].decode()
+    except Exception:  # no cupy wheel, no driver or no device: NumPy only
+        return None, None
+
+
+def make_clips(batch: int, size: int, dtype: str, rng: np.random.Generator) -> np.ndarray:
+    clips = rng.integers(0, 256, size=(batch, FRAMES, size, size, 3), dtype=np.uint8)
+    return clips if dtype == "uint8" else clips.astype(np.float32) / np.float32(255)
+
+
+def time_augment(clips, cfg: fame.FameConfig, repeats: int, synchronize) -> list[float]:
+    """Seconds of each timed call, after one untimed warm-up call."""
+    rng = np.random.default_rng(SEED)
+    fame.augment(clips, cfg, rng)
+    synchronize()
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fame.augment(clips, cfg, rng)
+        synchronize()
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def run_benchmarks(repeats: int) -> dict:
+    cupy, gpu_name = cupy_device()
+    backends = [("numpy", lambda a: a, lambda: None, BATCHES)]
+    if cupy is not None:
+        backends.append(("cupy", cupy.asarray, cupy.cuda.Device().synchronize, GPU_BATCHES))
+    cfg = fame.FameConfig()
+    rng = np.random.default_rng(SEED)
+    rows = []
+    for backend, to_device, synchronize, batches in backends:
+        for size in SIZES:
+            for batch in batches:
+                for dtype in DTYPES:
+                    clips = to_device(make_clips(batch, size, dtype, rng))
+                    seconds = time_augment(clips, cfg, repeats, synchronize)
+                    median = statistics.median(seconds)
+                    rows.append({"backend": backend, "frames": FRAMES, "size": size, "batch": batch, "dtype": dtype,
+                                 "median_s": median, "clips_per_s": batch / median,
+                                 "best_clips_per_s": batch / min(seconds)})
+                    del clips
+    machine = {"cpu": describe_cpu(), "cores": os.cpu_count(), "gpu": gpu_name,
+               "load_average_1min": os.getloadavg()[0], "python": platform.python_version(), "numpy": np.__version__}
+    return {"machine": machine, "repeats": repeats, "config": "FameConfig() defaults", "results": rows}
+
+
+def print_table(report: dict) -> None:
+    machine = report["machine"]
+    print(f"machine: {machine['cpu']}, {machine['cores']} cores, GPU: {machine['gpu'] or 'none'}, "
+          f"load average at start {machine['load_average_1min']:.2f}")
+    print(f"FAME augment (mask + merge), clips/s: median of {report['repeats']} calls (and the best call)")
+    print(f"{'backend':8} {'clip':>12} {'batch':>6} {'dtype':>8} {'clips/s':>10} {'best':>10} {'ms/batch':>10}")
+    for row in report["results"]:
+        clip = f"{row['frames']}x{row['size']}x{row['size']}"
+        print(f"{row['backend']:8} {clip:>12} {row['batch']:>6} {row['dtype']:>8} {row['clips_per_s']:>10.1f} "
+              f"{row['best_clips_per_s']:>10.1f} {row['median_s'] * 1e3:>10.1f}")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help="timed calls per figure (median)")
+    args = parser.parse_args(argv)
+    report = run_benchmarks(args.repeats)
+    print_table(report)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(report, handle, indent=2)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
