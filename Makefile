@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed-cuda$(CUDA)
 RUN := $(if $(filter 1,$(NPROC)),$(PY) -m,$(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC) -m)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test pretrain data-synth profile bench bench-fame sweep report visualize-masks caam kernels clean
+.PHONY: help setup test pretrain data-synth profile bench bench-fame sweep report visualize-masks caam kernels linear finetune retrieve results clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -45,6 +45,18 @@ bench-fame: $(STAMP)  ## clips/s of the FAME op (NumPy; CuPy where a GPU exists)
 	$(PY) -m runners.bench_fame $(ARGS)
 
 bench: bench-fame profile  ## all benchmarks
+
+linear: $(STAMP)  ## linear probe: CONFIG=configs/ucf101_r21d_linear.yaml ARGS="pretrained=runs/<name>/backbone.pt"
+	$(RUN) runners.classify --config $(CONFIG) eval.protocol=linear $(ARGS)
+
+finetune: $(STAMP)  ## finetune: CONFIG=configs/ucf101_r21d_finetune.yaml ARGS="pretrained=..."
+	$(RUN) runners.classify --config $(CONFIG) eval.protocol=finetune $(ARGS)
+
+retrieve: $(STAMP)  ## video retrieval R@k: CONFIG=configs/ucf101_r21d_retrieval.yaml ARGS="pretrained=..."
+	$(RUN) runners.retrieve --config $(CONFIG) $(ARGS)
+
+results: $(STAMP)  ## collect runs/*/results.json into one markdown table (runs/results.md)
+	$(PY) -m runners.results $(ARGS)
 
 SWEEP ?= configs/sweeps/beta.yaml
 SEEDS ?= 0

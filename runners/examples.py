@@ -2,18 +2,8 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 MAX_EXAMPLES = 4
-
-
-def denormalize(clip: torch.Tensor, mean, std) -> np.ndarray:
-    """A normalised CTHW float clip -> THWC uint8."""
-    assert clip.dim() == 4 and clip.shape[0] == 3, f"expected a CTHW clip, got {tuple(clip.shape)}"
-    m = torch.tensor(mean, dtype=clip.dtype, device=clip.device).view(3, 1, 1, 1)
-    s = torch.tensor(std, dtype=clip.dtype, device=clip.device).view(3, 1, 1, 1)
-    x = ((clip * s + m).clamp(0, 1) * 255).round().byte()
-    return x.permute(1, 2, 3, 0).cpu().numpy()
 
 
 def fame_example_images(original: np.ndarray, masks: np.ndarray, merged: np.ndarray) -> list[np.ndarray]:

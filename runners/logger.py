@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from typing import Optional
 
@@ -91,8 +92,7 @@ def _wandb_id(run_dir: str, name: str) -> str:
     if os.path.exists(path):
         with open(path) as f:
             return f.read().strip()
-    import wandb
-    run_id = f"{name[:40]}-{wandb.util.generate_id()}"
+    run_id = f"{name[:40]}-{secrets.token_hex(4)}"
     with open(path, "w") as f:
         f.write(run_id)
     return run_id

@@ -36,6 +36,28 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
+class Throughput:
+    """Clips/s and the fraction of wall time spent waiting for the loader, since the last read()."""
+
+    def __init__(self, clips_per_step: int):
+        self.clips_per_step = clips_per_step
+        self.start, self.wait, self.steps, self._t = time.perf_counter(), 0.0, 0, None
+
+    def fetching(self):
+        self._t = time.perf_counter()
+
+    def fetched(self):
+        self.wait += time.perf_counter() - self._t
+        self.steps += 1
+
+    def read(self) -> dict:
+        now = time.perf_counter()
+        elapsed = max(now - self.start, 1e-9)
+        out = {"clips_per_s": self.clips_per_step * self.steps / elapsed, "data_wait": self.wait / elapsed}
+        self.start, self.wait, self.steps = now, 0.0, 0
+        return out
+
+
 def build_model(cfg: Config, device: torch.device) -> MoCo:
     def backbone():
         kwargs = {"width": cfg.model.width} if cfg.model.backbone == "small3d" else {}
@@ -117,37 +139,31 @@ def main(cfg: Config) -> str:
 
     log.info("run %s: %d steps/epoch x %d epochs on %s (world %d)", run_dir, steps_per_epoch,
              cfg.train.epochs, device, world)
-    clips_per_step = 2 * cfg.train.batch_size * world
+    meter = Throughput(clips_per_step=2 * cfg.train.batch_size * world)
     while step < total_steps:
-        epoch = step // steps_per_epoch
-        loader.set_epoch(epoch)
-        t_wait = t_last = time.perf_counter()
-        wait = 0.0
+        loader.set_epoch(step // steps_per_epoch)
+        meter.fetching()
         for batch in loader:
-            wait += time.perf_counter() - t_wait
-            out = train_step(ddp, batch.query, batch.key, optimizer, scaler, amp_dtype,
-                             cfg.train.grad_clip, step)
+            meter.fetched()
+            out = train_step(ddp, batch.query, batch.key, optimizer, scaler, amp_dtype, cfg.train.grad_clip, step)
             scheduler.step()
             step += 1
             if step % cfg.train.log_every == 0 or step == total_steps:
                 acc1, acc5 = (a.item() for a in contrastive_accuracy(out.logits, out.labels, topk=(1, 5)))
-                now = time.perf_counter()
                 metrics = {"loss": out.loss.item(), "acc1": acc1, "acc5": acc5, "lr": scheduler.get_last_lr()[0],
-                           "epoch": step / steps_per_epoch,
-                           "clips_per_s": clips_per_step * cfg.train.log_every / max(now - t_last, 1e-9),
-                           "data_wait": wait / max(now - t_last, 1e-9)}
+                           "epoch": step / steps_per_epoch, **meter.read()}
                 if device.type == "cuda":
                     metrics["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
                 logger.log(metrics, step)
-                log.info("epoch %d step %d/%d loss %.4f acc@1 %.1f lr %.4g %.1f clips/s data-wait %.0f%%",
-                         epoch, step, total_steps, metrics["loss"], acc1, metrics["lr"],
+                log.info("step %d/%d epoch %.2f loss %.4f acc@1 %.1f lr %.4g %.1f clips/s data-wait %.0f%%",
+                         step, total_steps, metrics["epoch"], metrics["loss"], acc1, metrics["lr"],
                          metrics["clips_per_s"], 100 * metrics["data_wait"])
-                t_last, wait = now, 0.0
             if cfg.train.examples_every and step % cfg.train.examples_every == 0 and batch.masks is not None:
-                logger.log_images("fame/examples", fame_example_images(batch), step)
+                logger.log_images("fame/examples", fame_example_images(
+                    batch.original.cpu().numpy(), batch.masks.cpu().numpy(), batch.merged.cpu().numpy()), step)
             if cfg.train.checkpoint_steps and step % cfg.train.checkpoint_steps == 0:
                 save()
-            t_wait = time.perf_counter()
+            meter.fetching()
         done_epoch = step // steps_per_epoch
         save(epoch_copy=done_epoch if done_epoch % cfg.train.checkpoint_every == 0 else None)
 

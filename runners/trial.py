@@ -1,0 +1,69 @@
+"""One ablation trial: pretrain, then linear probe and retrieval on the result.
+
+    python -m runners.trial --config configs/synthetic.yaml fame.beta=0.3 seed=1
+
+This is what every grid point of `runners.sweep` (and a `wandb agent`) runs.
+Runs: <run.name> (pretrain), <run.name>-linear, <run.name>-retrieval; the
+pretrain run directory gets trial.json: the sweep (wandb.group), the trial's
+parameters (its key=value overrides, less run.*, wandb.* and seed), the seed and
+the metrics that `runners.report` tabulates.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+
+from runners import classify, pretrain, retrieve
+from runners.common import parse_cli
+from runners.config import Config, run_name
+
+BOOKKEEPING = ("run.", "wandb.", "seed=")
+TRIAL_FILE = "trial.json"
+
+
+def trial_params(overrides: list[str]) -> dict:
+    import yaml
+    params = {}
+    for item in overrides:
+        if not item.startswith(BOOKKEEPING):
+            key, _, value = item.partition("=")
+            params[key] = yaml.safe_load(value)
+    return params
+
+
+def run_trial(cfg: Config, params: dict) -> dict:
+    """Pretrain + linear probe + retrieval with cfg; returns (and writes) the trial record."""
+    name = run_name(cfg)
+    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=name))
+    run_dir = pretrain.main(cfg)
+    backbone = os.path.join(run_dir, "backbone.pt")
+
+    def downstream(suffix, **eval_changes):
+        return dataclasses.replace(cfg, pretrained=backbone, run=dataclasses.replace(cfg.run, name=f"{name}-{suffix}"),
+                                   eval=dataclasses.replace(cfg.eval, **eval_changes))
+    linear = classify.main(downstream("linear", protocol="linear"))["metrics"]
+    recall = retrieve.main(downstream("retrieval"))["metrics"]
+    metrics = {f"linear/{k}": v for k, v in linear.items() if isinstance(v, (int, float))}
+    metrics.update({f"retrieval/{k}": v for k, v in recall.items() if isinstance(v, (int, float))})
+    if "linear/video_top1" in metrics:
+        metrics["linear/top1"] = metrics["linear/video_top1"]
+    record = {"sweep": cfg.wandb.group or "adhoc", "name": name, "params": params, "seed": cfg.seed,
+              "metrics": metrics, "run_dir": run_dir}
+    with open(os.path.join(run_dir, TRIAL_FILE), "w") as f:
+        json.dump(record, f, indent=1)
+    return record
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    cfg = parse_cli(__doc__.splitlines()[0], argv)
+    overrides = [a for a in argv if "=" in a and not a.startswith("--")]
+    record = run_trial(cfg, trial_params(overrides))
+    print(json.dumps(record["metrics"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
