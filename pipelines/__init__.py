@@ -1,0 +1,11 @@
+"""DALI input pipelines: pretraining (two clips + FAME), training clips and test clips.
+
+- videos: usable videos of a probed index (bad files named or skipped up front)
+- params: AugParams and ClipGeometry, the plain settings runners map their config onto
+- sampler: stateless keyed draws (epoch order, shards, clip starts, crops, colour, FAME seed)
+- graphs: the DALI graphs per role, CPU or GPU, cut-able per stage for profiling
+- fame_stage: the python_function adapter around fame.augment (NumPy or CuPy)
+- loader: VideoLoader and the per-role builders yielding torch batches, resumable
+- baseline: the PyAV + NumPy loader the DALI pipeline is measured against
+- blas: single-threaded NumPy BLAS inside the python stage
+"""

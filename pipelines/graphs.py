@@ -1,0 +1,218 @@
+"""DALI graphs for the three roles: pretraining (two clips + FAME), training clips, test clips.
+
+Every graph starts at one ``fn.external_source`` fed per batch by the loader (encoded
+file bytes plus the sampler's per-sample draws, all on the CPU) and decodes each video
+once with ``fn.decoders.video(frames=...)`` (sorted distinct frames; the clips are then
+picked out with ``fn.sequence_rearrange``). Per-sample draws enter as argument inputs,
+so one draw applies to every frame of a clip (temporally consistent):
+
+    decode -> crop (fn.resize of a ROI; a flip is a reversed ROI) -> [FAME, python_function]
+           -> colour (fn.color_twist: jitter, grayscale as saturation 0) -> fn.gaussian_blur
+           -> fn.crop_mirror_normalize -> CFHW float32 per clip (NCTHW batches)
+
+The colour twist and the blur run only on the clips that drew them (DALI conditionals
+split the batch by the per-sample flags).
+
+``device="cpu"`` runs every operator on the CPU with no GPU (device_id None);
+``device="gpu"`` decodes with NVDEC ("mixed") and runs the rest on the GPU, the
+python stage included (CuPy arrays on DALI's stream).
+
+The pretraining graph can be cut after a stage (``stage`` in STAGES) to time what each
+stage costs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import nvidia.dali.fn as fn
+import nvidia.dali.types as types
+from nvidia.dali import Pipeline, pipeline_def
+
+from pipelines.fame_stage import FameStage
+from pipelines.params import AugParams
+from pipelines.sampler import FEEDS
+
+STAGES = ("decode", "crop", "fame", "augment", "full")
+DEVICES = ("cpu", "gpu")
+PIXEL_MAX = 255.0
+ENCODED = "encoded"
+INT_FEEDS = {"frames", "order", "order_q", "order_k"}
+LONG_FEEDS = {"label", "index", "fame_seed"}
+BOOL_FEEDS = {"recolour", "recolour_q", "recolour_k", "blur", "blur_q", "blur_k"}
+COLOUR_FEEDS = ("recolour", "brightness", "contrast", "saturation", "hue", "blur", "sigma")
+CLIP_LAYOUT = "CFHW"
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A DALI pipeline, the names of its outputs in order, and the feed names its source returns."""
+
+    pipe: Pipeline
+    outputs: tuple[str, ...]
+    feeds: tuple[str, ...]
+
+
+def feed_names(role: str) -> tuple[str, ...]:
+    """What the external source returns per batch, in order: encoded bytes then the sampler's plan."""
+    return (ENCODED, *FEEDS[role])
+
+
+def _dtype(name: str):
+    if name == ENCODED:
+        return types.UINT8
+    if name in INT_FEEDS:
+        return types.INT32
+    if name in LONG_FEEDS:
+        return types.INT64
+    if name in BOOL_FEEDS:
+        return types.BOOL
+    return types.FLOAT
+
+
+def _check(device: str, stage: str = "full") -> None:
+    if device not in DEVICES:
+        raise ValueError(f"pipeline device must be one of {DEVICES}, got {device!r}")
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+
+
+def _pipeline_options(device: str, device_id: int, batch_size: int, num_threads: int, prefetch: int) -> dict:
+    return {"batch_size": batch_size, "num_threads": num_threads, "prefetch_queue_depth": prefetch,
+            "device_id": device_id if device == "gpu" else None, "exec_dynamic": True}
+
+
+def _inputs(source, names: tuple[str, ...]) -> dict:
+    nodes = fn.external_source(source=source, num_outputs=len(names), batch=True, batch_info=True,
+                               dtype=[_dtype(n) for n in names])
+    return dict(zip(names, nodes))
+
+
+def _decode(feeds: dict, device: str):
+    """All needed frames of each video, in ascending order (FHWC uint8); a frame past the
+    end of a video is an error (the index and the file disagree), never silent padding."""
+    return fn.decoders.video(feeds[ENCODED], frames=feeds["frames"], pad_mode="none",
+                             device="mixed" if device == "gpu" else "cpu", name="decode")
+
+
+def _crop(clip, feeds: dict, suffix: str, crop: int, aug: AugParams):
+    return fn.resize(clip, size=[crop, crop], roi_start=feeds["roi_start" + suffix],
+                     roi_end=feeds["roi_end" + suffix], roi_relative=False, antialias=aug.antialias)
+
+
+def _colour(clip, feeds: dict, suffix: str, crop: int, aug: AugParams):
+    """Colour twist and blur, each only on the clips whose flag is set (a DALI conditional)."""
+    if feeds["recolour" + suffix]:
+        clip = fn.color_twist(clip, brightness=feeds["brightness" + suffix], contrast=feeds["contrast" + suffix],
+                              saturation=feeds["saturation" + suffix], hue=feeds["hue" + suffix])
+    if feeds["blur" + suffix]:
+        clip = fn.gaussian_blur(clip, sigma=feeds["sigma" + suffix], window_size=aug.blur_window(crop))
+    return clip
+
+
+def _normalise(clip, aug: AugParams):
+    return fn.crop_mirror_normalize(clip, dtype=types.FLOAT, output_layout=CLIP_LAYOUT,
+                                    mean=[m * PIXEL_MAX for m in aug.mean],
+                                    std=[s * PIXEL_MAX for s in aug.std])
+
+
+# ------------------------------------------------------------- pretrain ----
+def pretrain_outputs(stage: str, fame_stage: FameStage | None) -> tuple[str, ...]:
+    """Output names of the pretraining graph cut at ``stage``."""
+    names = ("query", "key")
+    if stage not in ("decode", "crop") and fame_stage is not None and fame_stage.return_masks:
+        names += ("original", "masks", "merged")
+    return names + (("label", "index") if stage == "full" else ())
+
+
+def pretrain_feeds(stage: str, fame_stage: FameStage | None) -> tuple[str, ...]:
+    """The feeds the pretraining graph cut at ``stage`` reads, in feed order."""
+    used = {ENCODED, "frames", "order_q", "order_k"}
+    if stage != "decode":
+        used |= {f"roi_{end}_{view}" for end in ("start", "end") for view in "qk"}
+    if stage not in ("decode", "crop") and fame_stage is not None:
+        used.add("fame_seed")
+    if stage in ("augment", "full"):
+        used |= {f"{name}_{view}" for name in COLOUR_FEEDS for view in "qk"}
+    if stage == "full":
+        used |= {"label", "index"}
+    return tuple(name for name in feed_names("pretrain") if name in used)
+
+
+@pipeline_def(enable_conditionals=True)
+def _pretrain_def(source, device, crop, aug, fame_stage, stage):
+    feeds = _inputs(source, pretrain_feeds(stage, fame_stage))
+    video = _decode(feeds, device)
+    query = fn.sequence_rearrange(video, new_order=feeds["order_q"])
+    key = fn.sequence_rearrange(video, new_order=feeds["order_k"])
+    if stage == "decode":
+        return query, key
+    query, key = _crop(query, feeds, "_q", crop, aug), _crop(key, feeds, "_k", crop, aug)
+    extra = ()
+    if stage != "crop" and fame_stage is not None:
+        seed = feeds["fame_seed"].gpu() if device == "gpu" else feeds["fame_seed"]
+        inputs = (query, key, seed) if fame_stage.takes_key else (query, seed)
+        results = fn.python_function(*inputs, function=fame_stage, batch_processing=True,
+                                     num_outputs=len(fame_stage.output_layouts),
+                                     output_layouts=fame_stage.output_layouts, device=device, name="fame")
+        results = list(results) if isinstance(results, (list, tuple)) else [results]
+        original, query = query, results.pop(0)
+        if fame_stage.branches == "both":
+            key = results.pop(0)
+        if fame_stage.return_masks:
+            extra = (original, results.pop(0), query)
+    if stage in ("crop", "fame"):
+        return (query, key) + extra
+    query, key = _colour(query, feeds, "_q", crop, aug), _colour(key, feeds, "_k", crop, aug)
+    if stage == "augment":
+        return (query, key) + extra
+    return (_normalise(query, aug), _normalise(key, aug)) + extra + (feeds["label"], feeds["index"])
+
+
+def pretrain_graph(source, *, device: str, batch_size: int, crop: int, aug: AugParams,
+                   fame_stage: FameStage | None, num_threads: int = 2, prefetch: int = 2,
+                   device_id: int = 0, stage: str = "full") -> Graph:
+    """Two clips per video -> (query, key) CFHW float32, label, index.
+
+    With a FAME stage that returns masks, also the query before FAME (``original``, FHWC
+    uint8), its mask (``masks``, HW uint8) and after FAME (``merged``, FHWC uint8).
+    Cut at ``stage``, the outputs are the two clips as they are after that stage.
+    """
+    _check(device, stage)
+    pipe = _pretrain_def(source, device, crop, aug, fame_stage, stage,
+                         **_pipeline_options(device, device_id, batch_size, num_threads, prefetch))
+    return Graph(pipe, pretrain_outputs(stage, fame_stage), pretrain_feeds(stage, fame_stage))
+
+
+# --------------------------------------------------------- evaluation ----
+@pipeline_def(enable_conditionals=True)
+def _train_clip_def(source, device, crop, aug):
+    feeds = _inputs(source, feed_names("train"))
+    clip = _colour(_crop(_decode(feeds, device), feeds, "", crop, aug), feeds, "", crop, aug)
+    return _normalise(clip, aug), feeds["label"], feeds["index"]
+
+
+def train_clip_graph(source, *, device: str, batch_size: int, crop: int, aug: AugParams,
+                     num_threads: int = 2, prefetch: int = 2, device_id: int = 0) -> Graph:
+    """One random clip per video -> clip CFHW float32, label, index."""
+    _check(device)
+    pipe = _train_clip_def(source, device, crop, aug,
+                           **_pipeline_options(device, device_id, batch_size, num_threads, prefetch))
+    return Graph(pipe, ("clip", "label", "index"), feed_names("train"))
+
+
+@pipeline_def
+def _eval_clip_def(source, device, crop, clips_per_video, frames, aug):
+    feeds = _inputs(source, feed_names("test"))
+    clips = fn.sequence_rearrange(_decode(feeds, device), new_order=feeds["order"])
+    clips = _normalise(_crop(clips, feeds, "", crop, aug), aug)
+    clips = fn.reshape(clips, shape=[3, clips_per_video, frames, crop, crop], layout="")
+    return fn.transpose(clips, perm=[1, 0, 2, 3, 4]), feeds["label"], feeds["index"]
+
+
+def eval_clip_graph(source, *, device: str, batch_size: int, crop: int, clips_per_video: int, frames: int,
+                    aug: AugParams, num_threads: int = 2, prefetch: int = 2, device_id: int = 0) -> Graph:
+    """All clips of a video, centre crop -> (clips_per_video, 3, frames, crop, crop) float32, label, index."""
+    _check(device)
+    pipe = _eval_clip_def(source, device, crop, clips_per_video, frames, aug,
+                          **_pipeline_options(device, device_id, batch_size, num_threads, prefetch))
+    return Graph(pipe, ("clips", "label", "index"), feed_names("test"))

@@ -1,0 +1,294 @@
+"""Torch-facing loaders over the DALI graphs: batches of tensors on the training device.
+
+    loader = pretrain_loader(videos, device="cpu", batch_size=8, frames=8, stride=2, crop=64,
+                             aug=AugParams(), fame_cfg=fame.FameConfig(), seed=0, rank=0, world=1)
+    for epoch in range(start_epoch, epochs):
+        loader.set_epoch(epoch)
+        for batch in loader:              # PretrainBatch(query, key, label, index, ...)
+            ...                           # query, key: NCTHW float32 on the device
+        state = loader.state_dict()       # {epoch, step, seed, ...}: save with the checkpoint
+
+``len(loader)`` is the number of steps per epoch, known up front and equal on every
+rank. Iterating yields the batches of the current epoch from the current step on; a
+state restored with ``load_state_dict`` (mid-epoch included) continues with exactly the
+batches an uninterrupted run would have seen, because every draw is keyed by (seed,
+epoch, position) (see pipelines.sampler). Iterating a finished epoch again without
+``set_epoch`` replays it, like a torch DataLoader whose sampler epoch is unchanged.
+
+Outputs reach torch through DLPack without a copy (DALI's dynamic executor keeps each
+output alive while a tensor refers to it); on the GPU they stay on the device.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable, NamedTuple, Optional
+
+import numpy as np
+import torch
+
+import fame
+from pipelines.fame_stage import FameStage
+from pipelines.graphs import ENCODED, Graph, eval_clip_graph, pretrain_graph, train_clip_graph
+from pipelines.params import AugParams, ClipGeometry
+from pipelines.sampler import EvalClipSampler, PretrainSampler, TrainClipSampler
+from pipelines.videos import VideoMeta, warn_single_clip_videos
+
+log = logging.getLogger(__name__)
+
+
+class PretrainBatch(NamedTuple):
+    """query, key: (N, 3, T, crop, crop) float32; label, index: (N,) int64.
+
+    With ``return_masks``: original / merged (N, T, crop, crop, 3) uint8 query before / after
+    FAME (before the colour augmentation) and masks (N, crop, crop) uint8 in {0, 1}.
+    """
+
+    query: torch.Tensor
+    key: torch.Tensor
+    label: torch.Tensor
+    index: torch.Tensor
+    masks: Optional[torch.Tensor] = None
+    original: Optional[torch.Tensor] = None
+    merged: Optional[torch.Tensor] = None
+
+
+class ClipBatch(NamedTuple):
+    """clip: (N, 3, T, crop, crop) float32; label, index: (N,) int64 (index: position in the video list)."""
+
+    clip: torch.Tensor
+    label: torch.Tensor
+    index: torch.Tensor
+
+
+class EvalBatch(NamedTuple):
+    """clips: (V * clips_per_video, 3, T, crop, crop) float32, grouped by video; label, video_index: per clip."""
+
+    clips: torch.Tensor
+    label: torch.Tensor
+    video_index: torch.Tensor
+
+
+def output_device(device: str, device_id: int = 0) -> torch.device:
+    return torch.device("cuda", device_id) if device == "gpu" else torch.device("cpu")
+
+
+def _to_torch(tensor_list, device: torch.device) -> torch.Tensor:
+    """A dense DALI batch as one torch tensor, shared through DLPack, then on ``device``."""
+    tensor = tensor_list.as_tensor()
+    if device.type == "cuda" and type(tensor).__name__ == "TensorGPU":
+        with torch.cuda.device(device):
+            return torch.from_dlpack(tensor)
+    return torch.from_dlpack(tensor).to(device, non_blocking=True)
+
+
+def read_encoded(path: str) -> np.ndarray:
+    """A video file's bytes as a 1-D uint8 array (the decoder's input)."""
+    try:
+        return np.fromfile(path, dtype=np.uint8)
+    except OSError as error:
+        raise OSError(f"cannot read video {path}: {error}") from error
+
+
+class _Feed:
+    """The external source: per (DALI epoch, iteration) the plan of (epoch, step) plus the file bytes.
+
+    ``runs[k]`` is the (epoch, first step) of the k-th pass of the pipeline, registered by
+    the loader before the pass starts; past the last step it raises StopIteration.
+    """
+
+    def __init__(self, sampler, names: tuple[str, ...]):
+        self.sampler, self.names = sampler, names
+        self.runs: list[tuple[int, int]] = []
+
+    def __call__(self, info):
+        epoch, first = self.runs[info.epoch_idx]
+        step = first + info.iteration
+        if step >= self.sampler.steps_per_epoch:
+            raise StopIteration
+        plan = self.sampler.plan(epoch, step)
+        plan[ENCODED] = [read_encoded(self.sampler.videos[int(i)].path) for i in plan["index"]]
+        return tuple(plan[name] for name in self.names)
+
+
+class VideoLoader:
+    """Steps through one role's sampler with a DALI graph; yields role batches of torch tensors."""
+
+    def __init__(self, sampler, make_graph: Callable[[_Feed], Graph], assemble: Callable[[dict], tuple],
+                 device: torch.device):
+        self.sampler, self.device = sampler, torch.device(device)
+        self._make_graph, self._assemble = make_graph, assemble
+        self.epoch, self.step = 0, 0
+        self._graph: Optional[Graph] = None
+        self._feed: Optional[_Feed] = None
+        self._at_boundary = False   # the pipeline finished a pass and was reset: reusable
+
+    def __len__(self) -> int:
+        return self.sampler.steps_per_epoch
+
+    @property
+    def num_videos(self) -> int:
+        return len(self.sampler.videos)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Move to ``epoch`` from its first step; the current epoch keeps its position."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        if epoch != self.epoch:
+            self.epoch, self.step = epoch, 0
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly here: epoch, step and what keys the draws."""
+        return {"epoch": self.epoch, "step": self.step, "seed": self.sampler.seed,
+                "batch_size": self.sampler.batch_size, "world": self.sampler.world,
+                "num_videos": self.num_videos}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["seed"] != self.sampler.seed:
+            raise ValueError(f"loader state has seed {state['seed']} but this loader uses seed "
+                             f"{self.sampler.seed}: the resumed batches would differ; use the same seed")
+        geometry = {k: state.get(k) for k in ("batch_size", "world", "num_videos")}
+        current = {"batch_size": self.sampler.batch_size, "world": self.sampler.world,
+                   "num_videos": self.num_videos}
+        step = int(state["step"])
+        if geometry != current:
+            old_global = geometry["batch_size"] * geometry["world"]
+            step = min(len(self), step * old_global // (current["batch_size"] * current["world"]))
+            log.warning("loader state was saved with %s, now %s: continuing epoch %d at step %d of %d "
+                        "(same videos seen, batches not identical)", geometry, current, state["epoch"],
+                        step, len(self))
+        self.epoch, self.step = int(state["epoch"]), step
+
+    def close(self) -> None:
+        self._graph, self._feed, self._at_boundary = None, None, False
+
+    def _pipeline(self) -> Graph:
+        """The graph to run the next pass with: reused at a pass boundary, rebuilt otherwise."""
+        if self._graph is None or not self._at_boundary:
+            self._feed = _Feed(self.sampler, ())
+            self._graph = self._make_graph(self._feed)
+            self._feed.names = self._graph.feeds
+        self._feed.runs.append((self.epoch, self.step))
+        self._at_boundary = False
+        return self._graph
+
+    def _finish_pass(self, pipe) -> None:
+        try:
+            pipe.run()
+        except StopIteration:
+            pipe.reset()
+            self._at_boundary = True
+            return
+        raise RuntimeError("the pipeline produced a batch past the end of the epoch")
+
+    def _run(self, pipe):
+        """One batch from the pipeline; a failure names the videos of the batch it happened in."""
+        try:
+            return pipe.run()
+        except Exception as error:
+            self.close()
+            _, video_ids = self.sampler.batch_positions(self.epoch, self.step)
+            paths = ", ".join(self.sampler.videos[int(v)].path for v in video_ids)
+            raise RuntimeError(f"the input pipeline failed at epoch {self.epoch} step {self.step} on a batch "
+                               f"of these videos: {paths}; a file may have changed since it was indexed, "
+                               f"re-check it with data.index. Cause: {error}") from error
+
+    def __iter__(self):
+        if self.step >= len(self):
+            self.step = 0
+        if len(self) == 0:
+            return
+        graph = self._pipeline()
+        while self.step < len(self):
+            outputs = self._run(graph.pipe)
+            batch = self._assemble(dict(zip(graph.outputs, outputs)))
+            self.step += 1
+            if self.step == len(self):
+                self._finish_pass(graph.pipe)
+            yield batch
+
+
+# ------------------------------------------------------------- builders ----
+def pretrain_loader(videos: list[VideoMeta], *, device: str = "cpu", batch_size: int, frames: int, stride: int,
+                    crop: int, aug: AugParams = AugParams(), fame_cfg: Optional[fame.FameConfig] = None,
+                    seed: int = 0, rank: int = 0, world: int = 1, num_threads: int = 2, prefetch: int = 2,
+                    device_id: int = 0, return_masks: bool = False, stage: str = "full", raw: bool = False,
+                    fame_stage: Optional[FameStage] = None) -> VideoLoader:
+    """Pretraining: two clips per video (query, key), crop + flip each, FAME on the query
+    (or both, ``fame_cfg.branches``; none when ``fame_cfg`` is None or its variant is "none"),
+    then colour augmentation and normalisation. Yields PretrainBatch.
+
+    For profiling: ``stage`` cuts the graph ("decode", "crop", "fame", "augment"), the
+    batch is then a dict of the outputs as they are after that stage; ``raw`` yields the
+    DALI outputs themselves (no conversion to torch); a given ``fame_stage`` is used as
+    the python stage, so its timing can be read afterwards.
+    """
+    geometry = ClipGeometry(frames, stride, crop)
+    warn_single_clip_videos(videos, geometry.span, "pretraining")
+    sampler = PretrainSampler(videos, geometry, aug, batch_size=batch_size, seed=seed, rank=rank, world=world)
+    if fame_stage is None and fame_cfg is not None and fame_cfg.variant != "none":
+        fame_stage = FameStage(fame_cfg, return_masks=return_masks)
+    out_device = output_device(device, device_id)
+
+    def make_graph(feed):
+        return pretrain_graph(feed, device=device, batch_size=batch_size, crop=crop, aug=aug,
+                              fame_stage=fame_stage, num_threads=num_threads, prefetch=prefetch,
+                              device_id=device_id, stage=stage)
+
+    def assemble(outputs: dict):
+        if raw:
+            return outputs
+        tensors = {name: _to_torch(value, out_device) for name, value in outputs.items()}
+        return PretrainBatch(**tensors) if stage == "full" else tensors
+
+    return VideoLoader(sampler, make_graph, assemble, out_device)
+
+
+def train_clips_loader(videos: list[VideoMeta], *, device: str = "cpu", batch_size: int, frames: int, stride: int,
+                       crop: int, aug: AugParams = AugParams(), seed: int = 0, rank: int = 0, world: int = 1,
+                       num_threads: int = 2, prefetch: int = 2, device_id: int = 0) -> VideoLoader:
+    """Linear probe / finetuning: one random clip per video with a random view. Yields ClipBatch."""
+    geometry = ClipGeometry(frames, stride, crop)
+    sampler = TrainClipSampler(videos, geometry, aug, batch_size=batch_size, seed=seed, rank=rank, world=world)
+    out_device = output_device(device, device_id)
+
+    def make_graph(feed):
+        return train_clip_graph(feed, device=device, batch_size=batch_size, crop=crop, aug=aug,
+                                num_threads=num_threads, prefetch=prefetch, device_id=device_id)
+
+    def assemble(outputs: dict):
+        return ClipBatch(*(_to_torch(value, out_device) for value in outputs.values()))
+
+    return VideoLoader(sampler, make_graph, assemble, out_device)
+
+
+def eval_clips_loader(videos: list[VideoMeta], *, device: str = "cpu", batch_size: int, frames: int, stride: int,
+                      crop: int, clips_per_video: int = 10, aug: AugParams = AugParams(),
+                      centre_fraction: Optional[float] = None, rank: int = 0, world: int = 1,
+                      num_threads: int = 2, prefetch: int = 2, device_id: int = 0) -> VideoLoader:
+    """Testing / feature extraction: ``clips_per_video`` uniformly spaced clips of every video,
+    centre crop, list order, each video exactly once per pass (the last batch may be smaller;
+    nothing is padded). ``batch_size`` counts clips: a batch holds batch_size //
+    clips_per_video videos (at least one). Only ``aug.mean`` / ``aug.std`` are used.
+    Yields EvalBatch. Ranks read near-equal disjoint slices, so their lengths may differ by one.
+    """
+    geometry = ClipGeometry(frames, stride, crop)
+    videos_per_batch = max(1, batch_size // clips_per_video)
+    options = {} if centre_fraction is None else {"centre_fraction": centre_fraction}
+    sampler = EvalClipSampler(videos, geometry, clips_per_video=clips_per_video,
+                              videos_per_batch=videos_per_batch, rank=rank, world=world, **options)
+    out_device = output_device(device, device_id)
+
+    def make_graph(feed):
+        return eval_clip_graph(feed, device=device, batch_size=videos_per_batch, crop=crop,
+                               clips_per_video=clips_per_video, frames=frames, aug=aug,
+                               num_threads=num_threads, prefetch=prefetch, device_id=device_id)
+
+    def assemble(outputs: dict):
+        clips = _to_torch(outputs["clips"], out_device)
+        per_video = clips.shape[1]
+        clips = clips.reshape(-1, *clips.shape[2:])
+        label = _to_torch(outputs["label"], out_device).repeat_interleave(per_video)
+        index = _to_torch(outputs["index"], out_device).repeat_interleave(per_video)
+        return EvalBatch(clips, label, index)
+
+    return VideoLoader(sampler, make_graph, assemble, out_device)

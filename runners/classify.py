@@ -1,0 +1,195 @@
+"""Action recognition on a pretrained backbone: `python -m runners.classify --config X pretrained=runs/<name>/backbone.pt`.
+
+eval.protocol (make linear / make finetune):
+- linear: the backbone is frozen and kept in eval mode (BN statistics fixed,
+  no gradients); only the classifier (no dropout) trains.
+- finetune: the whole network trains; the classifier has eval.dropout.
+Both: SGD (momentum 0.9) with eval.lr, eval.weight_decay and the eval.schedule
+(step: x0.1 at eval.milestones, or cosine) over eval.epochs, one random clip
+per training video per epoch, eval.batch_size clips per process. Then every
+video of data.val_list is tested with eval.clips_per_video uniformly spaced
+centre-cropped clips, softmax probabilities averaged per video: video top-1,
+top-5 and clip top-1, gathered over all processes so each video counts once.
+`pretrained` may be a backbone.pt or a pretraining checkpoint; without it the
+backbone starts from random init (labelled so in results.json).
+Resume, logging and the train.* runtime settings (amp, resume, log_every,
+checkpoint_every) work as in pretraining. The run directory gets
+checkpoints/last.pt, metrics.jsonl and results.json.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from models.heads import Classifier
+from runners import checkpoint as ckpt
+from runners.common import (ensure_data, init_distributed, parse_cli, prepare_run_dir, resolve_device,
+                            seed_everything, setup_logging)
+from runners.config import Config, to_dict
+from runners.eval_data import build_test_clips_loader, build_train_clips_loader, check_list_labels
+from runners.evaluation import (build_eval_backbone, check_pretrained_path, evaluate_classifier,
+                                load_pretrained_backbone, results_record, topk_correct, write_results)
+from runners.logger import Logger
+from runners.schedule import lr_lambda
+
+log = logging.getLogger("fame")
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+SGD_MOMENTUM = 0.9
+STEP_DECAY = 0.1
+PERCENT = 100.0
+
+
+class VideoClassifier(nn.Module):
+    """backbone -> Classifier. frozen: the backbone stays in eval mode and gets no gradients."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int, dropout: float, frozen: bool):
+        super().__init__()
+        self.backbone = backbone
+        self.head = Classifier(backbone.feat_dim, num_classes, dropout)
+        self.frozen = frozen
+        if frozen:
+            backbone.requires_grad_(False)
+            backbone.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            self.backbone.eval()
+        return self
+
+    def forward(self, x):
+        with torch.no_grad() if self.frozen else contextlib.nullcontext():
+            features = self.backbone(x)
+        return self.head(features)
+
+
+def build_classifier(cfg: Config, device: torch.device) -> tuple[VideoClassifier, dict]:
+    """The classifier of cfg.eval.protocol on cfg.pretrained's backbone; returns it and the pretrained record."""
+    backbone = build_eval_backbone(cfg)
+    pretrained = load_pretrained_backbone(backbone, cfg)
+    linear = cfg.eval.protocol == "linear"
+    model = VideoClassifier(backbone, cfg.data.num_classes, 0.0 if linear else cfg.eval.dropout, frozen=linear)
+    return model.to(device), pretrained
+
+
+def train_step(model, clips, labels, optimizer, scaler, amp_dtype):
+    """One SGD step on cross-entropy; returns (loss, logits)."""
+    autocast = torch.autocast(clips.device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+    with autocast:
+        logits = model(clips)
+        loss = F.cross_entropy(logits.float(), labels)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite classification loss {loss.item()}")
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss, logits
+
+
+def main(cfg: Config) -> dict:
+    """Train and test; returns the results record (also <run>/results.json)."""
+    check_pretrained_path(cfg)
+    device = resolve_device(cfg.device)
+    rank, world = init_distributed(device)
+    setup_logging(rank)
+    cfg, run_dir = prepare_run_dir(cfg, rank)
+    seed_everything(cfg.seed, rank)
+    ensure_data(cfg, rank)
+    check_list_labels(cfg)
+
+    model, pretrained = build_classifier(cfg, device)
+    train_loader = build_train_clips_loader(cfg, cfg.data.train_list, rank, world, device)
+    steps_per_epoch = len(train_loader)
+    total_steps = steps_per_epoch * cfg.eval.epochs
+    if steps_per_epoch == 0:
+        raise ValueError(f"config key 'eval.batch_size' ({cfg.eval.batch_size}) x {world} process(es) is larger "
+                         f"than this rank's share of the training videos in '{cfg.data.train_list}': no full batch")
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=cfg.eval.lr, momentum=SGD_MOMENTUM, weight_decay=cfg.eval.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(
+        cfg.eval.schedule, steps_per_epoch, cfg.eval.epochs, milestones=cfg.eval.milestones, decay=STEP_DECAY))
+    amp_dtype = AMP_DTYPES.get(cfg.train.amp) if device.type == "cuda" else None
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+
+    step = 0
+    resume_from = ckpt.find_resume(run_dir, cfg.train.resume)
+    if resume_from:
+        state = ckpt.load_checkpoint(resume_from, map_location=device)
+        saved_protocol = state.get("config", {}).get("eval", {}).get("protocol")
+        if saved_protocol != cfg.eval.protocol:
+            raise ValueError(f"cannot resume {resume_from}: it is a {saved_protocol} run, this is {cfg.eval.protocol} "
+                             f"(use another run.name or train.resume=none)")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        train_loader.load_state_dict(state["loader"])
+        ckpt.set_rng_state(state["rng"])
+        step = state["step"]
+        log.info("resumed from %s at step %d (epoch %d)", resume_from, step, step // steps_per_epoch)
+    ddp = DDP(model) if world > 1 else model
+
+    logger = Logger(run_dir, config=to_dict(cfg), name=cfg.run.name, mode=cfg.wandb.mode,
+                    project=cfg.wandb.project, entity=cfg.wandb.entity, group=cfg.wandb.group,
+                    tags=cfg.wandb.tags, job_type=cfg.eval.protocol, rank=rank)
+
+    def save(epoch_copy=None):
+        if rank == 0:
+            ckpt.save_checkpoint(run_dir, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "loader": train_loader.state_dict(), "step": step, "epoch": step // steps_per_epoch,
+                "config": to_dict(cfg)}, epoch_copy=epoch_copy)
+
+    log.info("%s on %s (%s): %d steps/epoch x %d epochs on %s (world %d)", cfg.eval.protocol, cfg.data.train_list,
+             pretrained["path"] or pretrained["init"] + " init", steps_per_epoch, cfg.eval.epochs, device, world)
+    model.train()
+    while step < total_steps:
+        epoch = step // steps_per_epoch
+        train_loader.set_epoch(epoch)
+        t_last = time.perf_counter()
+        for batch in train_loader:
+            labels = batch.label
+            loss, logits = train_step(ddp, batch.clip, labels, optimizer, scaler, amp_dtype)
+            scheduler.step()
+            step += 1
+            if step % cfg.train.log_every == 0 or step == total_steps:
+                now = time.perf_counter()
+                metrics = {"train/loss": loss.item(), "lr": scheduler.get_last_lr()[0], "epoch": step / steps_per_epoch,
+                           "train/clip_top1": PERCENT * topk_correct(logits.float(), labels, (1,))[1] / labels.numel(),
+                           "clips_per_s": cfg.eval.batch_size * world * cfg.train.log_every / max(now - t_last, 1e-9)}
+                logger.log(metrics, step)
+                log.info("epoch %d step %d/%d loss %.4f clip top-1 %.1f lr %.4g", epoch, step, total_steps,
+                         metrics["train/loss"], metrics["train/clip_top1"], metrics["lr"])
+                t_last = now
+        done_epoch = step // steps_per_epoch
+        save(epoch_copy=done_epoch if done_epoch % cfg.train.checkpoint_every == 0 else None)
+
+    test = build_test_clips_loader(cfg, cfg.data.val_list, rank, world, device)
+    metrics = evaluate_classifier(model, test, test.num_videos, cfg.data.num_classes, cfg.eval.clips_per_video,
+                                  device, amp_dtype)
+    record = results_record(cfg, cfg.eval.protocol, metrics, pretrained)
+    if rank == 0:
+        path = write_results(run_dir, record)
+        logger.log({f"test/{k}": v for k, v in metrics.items()}, step)
+        logger.summary({"step": step, **metrics})
+        print(f"\n{cfg.eval.protocol} on {record['dataset']} ({record['split']['test']}, "
+              f"{metrics['videos']} videos x {cfg.eval.clips_per_video} clips): video top-1 {metrics['video_top1']:.1f}  "
+              f"top-5 {metrics['video_top5']:.1f}  clip top-1 {metrics['clip_top1']:.1f}\n"
+              f"results: {path}\npretrained: {pretrained['path'] or pretrained['init'] + ' init'}")
+    logger.close()
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return record
+
+
+if __name__ == "__main__":
+    main(parse_cli(__doc__.splitlines()[0]))

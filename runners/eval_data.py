@@ -1,0 +1,103 @@
+"""The Config mapped onto the evaluation loaders of pipelines.loader.
+
+- ``build_train_clips_loader``: one random clip per training video per epoch
+  (random resized crop of aug.crop_area / aug.crop_aspect, flip aug.flip_p; no
+  colour augmentation), eval.batch_size clips per process, every process the
+  same number of full batches. Yields ClipBatch(clip NCTHW, label, index).
+- ``build_test_clips_loader``: eval.clips_per_video uniformly spaced clips of
+  every listed video, centre crop, list order, each video exactly once over
+  all processes (the last batch may be smaller). Yields
+  EvalBatch(clips NCTHW, label, video_index); ``loader.num_videos`` is the
+  size of the whole list.
+
+File lists hold paths relative to the list's own folder (data.filelist).
+The video index (<list>.index.json) is probed by rank 0 first, then read by
+the others.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import torch
+import torch.distributed as dist
+
+from data.filelist import check_labels, read_file_list
+from data.index import build_index
+from pipelines.loader import VideoLoader, eval_clips_loader, train_clips_loader
+from pipelines.params import AugParams
+from pipelines.videos import VideoMeta, videos_from_index
+from runners.config import Config, data_path
+
+# Linear probe / finetuning train on spatial augmentation only.
+NO_COLOUR_AUG = {"grayscale_p": 0.0, "jitter_p": 0.0, "blur_p": 0.0}
+LIST_KEYS = {"train_list": "data.train_list", "val_list": "data.val_list"}
+
+
+def dali_device(device: torch.device) -> tuple[str, int]:
+    """The DALI device string and device id of a torch device."""
+    return ("gpu", device.index or 0) if device.type == "cuda" else ("cpu", 0)
+
+
+def min_frames(cfg: Config) -> int:
+    """data.min_frames, or clip.frames x clip.stride when it is 0."""
+    return cfg.data.min_frames or cfg.clip.frames * cfg.clip.stride
+
+
+def _list_key(cfg: Config, list_name: str) -> str:
+    for field, key in LIST_KEYS.items():
+        if getattr(cfg.data, field) == list_name:
+            return key
+    return "file list"
+
+
+def check_list_labels(cfg: Config) -> None:
+    """Both lists exist and every label lies in [0, data.num_classes), or an error naming the list."""
+    for field, key in LIST_KEYS.items():
+        path = data_path(cfg, getattr(cfg.data, field))
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"config key '{key}': file list '{path}' does not exist "
+                                    f"(data.root '{cfg.data.root}')")
+        try:
+            check_labels(read_file_list(path), cfg.data.num_classes, path)
+        except ValueError as e:
+            raise ValueError(f"config key '{key}' / 'data.num_classes': {e}") from None
+
+
+def load_videos(cfg: Config, list_name: str, rank: int, device: torch.device) -> list[VideoMeta]:
+    """The usable videos of a list, probed by rank 0 first; unusable ones raise, naming them."""
+    path = data_path(cfg, list_name)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config key '{_list_key(cfg, list_name)}': file list '{path}' does not exist")
+    dali, _ = dali_device(device)
+    index = None
+    if rank == 0:
+        index = build_index(path, min_frames=min_frames(cfg))
+    if dist.is_initialized():
+        dist.barrier()
+    if index is None:
+        index = build_index(path, min_frames=min_frames(cfg))
+    return videos_from_index(index, min_frames=min_frames(cfg), device=dali)
+
+
+def train_aug(cfg: Config) -> AugParams:
+    """cfg.aug's crop, flip and normalisation without its colour augmentation."""
+    return AugParams(**{**dataclasses.asdict(cfg.aug), **NO_COLOUR_AUG})
+
+
+def build_train_clips_loader(cfg: Config, list_name: str, rank: int, world: int, device: torch.device) -> VideoLoader:
+    dali, device_id = dali_device(device)
+    return train_clips_loader(load_videos(cfg, list_name, rank, device), device=dali,
+                              batch_size=cfg.eval.batch_size, frames=cfg.clip.frames, stride=cfg.clip.stride,
+                              crop=cfg.clip.crop, aug=train_aug(cfg), seed=cfg.seed, rank=rank, world=world,
+                              num_threads=cfg.train.num_threads, prefetch=cfg.train.prefetch, device_id=device_id)
+
+
+def build_test_clips_loader(cfg: Config, list_name: str, rank: int, world: int, device: torch.device) -> VideoLoader:
+    dali, device_id = dali_device(device)
+    return eval_clips_loader(load_videos(cfg, list_name, rank, device), device=dali,
+                             batch_size=cfg.eval.batch_size, frames=cfg.clip.frames, stride=cfg.clip.stride,
+                             crop=cfg.clip.crop, clips_per_video=cfg.eval.clips_per_video,
+                             aug=AugParams(mean=tuple(cfg.aug.mean), std=tuple(cfg.aug.std)),
+                             rank=rank, world=world, num_threads=cfg.train.num_threads,
+                             prefetch=cfg.train.prefetch, device_id=device_id)

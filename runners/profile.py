@@ -1,0 +1,260 @@
+"""Profile the pretraining input pipeline: `python -m runners.profile --config X [--steps N] [key=value ...]`.
+
+Times the DALI pretraining pipeline without a model, cut after each stage:
+decode (both clips of every video), + crop/flip, + FAME (python stage), + colour
+augmentation and blur, + normalisation, + handing the batch to torch on the training
+device. Each row is clips/s (two clips per video) over --steps batches after --warmup,
+the best of --repeats rounds (rows interleaved, so load from other processes hits them
+alike), and the CPU time per batch (median; on a shared machine the steadier figure).
+A stage's cost is the growth in ms per batch over the row before (stages overlap in
+DALI's executor, so these are marginal costs). The python FAME stage is also timed from
+inside. A plain PyAV + NumPy loader (same videos, clips, crops and draws,
+train.num_threads worker processes) is timed as the baseline.
+
+On a GPU the pipeline runs there (NVDEC decoding), every timed batch is synchronised,
+each stage is an NVTX range ("profile/<stage>", next to DALI's own operator ranges and
+"fame.augment") for `nsys profile -t cuda,nvtx`, and device memory in use is reported.
+
+Prints a table, writes profile.json in <run.dir>/<run.name>/ (default name
+profile-<config>-<time>) and logs the figures to W&B through runners.logger.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import gc
+import itertools
+import json
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+from pipelines.baseline import pyav_pretrain_loader
+from pipelines.fame_stage import FameStage
+from pipelines.loader import pretrain_loader
+from runners import config as C
+from runners.build import pretrain_settings
+from runners.eval_data import load_videos
+from runners.common import ensure_data, prepare_run_dir, resolve_device, setup_logging
+from runners.logger import Logger
+
+PROFILE_FILE = "profile.json"
+DEFAULT_STEPS, DEFAULT_WARMUP, DEFAULT_REPEATS = 10, 2, 3
+# (row name, graph stage, yield raw DALI outputs)
+ROWS = (("decode", "decode", True), ("crop", "crop", True), ("fame", "fame", True),
+        ("augment", "augment", True), ("normalise", "full", True), ("to_torch", "full", False))
+ROW_LABELS = {"decode": "decode 2 clips", "crop": "+ crop, flip", "fame": "+ FAME", "augment": "+ colour, blur",
+              "normalise": "+ normalise", "to_torch": "+ to torch", "baseline": "PyAV + NumPy baseline"}
+TARGET_VS_DECODE = 2 / 3     # full pipeline / decode alone
+TARGET_VS_BASELINE = 1.0     # full pipeline / PyAV + NumPy baseline
+GIB = 2**30
+
+
+def parse_args(argv=None) -> tuple[C.Config, int, int, int]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", help="experiment YAML under configs/ (default: schema defaults)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="timed batches per row")
+    p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help="untimed batches before each row")
+    p.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
+                   help="time every row this often, rows interleaved, and keep the fastest "
+                        "(load from other processes only slows a run down)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.batch_size=32")
+    a = p.parse_args(argv)
+    if a.steps < 1 or a.warmup < 0 or a.repeats < 1:
+        p.error("--steps and --repeats must be >= 1, --warmup >= 0")
+    try:
+        return C.load_config(a.config, a.overrides), a.steps, a.warmup, a.repeats
+    except C.ConfigError as e:
+        p.error(str(e))
+
+
+def endless(loader):
+    """Batches of epoch 0, 1, 2, ... back to back."""
+    for epoch in itertools.count():
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        yield from loader
+
+
+@dataclasses.dataclass
+class Timing:
+    """Seconds per batch: wall clock, and CPU time of this process and its finished children."""
+
+    wall: float
+    cpu: float
+
+
+def _cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def time_batches(batches, steps: int, warmup: int, synchronize) -> Timing:
+    """Per-batch time over ``steps`` batches after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        next(batches)
+    synchronize()
+    started, cpu = time.perf_counter(), _cpu_seconds()
+    for _ in range(steps):
+        next(batches)
+        synchronize()
+    return Timing((time.perf_counter() - started) / steps, (_cpu_seconds() - cpu) / steps)
+
+
+def time_baseline(sampler, fame_cfg, workers: int, steps: int, warmup: int) -> Timing:
+    """The PyAV + NumPy loader; its CPU time (workers included, counted once they exit) per batch
+    covers the warm-up batches and the workers' start too, so it errs on the high side."""
+    total = warmup + steps
+    epochs = 1 + total // max(1, len(sampler))
+    cpu = _cpu_seconds()
+    batches = iter(pyav_pretrain_loader(sampler, fame_cfg, epochs=epochs, num_workers=workers, batches=total))
+    wall = time_batches(batches, steps, warmup, lambda: None).wall
+    for _ in batches:          # exhausting the loader joins its workers, so their CPU time is counted
+        pass
+    return Timing(wall, (_cpu_seconds() - cpu) / total)
+
+
+def _nvtx(device: torch.device, name: str):
+    return torch.cuda.nvtx.range(name) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def _memory_used_gib(device: torch.device):
+    if device.type != "cuda":
+        return None
+    free, total = torch.cuda.mem_get_info(device)
+    return (total - free) / GIB
+
+
+def profile(cfg: C.Config, device: torch.device, steps: int, warmup: int, repeats: int) -> dict:
+    """Every row timed ``repeats`` times, rows interleaved so that outside load hits them alike."""
+    synchronize = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    clips_per_batch = 2 * cfg.train.batch_size
+    settings = pretrain_settings(cfg, device)
+    videos = load_videos(cfg, cfg.data.train_list, 0, device)
+    wall = {name: float("inf") for name in ROW_LABELS}
+    cpu = {name: [] for name in ROW_LABELS}
+    fame_seconds = fame_calls = fame_clips = 0
+    memory = {}
+    for _ in range(repeats):
+        sampler = None
+        for name, stage, raw in ROWS:
+            timer = FameStage(settings["fame_cfg"], synchronize_timing=True) if settings["fame_cfg"] else None
+            loader = pretrain_loader(videos, return_masks=False, stage=stage, raw=raw, fame_stage=timer, **settings)
+            sampler = loader.sampler
+            with _nvtx(device, f"profile/{name}"):
+                timing = time_batches(endless(loader), steps, warmup, synchronize)
+            wall[name] = min(wall[name], timing.wall)
+            cpu[name].append(timing.cpu)
+            memory[name] = _memory_used_gib(device)
+            loader.close()
+            if name == "fame" and timer is not None:
+                fame_seconds, fame_calls, fame_clips = (fame_seconds + timer.seconds, fame_calls + timer.calls,
+                                                        fame_clips + timer.clips)
+        with _nvtx(device, "profile/baseline"):
+            timing = time_baseline(sampler, settings["fame_cfg"], cfg.train.num_threads, steps, warmup)
+        wall["baseline"] = min(wall["baseline"], timing.wall)
+        cpu["baseline"].append(timing.cpu)
+        gc.collect()
+
+    def row(name):
+        return {"stage": name, "seconds_per_batch": wall[name], "clips_per_s": clips_per_batch / wall[name],
+                "cpu_seconds_per_batch": statistics.median(cpu[name])}
+
+    rows = [dict(row(name), gpu_memory_gib=memory[name]) for name, _, _ in ROWS]
+    baseline_row = row("baseline")
+    fame_op = None
+    if fame_calls:
+        fame_op = {"seconds_per_batch": fame_seconds / fame_calls, "clips_per_s": fame_clips / fame_seconds}
+    previous = 0.0
+    for row in rows:
+        row["stage_seconds_per_batch"] = row["seconds_per_batch"] - previous
+        previous = row["seconds_per_batch"]
+    decode, full = rows[0], rows[-1]
+    ratios = {"full_vs_decode": full["clips_per_s"] / decode["clips_per_s"],
+              "full_vs_baseline": full["clips_per_s"] / baseline_row["clips_per_s"],
+              "full_vs_decode_cpu": decode["cpu_seconds_per_batch"] / full["cpu_seconds_per_batch"],
+              "full_vs_baseline_cpu": baseline_row["cpu_seconds_per_batch"] / full["cpu_seconds_per_batch"]}
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "cpu_cores": os.cpu_count(), "num_threads": cfg.train.num_threads, "prefetch": cfg.train.prefetch,
+        "batch_size": cfg.train.batch_size, "clip": dataclasses.asdict(cfg.clip),
+        "fame": dataclasses.asdict(cfg.fame), "videos": len(sampler.videos), "steps_per_epoch": len(sampler),
+        "steps": steps, "warmup": warmup, "repeats": repeats,
+        "stages": rows, "fame_op": fame_op, "baseline": baseline_row, "ratios": ratios,
+        "targets": {"full_vs_decode": TARGET_VS_DECODE, "full_vs_baseline": TARGET_VS_BASELINE,
+                    "met": ratios["full_vs_decode"] >= TARGET_VS_DECODE
+                    and ratios["full_vs_baseline"] >= TARGET_VS_BASELINE},
+    }
+
+
+def _table_row(label: str, clips_per_s: float, seconds: float, stage_seconds=None, cpu_seconds=None) -> str:
+    stage = f"{1000 * stage_seconds:>10.1f}" if stage_seconds is not None else f"{'':>10}"
+    cpu = f"{1000 * cpu_seconds:>11.1f}" if cpu_seconds is not None else ""
+    return f"{label:<24}{clips_per_s:>10.1f}{1000 * seconds:>11.1f}{stage}{cpu}"
+
+
+def format_table(result: dict) -> str:
+    rule = "-" * 66
+    lines = [f"{'stage':<24}{'clips/s':>10}{'ms/batch':>11}{'stage ms':>10}{'CPU ms':>11}", rule]
+    for row in result["stages"]:
+        lines.append(_table_row(ROW_LABELS[row["stage"]], row["clips_per_s"], row["seconds_per_batch"],
+                                row["stage_seconds_per_batch"], row["cpu_seconds_per_batch"]))
+    base = result["baseline"]
+    lines.append(_table_row(ROW_LABELS["baseline"], base["clips_per_s"], base["seconds_per_batch"],
+                            cpu_seconds=base["cpu_seconds_per_batch"]))
+    if result["fame_op"]:
+        op = result["fame_op"]
+        lines.append(_table_row("FAME python op alone", op["clips_per_s"], op["seconds_per_batch"]))
+    r = result["ratios"]
+    lines += [rule,
+              f"full / decode alone: {r['full_vs_decode']:.2f} by clips/s, {r['full_vs_decode_cpu']:.2f} "
+              f"by CPU time (target >= {TARGET_VS_DECODE:.2f})",
+              f"full / baseline:     {r['full_vs_baseline']:.2f} by clips/s, {r['full_vs_baseline_cpu']:.2f} "
+              f"by CPU time (target >= {TARGET_VS_BASELINE:.2f})",
+              f"device {result['device']}, {result['num_threads']} DALI threads / baseline workers, "
+              f"batch {result['batch_size']} videos, best of {result['repeats']} x {result['steps']} batches"]
+    return "\n".join(lines)
+
+
+def flat_metrics(result: dict) -> dict:
+    metrics = {f"profile/{row['stage']}/clips_per_s": row["clips_per_s"] for row in result["stages"]}
+    metrics["profile/baseline/clips_per_s"] = result["baseline"]["clips_per_s"]
+    if result["fame_op"]:
+        metrics["profile/fame_op/clips_per_s"] = result["fame_op"]["clips_per_s"]
+    metrics.update({f"profile/ratio/{k}": v for k, v in result["ratios"].items()})
+    return metrics
+
+
+def main(cfg: C.Config, steps: int = DEFAULT_STEPS, warmup: int = DEFAULT_WARMUP,
+         repeats: int = DEFAULT_REPEATS) -> str:
+    setup_logging()
+    device = resolve_device(cfg.device)
+    if not cfg.run.name:
+        stem = os.path.splitext(os.path.basename(cfg.source))[0] if cfg.source else "defaults"
+        name = f"profile-{stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+        cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=name))
+    cfg, run_dir = prepare_run_dir(cfg)
+    ensure_data(cfg)
+    result = profile(cfg, device, steps, warmup, repeats)
+    path = os.path.join(run_dir, PROFILE_FILE)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+    print(format_table(result))
+    print(f"written: {path}")
+    logger = Logger(run_dir, config=C.to_dict(cfg), name=cfg.run.name, mode=cfg.wandb.mode,
+                    project=cfg.wandb.project, entity=cfg.wandb.entity, group=cfg.wandb.group,
+                    tags=cfg.wandb.tags, job_type="profile")
+    metrics = flat_metrics(result)
+    logger.log(metrics, step=0)
+    logger.summary(metrics)
+    logger.close()
+    return path
+
+
+if __name__ == "__main__":
+    main(*parse_args())

@@ -1,0 +1,107 @@
+"""Bad videos give a clear error naming them, or a logged skip, before any decoding; never a hang."""
+import os
+import re
+
+import av
+import numpy as np
+import pytest
+
+from data.filelist import write_file_list
+from data.index import build_index
+from data.video_io import write_video
+from pipelines.loader import pretrain_loader
+from pipelines.videos import VideoMeta, videos_from_index
+from tests.pipelines.conftest import FPS, GOP, coded_frames, write_vp9
+
+SPAN = 7           # frames 4, stride 2
+GOOD_FRAMES = 30
+
+
+def corrupt(path):
+    with open(path, "wb") as f:
+        f.write(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+
+
+def truncated(path):
+    write_vp9(path, coded_frames(0, GOOD_FRAMES))
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 3])
+
+
+def audio_only(path):
+    with av.open(path, "w") as container:
+        stream = container.add_stream("libopus", rate=48000)
+        samples = np.zeros((1, 960), dtype=np.float32)
+        for i in range(10):
+            frame = av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
+            frame.sample_rate, frame.pts = 48000, i * 960
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def too_short(path):
+    write_vp9(path, coded_frames(0, SPAN - 2))
+
+
+def h264(path):
+    write_video(path, coded_frames(0, GOOD_FRAMES), FPS, "h264", GOP)
+
+
+BAD = {"corrupt.webm": (corrupt, "corrupt|cannot open"), "truncated.webm": (truncated, "corrupt"),
+       "audio.webm": (audio_only, "no video stream"), "short.webm": (too_short, "too short"),
+       "h264.mp4": (h264, "codecs DALI cannot decode on the CPU")}
+
+
+def dataset(root, bad_name):
+    write_vp9(os.path.join(root, "good.webm"), coded_frames(1, GOOD_FRAMES))
+    make, _ = BAD[bad_name]
+    make(os.path.join(root, bad_name))
+    list_path = os.path.join(root, "list.txt")
+    write_file_list(list_path, [("good.webm", 0), (bad_name, 1)])
+    return build_index(list_path, cache=False)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("bad_name", sorted(BAD))
+def test_bad_video_is_named_in_the_error(tmp_path, bad_name):
+    index = dataset(str(tmp_path), bad_name)
+    with pytest.raises(ValueError, match=bad_name) as error:
+        videos_from_index(index, min_frames=SPAN, device="cpu")
+    assert re.search(BAD[bad_name][1], str(error.value))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("bad_name", sorted(BAD))
+def test_bad_video_is_skipped_with_a_warning(tmp_path, bad_name, caplog):
+    index = dataset(str(tmp_path), bad_name)
+    with caplog.at_level("WARNING"):
+        videos = videos_from_index(index, min_frames=SPAN, device="cpu", skip_bad=True)
+    assert [os.path.basename(v.path) for v in videos] == ["good.webm"]
+    assert bad_name in caplog.text
+
+
+def test_gpu_codecs_pass_the_check_for_the_gpu(tmp_path):
+    index = dataset(str(tmp_path), "h264.mp4")
+    assert len(videos_from_index(index, min_frames=SPAN, device="gpu")) == 2
+
+
+def test_nothing_usable_left_is_an_error(tmp_path):
+    index = dataset(str(tmp_path), "short.webm")
+    with pytest.raises(ValueError, match="no usable video"):
+        videos_from_index(index, min_frames=GOOD_FRAMES + 1, device="cpu", skip_bad=True)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_a_file_damaged_after_indexing_fails_naming_it(tmp_path, damage):
+    good = write_vp9(str(tmp_path / "good.webm"), coded_frames(1, GOOD_FRAMES))
+    bad = str(tmp_path / "later.webm")
+    if damage == "truncated":
+        truncated(bad)
+    videos = [VideoMeta(good, 0, GOOD_FRAMES, 64, 48), VideoMeta(bad, 1, GOOD_FRAMES, 64, 48)]
+    loader = pretrain_loader(videos, device="cpu", batch_size=2, frames=4, stride=2, crop=32)
+    with pytest.raises((RuntimeError, OSError), match="later.webm"):
+        list(loader)

@@ -1,0 +1,76 @@
+"""Evaluation pipelines on the CPU: uniformly spaced test clips of every video once; training clips."""
+import collections
+import dataclasses
+
+import numpy as np
+import torch
+
+from pipelines.loader import ClipBatch, EvalBatch, eval_clips_loader, train_clips_loader
+from pipelines.sampler import uniform_clip_starts
+from tests.pipelines.conftest import RAW_AUG, frame_numbers, video_number
+
+FRAMES, STRIDE, CROP, CLIPS = 4, 3, 32, 3
+SPAN = STRIDE * (FRAMES - 1) + 1
+
+
+def eval_loader(videos, **options):
+    settings = dict(batch_size=2 * CLIPS, frames=FRAMES, stride=STRIDE, crop=CROP, clips_per_video=CLIPS,
+                    aug=RAW_AUG)
+    settings.update(options)
+    return eval_clips_loader(videos, device="cpu", **settings)
+
+
+def test_every_video_once_with_uniformly_spaced_clips(coded_videos):
+    data = eval_loader(coded_videos)
+    got = list(data)
+    assert len(got) == len(data) == -(-len(coded_videos) // 2)
+    assert len(got[-1].video_index) == CLIPS * (len(coded_videos) % 2 or 2)    # the short last batch
+    clips_of = collections.defaultdict(list)
+    for batch in got:
+        assert isinstance(batch, EvalBatch)
+        assert batch.clips.shape[1:] == (3, FRAMES, CROP, CROP) and batch.clips.dtype == torch.float32
+        for clip, label, video in zip(batch.clips, batch.label, batch.video_index):
+            assert video_number(clip) == int(video) and int(label) == coded_videos[int(video)].label
+            clips_of[int(video)].append(frame_numbers(clip))
+    assert sorted(clips_of) == list(range(len(coded_videos)))
+    for video, clips in clips_of.items():
+        starts = uniform_clip_starts(coded_videos[video].frames, SPAN, CLIPS)
+        assert [list(c) for c in clips] == [list(s + STRIDE * np.arange(FRAMES)) for s in starts]
+
+
+def test_a_second_pass_sees_the_same_clips(coded_videos):
+    data = eval_loader(coded_videos)
+    first = [b.clips.clone() for b in data]
+    second = [b.clips for b in data]
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_ranks_split_the_test_videos_without_overlap(coded_videos):
+    seen = []
+    for rank in range(2):
+        seen.append([int(v) for b in eval_loader(coded_videos, rank=rank, world=2) for v in b.video_index[::CLIPS]])
+    assert sorted(seen[0] + seen[1]) == list(range(len(coded_videos)))
+
+
+def test_centre_crop_is_centred(static_videos):
+    batch = next(iter(eval_loader(static_videos, aug=RAW_AUG, centre_fraction=0.5)))
+    red = batch.clips[0, 0, 0].mean(dim=0).numpy()
+    centre = static_videos[0].width / 2
+    assert abs(red.mean() / 4 - (centre - 0.5)) < 1.0
+
+
+def test_training_clips_one_random_clip_per_video(coded_videos):
+    data = train_clips_loader(coded_videos, device="cpu", batch_size=4, frames=FRAMES, stride=STRIDE, crop=CROP,
+                              aug=dataclasses.replace(RAW_AUG, flip_p=0.5), seed=3)
+    data.set_epoch(2)
+    got = list(data)
+    assert len(got) == len(coded_videos) // 4
+    seen = [int(i) for b in got for i in b.index]
+    assert len(set(seen)) == len(seen)
+    for batch in got:
+        assert isinstance(batch, ClipBatch) and batch.clip.shape == (4, 3, FRAMES, CROP, CROP)
+        for clip, index in zip(batch.clip, batch.index):
+            numbers = frame_numbers(clip)
+            assert video_number(clip) == int(index)
+            assert list(np.diff(numbers)) == [STRIDE] * (FRAMES - 1)
+            assert numbers[-1] < coded_videos[int(index)].frames

@@ -1,0 +1,152 @@
+"""The pretraining pipeline on the CPU: frame-exact clips, sharding, crops, FAME branches, augmentation."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import fame
+from pipelines.loader import PretrainBatch, pretrain_loader
+from pipelines.params import AugParams
+from tests.pipelines.conftest import CODED_FRAMES, RAW_AUG, RED_PER_X, frame_numbers, green_codes, video_number
+
+FRAMES, STRIDE, CROP, BATCH = 4, 2, 32, 3
+ALWAYS = AugParams(flip_p=0.5, grayscale_p=0.5, jitter_p=1.0, blur_p=1.0)
+
+
+def loader(videos, **options):
+    settings = dict(batch_size=BATCH, frames=FRAMES, stride=STRIDE, crop=CROP, aug=RAW_AUG, seed=0)
+    settings.update(options)
+    return pretrain_loader(videos, device="cpu", **settings)
+
+
+def batches(videos, epoch=0, **options):
+    data = loader(videos, **options)
+    data.set_epoch(epoch)
+    return list(data), data
+
+
+def test_two_clips_of_the_same_video_at_the_right_frames(coded_videos):
+    got, data = batches(coded_videos)
+    assert len(got) == len(data) == len(coded_videos) // BATCH
+    for step, batch in enumerate(got):
+        plan = data.sampler.plan(0, step)
+        for i in range(BATCH):
+            video = int(batch.index[i])
+            assert int(batch.label[i]) == coded_videos[video].label
+            starts = plan["starts"][i]
+            for clip, start in ((batch.query[i], starts[0]), (batch.key[i], starts[1])):
+                assert video_number(clip) == video
+                assert list(frame_numbers(clip)) == list(start + STRIDE * np.arange(FRAMES))
+            assert starts[0] != starts[1]
+            assert max(starts) + STRIDE * (FRAMES - 1) < CODED_FRAMES[video]
+
+
+def test_shapes_dtypes_and_normalisation(coded_videos):
+    aug = dataclasses.replace(RAW_AUG, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
+    (batch, *_), _ = batches(coded_videos, aug=aug)
+    assert isinstance(batch, PretrainBatch)
+    assert batch.query.shape == batch.key.shape == (BATCH, 3, FRAMES, CROP, CROP)
+    assert batch.query.dtype == torch.float32 and batch.label.dtype == batch.index.dtype == torch.int64
+    raw, _ = batches(coded_videos)
+    mean = torch.tensor(aug.mean).view(3, 1, 1, 1)
+    std = torch.tensor(aug.std).view(3, 1, 1, 1)
+    expected = (raw[0].query / 255 - mean) / std
+    assert torch.allclose(batch.query, expected, atol=1e-4)
+
+
+def test_ranks_read_disjoint_videos_for_the_same_number_of_steps(coded_videos):
+    world = 2
+    seen, lengths = [], []
+    for rank in range(world):
+        got, data = batches(coded_videos, epoch=1, batch_size=2, rank=rank, world=world)
+        lengths.append(len(data))
+        seen.append({int(i) for b in got for i in b.index})
+        for b in got:
+            for i in range(len(b.index)):
+                assert video_number(b.query[i]) == int(b.index[i]) == video_number(b.key[i])
+    assert lengths[0] == lengths[1] == (len(coded_videos) // world) // 2
+    assert not seen[0] & seen[1]
+
+
+def test_epochs_shuffle_differently(coded_videos):
+    first, _ = batches(coded_videos, epoch=0)
+    second, _ = batches(coded_videos, epoch=1)
+    assert [b.index.tolist() for b in first] != [b.index.tolist() for b in second]
+
+
+def test_crop_window_and_flip_follow_the_draws(static_videos):
+    aug = dataclasses.replace(RAW_AUG, crop_area=(0.3, 0.6), crop_aspect=(3 / 4, 4 / 3), flip_p=0.5)
+    got, data = batches(static_videos, batch_size=2, aug=aug)
+    checked_flips = set()
+    for step, batch in enumerate(got):
+        plan = data.sampler.plan(0, step)
+        for i in range(2):
+            for clip, view in ((batch.query[i], "q"), (batch.key[i], "k")):
+                x_start, x_end = plan[f"roi_start_{view}"][i][1], plan[f"roi_end_{view}"][i][1]
+                red = clip[0, 0].mean(dim=0).numpy()          # along x, averaged over y
+                pixel = (x_end - x_start) / CROP
+                expected = RED_PER_X * (x_start + pixel * (np.arange(CROP) + 0.5) - 0.5)
+                assert np.abs(red - expected).max() < 3 * RED_PER_X
+                checked_flips.add(bool(x_start > x_end))
+    assert checked_flips == {True, False}
+
+
+def test_augmentation_is_temporally_consistent(static_videos):
+    cfg = fame.FameConfig(branches="both")
+    got, _ = batches(static_videos, batch_size=2, aug=ALWAYS, fame_cfg=cfg)
+    for batch in got:
+        for clips in (batch.query, batch.key):
+            for t in range(1, FRAMES):
+                assert torch.equal(clips[:, :, t], clips[:, :, 0])
+    plain, _ = batches(static_videos, batch_size=2, aug=RAW_AUG)
+    assert not torch.allclose(got[0].query, plain[0].query)       # the augmentation did something
+
+
+def own_pixels(batch_clips, index):
+    """Fraction of pixels per clip whose green code is the clip's own video."""
+    return np.array([(green_codes(clip) == int(i)).mean() for clip, i in zip(batch_clips, index)])
+
+
+@pytest.mark.parametrize("branches", ["one", "both"])
+def test_inter_video_fame_merges_the_configured_branches(coded_videos, branches):
+    beta = 0.5
+    cfg = fame.FameConfig(beta=beta, branches=branches)
+    got, _ = batches(coded_videos, fame_cfg=cfg, return_masks=True)
+    for batch in got:
+        assert np.allclose(own_pixels(batch.query, batch.index), beta)
+        key_own = own_pixels(batch.key, batch.index)
+        assert np.allclose(key_own, beta) if branches == "both" else np.all(key_own == 1.0)
+        assert batch.masks.shape == (BATCH, CROP, CROP) and batch.masks.dtype == torch.uint8
+        assert torch.all(batch.masks.sum(dim=(1, 2)) == int(beta * CROP * CROP))
+        kept = batch.masks.bool()[:, None, :, :, None].expand_as(batch.merged)
+        assert torch.equal(batch.merged[kept], batch.original[kept])
+        assert torch.equal(batch.merged.permute(0, 4, 1, 2, 3).float(), batch.query)
+
+
+def test_intra_video_fame_takes_the_background_from_the_key(coded_videos):
+    cfg = fame.FameConfig(beta=0.3, background="intra")
+    got, _ = batches(coded_videos, fame_cfg=cfg, return_masks=True)
+    for batch in got:
+        assert np.all(own_pixels(batch.query, batch.index) == 1.0)
+        background = ~batch.masks.bool()
+        for i in range(BATCH):
+            for t in range(FRAMES):
+                query_red, key_red = batch.query[i, 0, t], batch.key[i, 0, t]
+                assert torch.allclose(query_red[background[i]], key_red[background[i]])
+
+
+@pytest.mark.parametrize("cfg", [None, fame.FameConfig(variant="none")])
+def test_no_fame_leaves_the_query_alone(coded_videos, cfg):
+    got, _ = batches(coded_videos, fame_cfg=cfg)
+    assert all(np.all(own_pixels(b.query, b.index) == 1.0) for b in got)
+
+
+def test_video_with_room_for_one_start_gives_two_identical_starts(coded_videos, caplog):
+    span = STRIDE * (FRAMES - 1) + 1
+    short = [dataclasses.replace(v, frames=span) for v in coded_videos[:BATCH]]
+    with caplog.at_level("WARNING"):
+        got, _ = batches(short)
+    assert "room for one clip start only" in caplog.text
+    for i in range(BATCH):
+        assert list(frame_numbers(got[0].query[i])) == list(frame_numbers(got[0].key[i])) == [0, 2, 4, 6]

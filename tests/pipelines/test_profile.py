@@ -1,0 +1,47 @@
+"""runners.build (Config -> pretraining loader) and runners.profile on the tiny synthetic config."""
+import json
+import os
+
+import torch
+
+from runners import profile
+from runners.build import build_pretrain_loader, fame_config
+from runners.config import load_config
+from tests.conftest import ROOT
+
+TINY = os.path.join(ROOT, "configs", "synthetic_tiny.yaml")
+
+
+def tiny_config(root, *overrides):
+    return load_config(TINY, [f"data.root={root}", "wandb.mode=disabled", *overrides])
+
+
+def test_build_pretrain_loader_follows_the_config(tiny_data_root):
+    cfg = tiny_config(tiny_data_root, "train.examples_every=5", "fame.branches=both")
+    loader = build_pretrain_loader(cfg, rank=0, world=1, device=torch.device("cpu"))
+    assert fame_config(cfg).branches == "both"
+    batch = next(iter(loader))
+    frames, crop = cfg.clip.frames, cfg.clip.crop
+    assert batch.query.shape == (cfg.train.batch_size, 3, frames, crop, crop)
+    assert batch.masks is not None and batch.original.shape[1:] == (frames, crop, crop, 3)
+
+
+def test_no_merging_configured_means_no_fame_stage(tiny_data_root):
+    assert fame_config(tiny_config(tiny_data_root, "fame.variant=none")) is None
+    assert fame_config(tiny_config(tiny_data_root, "fame.background=none")) is None
+    cfg = tiny_config(tiny_data_root, "fame.background=none", "train.examples_every=5")
+    assert next(iter(build_pretrain_loader(cfg))).masks is None
+
+
+def test_profile_writes_a_table_and_json(tiny_data_root, tmp_path, capsys):
+    cfg = tiny_config(tiny_data_root, f"run.dir={tmp_path}", "run.name=prof")
+    path = profile.main(cfg, steps=1, warmup=0, repeats=1)
+    assert path == os.path.join(tmp_path, "prof", profile.PROFILE_FILE)
+    result = json.load(open(path))
+    assert [row["stage"] for row in result["stages"]] == [name for name, _, _ in profile.ROWS]
+    assert all(row["clips_per_s"] > 0 and row["cpu_seconds_per_batch"] >= 0 for row in result["stages"])
+    assert result["baseline"]["clips_per_s"] > 0 and result["fame_op"]["clips_per_s"] > 0
+    assert set(result["ratios"]) >= {"full_vs_decode", "full_vs_baseline"}
+    out = capsys.readouterr().out
+    assert "PyAV + NumPy baseline" in out and "full / decode alone" in out
+    assert os.path.exists(os.path.join(tmp_path, "prof", "metrics.jsonl"))
