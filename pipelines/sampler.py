@@ -272,16 +272,29 @@ class _ShardedEpochs:
         return self._cached_order
 
 
-class PretrainSampler(_ShardedEpochs):
-    """Two clips per video (query, key) at different random starts, each with its own view draw."""
-
-    role = "pretrain"
+class _RandomViewSampler(_ShardedEpochs):
+    """Shuffled equal shards, clips at random starts with random views (the training roles)."""
 
     def __init__(self, videos: Sequence[VideoMeta], geometry: ClipGeometry, aug: AugParams, *,
                  batch_size: int, seed: int = 0, rank: int = 0, world: int = 1):
         super().__init__(videos, batch_size=batch_size, seed=seed, rank=rank, world=world,
                          shuffle=True, equal_shards=True)
         self.geometry, self.aug = geometry, aug
+
+    def plan(self, epoch: int, step: int) -> dict[str, list[np.ndarray]]:
+        positions, video_ids = self.batch_positions(epoch, step)
+        samples = [self.sample(epoch, int(p), int(v)) for p, v in zip(positions, video_ids)]
+        self.add_batch_feeds(samples, epoch, int(positions[0]))
+        return _collate(samples, (*FEEDS[self.role], "starts"))
+
+    def add_batch_feeds(self, samples: list[dict], epoch: int, first_position: int) -> None:
+        """Per-batch draws shared by every sample of the batch (none by default)."""
+
+
+class PretrainSampler(_RandomViewSampler):
+    """Two clips per video (query, key) at different random starts, each with its own view draw."""
+
+    role = "pretrain"
 
     def sample(self, epoch: int, position: int, video_index: int) -> dict[str, np.ndarray]:
         video = self.videos[video_index]
@@ -295,25 +308,16 @@ class PretrainSampler(_ShardedEpochs):
         feeds.update(draw_view(rng, video, self.aug).feeds("_k"))
         return feeds
 
-    def plan(self, epoch: int, step: int) -> dict[str, list[np.ndarray]]:
-        positions, video_ids = self.batch_positions(epoch, step)
-        samples = [self.sample(epoch, int(p), int(v)) for p, v in zip(positions, video_ids)]
-        seed = np.int64(batch_seed(self.seed, epoch, int(positions[0])))
+    def add_batch_feeds(self, samples: list[dict], epoch: int, first_position: int) -> None:
+        seed = np.int64(batch_seed(self.seed, epoch, first_position))   # FAME's background pick
         for s in samples:
             s["fame_seed"] = seed
-        return _collate(samples, (*FEEDS[self.role], "starts"))
 
 
-class TrainClipSampler(_ShardedEpochs):
+class TrainClipSampler(_RandomViewSampler):
     """One random clip per video with a random view (linear probe / finetuning)."""
 
     role = "train"
-
-    def __init__(self, videos: Sequence[VideoMeta], geometry: ClipGeometry, aug: AugParams, *,
-                 batch_size: int, seed: int = 0, rank: int = 0, world: int = 1):
-        super().__init__(videos, batch_size=batch_size, seed=seed, rank=rank, world=world,
-                         shuffle=True, equal_shards=True)
-        self.geometry, self.aug = geometry, aug
 
     def sample(self, epoch: int, position: int, video_index: int) -> dict[str, np.ndarray]:
         video = self.videos[video_index]
@@ -324,11 +328,6 @@ class TrainClipSampler(_ShardedEpochs):
                  "index": np.int64(video_index)}
         feeds.update(draw_view(rng, video, self.aug).feeds())
         return feeds
-
-    def plan(self, epoch: int, step: int) -> dict[str, list[np.ndarray]]:
-        positions, video_ids = self.batch_positions(epoch, step)
-        samples = [self.sample(epoch, int(p), int(v)) for p, v in zip(positions, video_ids)]
-        return _collate(samples, (*FEEDS[self.role], "starts"))
 
 
 DEFAULT_CENTRE_FRACTION = 112 / 128   # centre crop 112 of a short side resized to 128

@@ -23,24 +23,20 @@ import logging
 import time
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from models.heads import Classifier
 from runners import checkpoint as ckpt
-from runners.common import (ensure_data, init_distributed, parse_cli, prepare_run_dir, resolve_device,
-                            seed_everything, setup_logging)
+from runners.common import amp_dtype, end_run, open_logger, parse_cli, start_run
 from runners.config import Config, to_dict
 from runners.eval_data import build_test_clips_loader, build_train_clips_loader, check_list_labels
 from runners.evaluation import (build_eval_backbone, check_pretrained_path, evaluate_classifier,
                                 load_pretrained_backbone, results_record, topk_correct, write_results)
-from runners.logger import Logger
 from runners.schedule import lr_lambda
 
 log = logging.getLogger("fame")
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 SGD_MOMENTUM = 0.9
 STEP_DECAY = 0.1
 PERCENT = 100.0
@@ -79,9 +75,9 @@ def build_classifier(cfg: Config, device: torch.device) -> tuple[VideoClassifier
     return model.to(device), pretrained
 
 
-def train_step(model, clips, labels, optimizer, scaler, amp_dtype):
+def train_step(model, clips, labels, optimizer, scaler, amp):
     """One SGD step on cross-entropy; returns (loss, logits)."""
-    autocast = torch.autocast(clips.device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+    autocast = torch.autocast(clips.device.type, dtype=amp) if amp else contextlib.nullcontext()
     with autocast:
         logits = model(clips)
         loss = F.cross_entropy(logits.float(), labels)
@@ -97,12 +93,7 @@ def train_step(model, clips, labels, optimizer, scaler, amp_dtype):
 def main(cfg: Config) -> dict:
     """Train and test; returns the results record (also <run>/results.json)."""
     check_pretrained_path(cfg)
-    device = resolve_device(cfg.device)
-    rank, world = init_distributed(device)
-    setup_logging(rank)
-    cfg, run_dir = prepare_run_dir(cfg, rank)
-    seed_everything(cfg.seed, rank)
-    ensure_data(cfg, rank)
+    cfg, run_dir, device, rank, world = start_run(cfg)
     check_list_labels(cfg)
 
     model, pretrained = build_classifier(cfg, device)
@@ -116,8 +107,8 @@ def main(cfg: Config) -> dict:
     optimizer = torch.optim.SGD(params, lr=cfg.eval.lr, momentum=SGD_MOMENTUM, weight_decay=cfg.eval.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(
         cfg.eval.schedule, steps_per_epoch, cfg.eval.epochs, milestones=cfg.eval.milestones, decay=STEP_DECAY))
-    amp_dtype = AMP_DTYPES.get(cfg.train.amp) if device.type == "cuda" else None
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    amp = amp_dtype(cfg, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
 
     step = 0
     resume_from = ckpt.find_resume(run_dir, cfg.train.resume)
@@ -137,9 +128,7 @@ def main(cfg: Config) -> dict:
         log.info("resumed from %s at step %d (epoch %d)", resume_from, step, step // steps_per_epoch)
     ddp = DDP(model) if world > 1 else model
 
-    logger = Logger(run_dir, config=to_dict(cfg), name=cfg.run.name, mode=cfg.wandb.mode,
-                    project=cfg.wandb.project, entity=cfg.wandb.entity, group=cfg.wandb.group,
-                    tags=cfg.wandb.tags, job_type=cfg.eval.protocol, rank=rank)
+    logger = open_logger(cfg, run_dir, cfg.eval.protocol, rank)
 
     def save(epoch_copy=None):
         if rank == 0:
@@ -158,7 +147,7 @@ def main(cfg: Config) -> dict:
         t_last = time.perf_counter()
         for batch in train_loader:
             labels = batch.label
-            loss, logits = train_step(ddp, batch.clip, labels, optimizer, scaler, amp_dtype)
+            loss, logits = train_step(ddp, batch.clip, labels, optimizer, scaler, amp)
             scheduler.step()
             step += 1
             if step % cfg.train.log_every == 0 or step == total_steps:
@@ -175,7 +164,7 @@ def main(cfg: Config) -> dict:
 
     test = build_test_clips_loader(cfg, cfg.data.val_list, rank, world, device)
     metrics = evaluate_classifier(model, test, test.num_videos, cfg.data.num_classes, cfg.eval.clips_per_video,
-                                  device, amp_dtype)
+                                  device, amp)
     record = results_record(cfg, cfg.eval.protocol, metrics, pretrained)
     if rank == 0:
         path = write_results(run_dir, record)
@@ -185,9 +174,7 @@ def main(cfg: Config) -> dict:
               f"{metrics['videos']} videos x {cfg.eval.clips_per_video} clips): video top-1 {metrics['video_top1']:.1f}  "
               f"top-5 {metrics['video_top5']:.1f}  clip top-1 {metrics['clip_top1']:.1f}\n"
               f"results: {path}\npretrained: {pretrained['path'] or pretrained['init'] + ' init'}")
-    logger.close()
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    end_run(logger)
     return record
 
 

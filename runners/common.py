@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import os
 import random
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -85,3 +85,46 @@ def synthetic_spec(s: C.SynthConfig):
 def setup_logging(rank: int = 0) -> None:
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def amp_dtype(cfg: C.Config, device: torch.device) -> Optional[torch.dtype]:
+    """train.amp on a GPU; None (plain fp32) on the CPU."""
+    return AMP_DTYPES.get(cfg.train.amp) if device.type == "cuda" else None
+
+
+def open_logger(cfg: C.Config, run_dir: str, job_type: str, rank: int = 0):
+    """The run's Logger (metrics.jsonl + W&B per cfg.wandb)."""
+    from runners.logger import Logger
+    return Logger(run_dir, config=C.to_dict(cfg), name=cfg.run.name, mode=cfg.wandb.mode,
+                  project=cfg.wandb.project, entity=cfg.wandb.entity, group=cfg.wandb.group,
+                  tags=cfg.wandb.tags, job_type=job_type, rank=rank)
+
+
+class Run(NamedTuple):
+    """What every runner starts from: the resolved config, its directory, device and process group."""
+    cfg: C.Config
+    run_dir: str
+    device: torch.device
+    rank: int
+    world: int
+
+
+def start_run(cfg: C.Config) -> Run:
+    """Device, process group, logging, run directory (config.yaml), seeds and data, in that order."""
+    device = resolve_device(cfg.device)
+    rank, world = init_distributed(device)
+    setup_logging(rank)
+    cfg, run_dir = prepare_run_dir(cfg, rank)
+    seed_everything(cfg.seed, rank)
+    ensure_data(cfg, rank)
+    return Run(cfg, run_dir, device, rank, world)
+
+
+def end_run(logger=None) -> None:
+    if logger is not None:
+        logger.close()
+    if dist.is_initialized():
+        dist.destroy_process_group()

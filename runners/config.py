@@ -47,6 +47,10 @@ class SynthConfig:
     codec: Literal["vp9", "h264", "mjpeg"] = "vp9"
     bg_correlation_train: float = field(default=0.9, metadata=_range(0.0, 1.0))
     bg_correlation_test: float = field(default=0.0, metadata=_range(0.0, 1.0))
+    noise_std: float = field(default=3.0, metadata=_range(0.0))      # sensor noise, 0..255 levels
+    pan_speed: float = field(default=0.5, metadata=_range(0.0))      # background pan, pixels per frame
+    object_size: tuple[float, float] = (0.15, 0.3)   # object diameter range, fraction of the shorter side
+    palette: int = field(default=0, metadata=_range(0))   # 0: a look per video; n: n looks shared by all classes
     seed: int = 0
 
 
@@ -363,12 +367,17 @@ def dump_config(cfg: Config, path: str) -> None:
         yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
 
 
-def run_name(cfg: Config, now: Optional[datetime.datetime] = None) -> str:
-    """cfg.run.name, or <config stem>-<time> when unset."""
+def run_name(cfg: Config, now: Optional[datetime.datetime] = None, prefix: str = "") -> str:
+    """cfg.run.name, or <prefix><config stem>-<time> when unset."""
     if cfg.run.name:
         return cfg.run.name
     stem = os.path.splitext(os.path.basename(cfg.source))[0] if cfg.source else "defaults"
-    return f"{stem}-{(now or datetime.datetime.now()).strftime('%Y%m%d-%H%M%S')}"
+    return f"{prefix}{stem}-{(now or datetime.datetime.now()).strftime('%Y%m%d-%H%M%S')}"
+
+
+def with_run_name(cfg: Config, prefix: str = "") -> Config:
+    """cfg with run.name fixed (see run_name)."""
+    return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=run_name(cfg, prefix=prefix)))
 
 
 def data_path(cfg: Config, rel: str) -> str:

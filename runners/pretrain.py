@@ -14,22 +14,18 @@ import os
 import time
 
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from models.backbones import build_backbone, export_backbone_state, unwrap_module
 from models.moco import MoCo, check_queue_size, contrastive_accuracy
 from runners import checkpoint as ckpt
 from runners.build import build_pretrain_loader
-from runners.common import (ensure_data, init_distributed, parse_cli, prepare_run_dir, resolve_device,
-                            seed_everything, setup_logging)
+from runners.common import amp_dtype, end_run, open_logger, parse_cli, start_run
 from runners.config import Config, to_dict
 from runners.examples import fame_example_images
-from runners.logger import Logger
 from runners.schedule import lr_lambda
 
 log = logging.getLogger("fame")
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class NonFiniteLoss(RuntimeError):
@@ -67,9 +63,9 @@ def build_model(cfg: Config, device: torch.device) -> MoCo:
                 shuffle_bn_groups=cfg.model.shuffle_bn_groups).to(device)
 
 
-def train_step(model, q, k, optimizer, scaler, amp_dtype, grad_clip: float, step: int):
+def train_step(model, q, k, optimizer, scaler, amp, grad_clip: float, step: int):
     """One MoCo step: forward (enqueues the keys), backward, SGD step, then θk ← m θk + (1 - m) θq."""
-    autocast = torch.autocast(q.device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+    autocast = torch.autocast(q.device.type, dtype=amp) if amp else contextlib.nullcontext()
     with autocast:
         out = model(q, k)
     if not torch.isfinite(out.loss):
@@ -86,12 +82,7 @@ def train_step(model, q, k, optimizer, scaler, amp_dtype, grad_clip: float, step
 
 
 def main(cfg: Config) -> str:
-    device = resolve_device(cfg.device)
-    rank, world = init_distributed(device)
-    setup_logging(rank)
-    cfg, run_dir = prepare_run_dir(cfg, rank)
-    seed_everything(cfg.seed, rank)
-    ensure_data(cfg, rank)
+    cfg, run_dir, device, rank, world = start_run(cfg)
 
     loader = build_pretrain_loader(cfg, rank=rank, world=world, device=device)
     steps_per_epoch, total_steps = len(loader), len(loader) * cfg.train.epochs
@@ -108,8 +99,8 @@ def main(cfg: Config) -> str:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(
         cfg.train.schedule, steps_per_epoch, cfg.train.epochs, cfg.train.warmup_epochs,
         cfg.train.milestones, cfg.train.lr_decay))
-    amp_dtype = AMP_DTYPES.get(cfg.train.amp) if device.type == "cuda" else None
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    amp = amp_dtype(cfg, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
 
     step = 0
     resume_from = ckpt.find_resume(run_dir, cfg.train.resume)
@@ -125,9 +116,7 @@ def main(cfg: Config) -> str:
         log.info("resumed from %s at step %d (epoch %d)", resume_from, step, step // steps_per_epoch)
     ddp = DDP(model, broadcast_buffers=False) if world > 1 else model   # queues agree by construction
 
-    logger = Logger(run_dir, config=to_dict(cfg), name=cfg.run.name, mode=cfg.wandb.mode,
-                    project=cfg.wandb.project, entity=cfg.wandb.entity, group=cfg.wandb.group,
-                    tags=cfg.wandb.tags, job_type="pretrain", rank=rank)
+    logger = open_logger(cfg, run_dir, "pretrain", rank)
 
     def save(epoch_copy=None):
         if rank == 0:
@@ -145,7 +134,7 @@ def main(cfg: Config) -> str:
         meter.fetching()
         for batch in loader:
             meter.fetched()
-            out = train_step(ddp, batch.query, batch.key, optimizer, scaler, amp_dtype, cfg.train.grad_clip, step)
+            out = train_step(ddp, batch.query, batch.key, optimizer, scaler, amp, cfg.train.grad_clip, step)
             scheduler.step()
             step += 1
             if step % cfg.train.log_every == 0 or step == total_steps:
@@ -176,9 +165,7 @@ def main(cfg: Config) -> str:
               f"{'  (sync with: wandb sync ' + run_dir + '/wandb)' if cfg.wandb.mode == 'offline' else ''}\n"
               f"evaluate:      make linear CONFIG={cfg.source or 'configs/synthetic.yaml'} "
               f"ARGS=\"pretrained={backbone_path}\"")
-    logger.close()
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    end_run(logger)
     return run_dir
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import datetime
 import gc
 import itertools
 import json
@@ -40,8 +39,7 @@ from pipelines.loader import pretrain_loader
 from runners import config as C
 from runners.build import pretrain_settings
 from runners.eval_data import load_videos
-from runners.common import ensure_data, prepare_run_dir, resolve_device, setup_logging
-from runners.logger import Logger
+from runners.common import ensure_data, open_logger, prepare_run_dir, resolve_device, setup_logging
 
 PROFILE_FILE = "profile.json"
 DEFAULT_STEPS, DEFAULT_WARMUP, DEFAULT_REPEATS = 10, 2, 3
@@ -234,11 +232,7 @@ def main(cfg: C.Config, steps: int = DEFAULT_STEPS, warmup: int = DEFAULT_WARMUP
          repeats: int = DEFAULT_REPEATS) -> str:
     setup_logging()
     device = resolve_device(cfg.device)
-    if not cfg.run.name:
-        stem = os.path.splitext(os.path.basename(cfg.source))[0] if cfg.source else "defaults"
-        name = f"profile-{stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
-        cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=name))
-    cfg, run_dir = prepare_run_dir(cfg)
+    cfg, run_dir = prepare_run_dir(C.with_run_name(cfg, prefix="profile-"))
     ensure_data(cfg)
     result = profile(cfg, device, steps, warmup, repeats)
     path = os.path.join(run_dir, PROFILE_FILE)
@@ -246,9 +240,7 @@ def main(cfg: C.Config, steps: int = DEFAULT_STEPS, warmup: int = DEFAULT_WARMUP
         json.dump(result, f, indent=1)
     print(format_table(result))
     print(f"written: {path}")
-    logger = Logger(run_dir, config=C.to_dict(cfg), name=cfg.run.name, mode=cfg.wandb.mode,
-                    project=cfg.wandb.project, entity=cfg.wandb.entity, group=cfg.wandb.group,
-                    tags=cfg.wandb.tags, job_type="profile")
+    logger = open_logger(cfg, run_dir, "profile")
     metrics = flat_metrics(result)
     logger.log(metrics, step=0)
     logger.summary(metrics)

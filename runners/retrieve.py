@@ -21,16 +21,13 @@ import torch
 import torch.distributed as dist
 
 from runners import checkpoint as ckpt
-from runners.common import (ensure_data, init_distributed, parse_cli, prepare_run_dir, resolve_device,
-                            seed_everything, setup_logging)
+from runners.common import amp_dtype, end_run, open_logger, parse_cli, start_run
 from runners.config import Config, data_path, to_dict
 from runners.eval_data import build_test_clips_loader, check_list_labels
 from runners.evaluation import (build_eval_backbone, check_pretrained_path, extract_video_features, file_sha256,
                                 load_pretrained_backbone, results_record, retrieval_recall, write_results)
-from runners.logger import Logger
 
 log = logging.getLogger("fame")
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 PROTOCOL = "retrieval"
 SPLITS = {"train": "train_list", "test": "val_list"}
 
@@ -58,7 +55,7 @@ def read_cached_features(path: str, key: dict):
 
 
 def video_features(cfg: Config, backbone, pretrained: dict, split: str, run_dir: str, rank: int, world: int,
-                   device: torch.device, amp_dtype):
+                   device: torch.device, amp):
     """(features (V, D) L2-normalised, labels (V,)) of one split, from the cache or extracted on all ranks."""
     list_name = getattr(cfg.data, SPLITS[split])
     key = feature_cache_key(cfg, pretrained, list_name)
@@ -71,7 +68,7 @@ def video_features(cfg: Config, backbone, pretrained: dict, split: str, run_dir:
         return found[0]
     loader = build_test_clips_loader(cfg, list_name, rank, world, device)
     features, labels = extract_video_features(backbone, loader, loader.num_videos, cfg.eval.clips_per_video,
-                                              device, amp_dtype)
+                                              device, amp)
     if rank == 0:
         ckpt.save_atomic({"key": key, "features": features, "labels": labels}, path)
         log.info("%s features of %d videos x %d clips saved to %s", split, loader.num_videos,
@@ -82,27 +79,20 @@ def video_features(cfg: Config, backbone, pretrained: dict, split: str, run_dir:
 def main(cfg: Config) -> dict:
     """Extract (or reuse) features, compute R@k; returns the results record (also <run>/results.json)."""
     check_pretrained_path(cfg)
-    device = resolve_device(cfg.device)
-    rank, world = init_distributed(device)
-    setup_logging(rank)
-    cfg, run_dir = prepare_run_dir(cfg, rank)
-    seed_everything(cfg.seed, rank)
-    ensure_data(cfg, rank)
+    cfg, run_dir, device, rank, world = start_run(cfg)
     check_list_labels(cfg)
 
     backbone = build_eval_backbone(cfg)
     pretrained = load_pretrained_backbone(backbone, cfg)
     backbone = backbone.to(device)
-    amp_dtype = AMP_DTYPES.get(cfg.train.amp) if device.type == "cuda" else None
-    gallery, gallery_labels = video_features(cfg, backbone, pretrained, "train", run_dir, rank, world, device, amp_dtype)
-    query, query_labels = video_features(cfg, backbone, pretrained, "test", run_dir, rank, world, device, amp_dtype)
+    amp = amp_dtype(cfg, device)
+    gallery, gallery_labels = video_features(cfg, backbone, pretrained, "train", run_dir, rank, world, device, amp)
+    query, query_labels = video_features(cfg, backbone, pretrained, "test", run_dir, rank, world, device, amp)
     metrics = retrieval_recall(query.to(device), query_labels, gallery.to(device), gallery_labels, cfg.eval.ks)
     metrics.update(queries=int(query.shape[0]), gallery=int(gallery.shape[0]))
     record = results_record(cfg, PROTOCOL, metrics, pretrained)
 
-    logger = Logger(run_dir, config=to_dict(cfg), name=cfg.run.name, mode=cfg.wandb.mode,
-                    project=cfg.wandb.project, entity=cfg.wandb.entity, group=cfg.wandb.group,
-                    tags=cfg.wandb.tags, job_type=PROTOCOL, rank=rank)
+    logger = open_logger(cfg, run_dir, PROTOCOL, rank)
     if rank == 0:
         path = write_results(run_dir, record)
         logger.summary(metrics)
@@ -110,9 +100,7 @@ def main(cfg: Config) -> dict:
         print(f"\nretrieval on {record['dataset']}: {metrics['queries']} test videos query {metrics['gallery']} "
               f"training videos\n{recalls}\nresults: {path}\nfeatures: {os.path.join(run_dir, 'features_*.pt')} "
               f"(rerun with run.name={cfg.run.name} for other eval.ks)")
-    logger.close()
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    end_run(logger)
     return record
 
 

@@ -28,9 +28,8 @@ from data.filelist import read_file_list
 from data.video_io import read_video
 from models.backbones import load_backbone_state
 from runners.build import fame_config
-from runners.common import prepare_run_dir
-from runners.config import Config, ConfigError, data_path, load_config, to_dict
-from runners.logger import Logger
+from runners.common import open_logger, prepare_run_dir
+from runners.config import Config, ConfigError, data_path, load_config, with_run_name
 
 VARIANTS = ("gauss", "seed", "grid", "fame")
 HEAT = "inferno"
@@ -228,11 +227,8 @@ def main(argv=None) -> int:
         if not os.path.isfile(path):
             p.error(f"--ckpt '{path}' does not exist")
     labels = a.label + [os.path.basename(os.path.dirname(c)) or c for c in a.ckpt[len(a.label):]]
-    if cfg.run.name is None:
-        cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=f"figures-{a.figure}"))
-    cfg, run_dir = prepare_run_dir(cfg)
-    logger = Logger(run_dir, config=to_dict(cfg), name=cfg.run.name, mode=cfg.wandb.mode, project=cfg.wandb.project,
-                    entity=cfg.wandb.entity, group=cfg.wandb.group, tags=cfg.wandb.tags, job_type="figures")
+    cfg, run_dir = prepare_run_dir(with_run_name(cfg, prefix=f"{a.figure}-"))
+    logger = open_logger(cfg, run_dir, "figures")
     out = os.path.join(run_dir, f"{a.figure}.png")
     if a.figure == "masks":
         clips, labels_, _ = read_clips(cfg, a.videos)
