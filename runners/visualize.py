@@ -33,6 +33,7 @@ from runners.config import Config, ConfigError, data_path, load_config, with_run
 
 VARIANTS = ("gauss", "seed", "grid", "fame")
 HEAT = "inferno"
+VIOLIN_POINTS = 4_000
 matplotlib.use("Agg")
 
 
@@ -188,6 +189,13 @@ def temporal_kernels(backbone: torch.nn.Module) -> list[tuple[str, np.ndarray]]:
     return out
 
 
+def violin_sample(weights: np.ndarray, n: int = VIOLIN_POINTS) -> np.ndarray:
+    """At most n weights, drawn without replacement by a fixed generator (a violin's density needs no more)."""
+    if weights.size <= n:
+        return weights
+    return np.random.default_rng(0).choice(weights, n, replace=False)
+
+
 def plot_kernels(named: list[tuple[str, list]], path: str) -> None:
     import matplotlib.pyplot as plt
     layers = [n for n, _ in named[0][1]]
@@ -195,7 +203,7 @@ def plot_kernels(named: list[tuple[str, list]], path: str) -> None:
     width = 0.8 / len(named)
     for i, (label, kernels) in enumerate(named):
         pos = [j + (i - (len(named) - 1) / 2) * width for j in range(len(kernels))]
-        parts = ax.violinplot([w for _, w in kernels], positions=pos, widths=width, showextrema=False)
+        parts = ax.violinplot([violin_sample(w) for _, w in kernels], positions=pos, widths=width, showextrema=False)
         for body in parts["bodies"]:
             body.set_facecolor(f"C{i}")
         ax.plot([], [], color=f"C{i}", label=label, linewidth=6)
