@@ -128,6 +128,7 @@ class TrainConfig:
     lr_decay: float = field(default=0.1, metadata=_range(0.0, 1.0))
     amp: Literal["none", "bf16", "fp16"] = "bf16"    # ignored on CPU
     grad_clip: float = field(default=0.0, metadata=_range(0.0))  # 0: off
+    channels_last: bool = True     # channels-last-3d model and inputs on a GPU (ignored on the CPU)
     checkpoint_every: int = field(default=10, metadata=_range(1))  # epochs: keep epoch_NNNN.pt
     checkpoint_steps: int = field(default=0, metadata=_range(0))   # also refresh last.pt every N steps
     log_every: int = field(default=10, metadata=_range(1))         # steps

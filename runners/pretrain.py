@@ -14,6 +14,7 @@ import os
 import time
 
 import torch
+from tqdm import tqdm
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from models.backbones import build_backbone, export_backbone_state, unwrap_module
@@ -93,7 +94,9 @@ def main(cfg: Config) -> str:
         check_queue_size(cfg.model.K, cfg.train.batch_size, world, cfg.model.symmetric)
     except ValueError as e:
         raise ValueError(f"config key 'model.K': {e}") from None
-    model = build_model(cfg, device)
+    memory_format = (torch.channels_last_3d if cfg.train.channels_last and device.type == "cuda"
+                     else torch.contiguous_format)
+    model = build_model(cfg, device).to(memory_format=memory_format)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
                                 weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(
@@ -129,14 +132,18 @@ def main(cfg: Config) -> str:
     log.info("run %s: %d steps/epoch x %d epochs on %s (world %d)", run_dir, steps_per_epoch,
              cfg.train.epochs, device, world)
     meter = Throughput(clips_per_step=2 * cfg.train.batch_size * world)
+    bar = tqdm(total=total_steps, initial=step, unit="step", desc=cfg.run.name, dynamic_ncols=True,
+               disable=True if rank else None)       # None: only on a terminal; log lines otherwise
     while step < total_steps:
         loader.set_epoch(step // steps_per_epoch)
         meter.fetching()
         for batch in loader:
             meter.fetched()
-            out = train_step(ddp, batch.query, batch.key, optimizer, scaler, amp, cfg.train.grad_clip, step)
+            q, k = (x.contiguous(memory_format=memory_format) for x in (batch.query, batch.key))
+            out = train_step(ddp, q, k, optimizer, scaler, amp, cfg.train.grad_clip, step)
             scheduler.step()
             step += 1
+            bar.update(1)
             if step % cfg.train.log_every == 0 or step == total_steps:
                 acc1, acc5 = (a.item() for a in contrastive_accuracy(out.logits, out.labels, topk=(1, 5)))
                 metrics = {"loss": out.loss.item(), "acc1": acc1, "acc5": acc5, "lr": scheduler.get_last_lr()[0],
@@ -144,9 +151,12 @@ def main(cfg: Config) -> str:
                 if device.type == "cuda":
                     metrics["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
                 logger.log(metrics, step)
-                log.info("step %d/%d epoch %.2f loss %.4f acc@1 %.1f lr %.4g %.1f clips/s data-wait %.0f%%",
-                         step, total_steps, metrics["epoch"], metrics["loss"], acc1, metrics["lr"],
-                         metrics["clips_per_s"], 100 * metrics["data_wait"])
+                bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc1=f"{acc1:.1f}",
+                                clips_s=f"{metrics['clips_per_s']:.0f}", wait=f"{metrics['data_wait']:.0%}")
+                if bar.disable:
+                    log.info("step %d/%d epoch %.2f loss %.4f acc@1 %.1f lr %.4g %.1f clips/s data-wait %.0f%%",
+                             step, total_steps, metrics["epoch"], metrics["loss"], acc1, metrics["lr"],
+                             metrics["clips_per_s"], 100 * metrics["data_wait"])
             if cfg.train.examples_every and step % cfg.train.examples_every == 0 and batch.masks is not None:
                 logger.log_images("fame/examples", fame_example_images(
                     batch.original.cpu().numpy(), batch.masks.cpu().numpy(), batch.merged.cpu().numpy()), step)
@@ -155,6 +165,7 @@ def main(cfg: Config) -> str:
             meter.fetching()
         done_epoch = step // steps_per_epoch
         save(epoch_copy=done_epoch if done_epoch % cfg.train.checkpoint_every == 0 else None)
+    bar.close()
 
     if rank == 0:
         backbone_path = os.path.join(run_dir, "backbone.pt")

@@ -117,3 +117,17 @@ def test_run_name_from_config_stem_and_time():
     cfg = C.load_config("configs/synthetic.yaml")
     assert C.run_name(cfg, datetime.datetime(2026, 1, 2, 3, 4, 5)) == "synthetic-20260102-030405"
     assert C.run_name(C.load_config(None, ["run.name=mine"])) == "mine"
+
+
+BASES = {"downstream.yaml", "pretrain.yaml"}   # shared recipes, inherited, never run alone
+
+
+def test_every_experiment_has_a_tiny_cpu_variant():
+    names = {os.path.basename(p) for p in CONFIGS}
+    experiments = {n for n in names if not n.endswith("_tiny.yaml")} - BASES
+    missing = sorted(n for n in experiments if n.replace(".yaml", "_tiny.yaml") not in names)
+    assert not missing, f"configs without a _tiny.yaml CPU variant: {missing}"
+    for n in names:
+        if n.endswith("_tiny.yaml"):
+            cfg = C.load_config(os.path.join(os.path.dirname(CONFIGS[0]), n))
+            assert cfg.device == "cpu" and cfg.model.backbone == "small3d", n

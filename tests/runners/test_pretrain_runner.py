@@ -112,3 +112,16 @@ def test_two_process_gloo_run(tmp_path, tiny_data_root):
     assert state["step"] == 4            # 16 videos / (2 ranks x batch 2)
     assert state["model"]["queue_ptr"].item() == (2 * 2 * 2 * 4) % 64
     assert (tmp_path / "ddp" / "backbone.pt").exists()
+
+
+@pytest.mark.parametrize("name", ["k400_r21d_pretrain", "k400_i3d_pretrain", "ucf101_i3d_pretrain",
+                                  "ucf101_r21d_pretrain"])
+def test_paper_configs_tiny_variants_pretrain(tmp_path, tiny_data_root, name):
+    from runners.pretrain import main
+    cfg = C.load_config(os.path.join(ROOT, "configs", f"{name}_tiny.yaml"),
+                        [f"data.root={tiny_data_root}", f"run.dir={tmp_path}", "run.name=t"])
+    run_dir = main(cfg)
+    assert os.path.exists(os.path.join(run_dir, "backbone.pt"))
+    full = C.load_config(os.path.join(ROOT, "configs", f"{name}.yaml"))
+    assert (full.train.lr, full.train.weight_decay, full.model.m, full.model.T) == (0.01, 1e-4, 0.999, 0.1)
+    assert full.model.K % (2 * 8 * full.train.batch_size) == 0      # 8 processes
