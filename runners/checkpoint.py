@@ -3,6 +3,7 @@ bit-exact resume needs (model, optimizer, scheduler, scaler, MoCo queue,
 loader position, RNG states, step, config)."""
 from __future__ import annotations
 
+import logging
 import os
 import random
 from typing import Optional
@@ -10,6 +11,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+log = logging.getLogger("fame")
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
 
@@ -73,3 +75,27 @@ def find_resume(run_dir: str, resume: str) -> Optional[str]:
         path = os.path.join(checkpoint_dir(run_dir), LAST)
         return path if os.path.isfile(path) else None
     return resume
+
+
+def save_training(run_dir: str, parts: dict, *, step: int, epoch: int, config: dict,
+                  epoch_copy: Optional[int] = None) -> str:
+    """Checkpoint a training loop: every part's state_dict (model, optimizer, scheduler,
+    scaler, loader ...), the step, the epoch and the resolved config (RNG states added)."""
+    state = {name: part.state_dict() for name, part in parts.items()}
+    return save_checkpoint(run_dir, {**state, "step": step, "epoch": epoch, "config": config}, epoch_copy=epoch_copy)
+
+
+def resume_training(run_dir: str, resume: str, parts: dict, map_location=None, check=None) -> int:
+    """Restore the checkpoint train.resume names (see find_resume) into `parts` and the RNGs;
+    returns its step, or 0 when there is nothing to resume. `check(state)` may refuse it."""
+    path = find_resume(run_dir, resume)
+    if path is None:
+        return 0
+    state = load_checkpoint(path, map_location=map_location)
+    if check is not None:
+        check(path, state)
+    for name, part in parts.items():
+        part.load_state_dict(state[name])
+    set_rng_state(state["rng"])
+    log.info("resumed from %s at step %d (epoch %d)", path, state["step"], state["epoch"])
+    return state["step"]

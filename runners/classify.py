@@ -110,33 +110,21 @@ def main(cfg: Config) -> dict:
     amp = amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
 
-    step = 0
-    resume_from = ckpt.find_resume(run_dir, cfg.train.resume)
-    if resume_from:
-        state = ckpt.load_checkpoint(resume_from, map_location=device)
-        saved_protocol = state.get("config", {}).get("eval", {}).get("protocol")
-        if saved_protocol != cfg.eval.protocol:
-            raise ValueError(f"cannot resume {resume_from}: it is a {saved_protocol} run, this is {cfg.eval.protocol} "
+    def same_protocol(path, state):
+        saved = state.get("config", {}).get("eval", {}).get("protocol")
+        if saved != cfg.eval.protocol:
+            raise ValueError(f"cannot resume {path}: it is a {saved} run, this is {cfg.eval.protocol} "
                              f"(use another run.name or train.resume=none)")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        train_loader.load_state_dict(state["loader"])
-        ckpt.set_rng_state(state["rng"])
-        step = state["step"]
-        log.info("resumed from %s at step %d (epoch %d)", resume_from, step, step // steps_per_epoch)
+    parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler, "loader": train_loader}
+    step = ckpt.resume_training(run_dir, cfg.train.resume, parts, map_location=device, check=same_protocol)
     ddp = DDP(model) if world > 1 else model
 
     logger = open_logger(cfg, run_dir, cfg.eval.protocol, rank)
 
     def save(epoch_copy=None):
         if rank == 0:
-            ckpt.save_checkpoint(run_dir, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "loader": train_loader.state_dict(), "step": step, "epoch": step // steps_per_epoch,
-                "config": to_dict(cfg)}, epoch_copy=epoch_copy)
+            ckpt.save_training(run_dir, parts, step=step, epoch=step // steps_per_epoch, config=to_dict(cfg),
+                               epoch_copy=epoch_copy)
 
     log.info("%s on %s (%s): %d steps/epoch x %d epochs on %s (world %d)", cfg.eval.protocol, cfg.data.train_list,
              pretrained["path"] or pretrained["init"] + " init", steps_per_epoch, cfg.eval.epochs, device, world)

@@ -105,29 +105,16 @@ def main(cfg: Config) -> str:
     amp = amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
 
-    step = 0
-    resume_from = ckpt.find_resume(run_dir, cfg.train.resume)
-    if resume_from:
-        state = ckpt.load_checkpoint(resume_from, map_location=device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        loader.load_state_dict(state["loader"])
-        ckpt.set_rng_state(state["rng"])
-        step = state["step"]
-        log.info("resumed from %s at step %d (epoch %d)", resume_from, step, step // steps_per_epoch)
+    parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler, "loader": loader}
+    step = ckpt.resume_training(run_dir, cfg.train.resume, parts, map_location=device)
     ddp = DDP(model, broadcast_buffers=False) if world > 1 else model   # queues agree by construction
 
     logger = open_logger(cfg, run_dir, "pretrain", rank)
 
     def save(epoch_copy=None):
         if rank == 0:
-            ckpt.save_checkpoint(run_dir, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "loader": loader.state_dict(), "step": step, "epoch": step // steps_per_epoch,
-                "config": to_dict(cfg)}, epoch_copy=epoch_copy)
+            ckpt.save_training(run_dir, parts, step=step, epoch=step // steps_per_epoch, config=to_dict(cfg),
+                               epoch_copy=epoch_copy)
 
     log.info("run %s: %d steps/epoch x %d epochs on %s (world %d)", run_dir, steps_per_epoch,
              cfg.train.epochs, device, world)

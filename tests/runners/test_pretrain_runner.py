@@ -60,7 +60,7 @@ def test_resume_after_kill_is_bit_exact(tmp_path, tiny_data_root):
     proc.wait()
     partial = torch.load(tmp_path / "killed" / "checkpoints" / "last.pt", weights_only=False)
     total = partial["step"]
-    assert KILL_AFTER_STEP <= total < 8, "kill did not land mid-run"
+    assert KILL_AFTER_STEP - 1 <= total < 8, "kill did not land mid-run"   # step 3 logged, maybe not yet saved
 
     resumed = run_cli(common + ["run.name=killed"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
