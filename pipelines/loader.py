@@ -77,7 +77,9 @@ def _to_torch(tensor_list, device: torch.device) -> torch.Tensor:
     tensor = tensor_list.as_tensor()
     if device.type == "cuda" and type(tensor).__name__ == "TensorGPU":
         with torch.cuda.device(device):
-            return torch.from_dlpack(tensor)
+            # A device copy: DALI may recycle its output buffers while torch's kernels
+            # (queued asynchronously) still read this batch.
+            return torch.from_dlpack(tensor).clone()
     return torch.from_dlpack(tensor).to(device, non_blocking=True)
 
 
