@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed-cuda$(CUDA)
 RUN := $(if $(filter 1,$(NPROC)),$(PY) -m,$(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC) -m)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test pretrain data-synth profile bench bench-fame sweep report visualize-masks caam kernels linear finetune retrieve results clean
+.PHONY: help setup test pretrain data-synth profile bench bench-fame sweep report visualize-masks caam kernels linear finetune retrieve results clean benchmark
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -66,6 +66,10 @@ sweep: $(STAMP)  ## run an ablation grid locally: SWEEP=configs/sweeps/x.yaml CO
 
 report: $(STAMP)  ## markdown table + PNG plot of a finished sweep: SWEEP=...
 	$(PY) -m runners.report --sweep $(SWEEP) $(ARGS)
+
+BENCH_CONFIG ?= configs/benchmark.yaml
+benchmark: $(STAMP)  ## background-bias benchmark: baseline vs FAME, linear probe + retrieval (SEEDS=0,1,2)
+	$(PY) -m runners.benchmark --config $(BENCH_CONFIG) --seeds $(SEEDS) $(ARGS)
 
 visualize-masks: $(STAMP)  ## Fig. 5: frames, seed region, soft mask, masks and merges of every variant
 	$(PY) -m runners.visualize masks --config $(CONFIG) $(ARGS)

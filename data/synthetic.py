@@ -3,6 +3,10 @@
 Each video shows one textured object moving over a natural-image background.
 The class is the object's motion pattern (``MOTIONS``); the object's shape,
 size, colours and texture are drawn per video and carry no class information.
+With ``palette = n > 0`` the look (shape, colours, texture, orientation) is
+instead one of ``n`` fixed looks shared by all classes, picked per video: still
+independent of the class, but no longer a per-video fingerprint, so telling
+two videos apart takes their motion (or their background).
 Backgrounds are crops of images shipped with scikit-image, panned slowly with
 sub-pixel steps and overlaid with per-frame sensor noise.
 
@@ -107,7 +111,9 @@ FIELD_TYPES = {
     "num_classes": int, "videos_per_class_train": int, "videos_per_class_test": int,
     "width": int, "height": int, "frames": int, "fps": int, "gop": int, "seed": int,
     "bg_correlation_train": float, "bg_correlation_test": float, "noise_std": float, "pan_speed": float,
+    "palette": int,
 }
+PALETTE_STREAM = 97  # seeds the fixed looks of a palette apart from the per-video draws
 
 
 def _require(condition: bool, name: str, value, allowed: str) -> None:
@@ -133,6 +139,7 @@ class SyntheticSpec:
     pan_speed: float = 0.5  # largest background pan, pixels per frame
     object_size: tuple[float, float] = (0.15, 0.3)  # object diameter range, fraction of the shorter side
     gop: int = 8  # keyframe interval: short, since seeking decodes from the previous keyframe
+    palette: int = 0  # 0: a random look per video; n > 0: one of n fixed looks shared by all classes
     seed: int = 0
 
     def __post_init__(self):
@@ -158,6 +165,7 @@ class SyntheticSpec:
             _require(0.0 <= getattr(self, name) <= 1.0, name, getattr(self, name), "a number in [0, 1]")
         _require(self.noise_std >= 0, "noise_std", self.noise_std, "a number >= 0")
         _require(self.pan_speed >= 0, "pan_speed", self.pan_speed, "a number >= 0")
+        _require(self.palette >= 0, "palette", self.palette, "an integer >= 0 (0: a random look per video)")
         size = self.object_size
         valid_size = (len(size) == 2 and all(isinstance(v, (int, float)) for v in size)
                       and 0 < size[0] <= size[1] <= MAX_OBJECT_SIZE)
@@ -357,19 +365,45 @@ def _random_colour(rng: np.random.Generator, hue: float, value_range) -> np.ndar
     return np.array(rgb, np.float32) * PIXEL_MAX
 
 
+@dataclass(frozen=True)
+class ObjectLook:
+    """What an object looks like, apart from its size and motion."""
+
+    shape: str
+    texture: str
+    rotation: float
+    first: np.ndarray          # RGB 0..255
+    second: np.ndarray
+    period: float              # texture period, fraction of the object's diameter
+    stripe_angle: float
+    minor_aspect: float        # ellipses: minor / major axis; 1 otherwise
+
+
+def draw_look(spec: SyntheticSpec, rng: np.random.Generator) -> ObjectLook:
+    """A random look per video (palette 0), or one of spec.palette fixed looks picked with ``rng``."""
+    look = rng
+    if spec.palette > 0:
+        look = np.random.default_rng([spec.seed, PALETTE_STREAM, int(rng.integers(spec.palette))])
+    shape = SHAPES[look.integers(len(SHAPES))]
+    texture = TEXTURES[look.integers(len(TEXTURES))]
+    rotation = look.uniform(0, np.pi)
+    hue = look.uniform()
+    first = _random_colour(look, hue, VALUE_RANGE)
+    second = _random_colour(look, hue + look.uniform(*SECOND_HUE_OFFSET_RANGE), SECOND_VALUE_RANGE)
+    period = look.uniform(*TEXTURE_PERIOD_RANGE)
+    stripe_angle = look.uniform(0, np.pi)
+    minor_aspect = look.uniform(*ELLIPSE_ASPECT_RANGE) if shape == "ellipse" else 1.0
+    return ObjectLook(shape, texture, rotation, first, second, period, stripe_angle, minor_aspect)
+
+
 def render_object(spec: SyntheticSpec, motion: str, rng: np.random.Generator):
     """Render the moving object: colour (THWC float32), alpha (THW float32), boxes (T x 4 int)."""
     diameter = rng.uniform(*spec.object_size) * min(spec.width, spec.height)
     radius = diameter / 2
     cx, cy, scale = motion_trajectory(motion, spec, radius, rng)
-    shape = SHAPES[rng.integers(len(SHAPES))]
-    texture = TEXTURES[rng.integers(len(TEXTURES))]
-    rotation = rng.uniform(0, np.pi)
-    hue = rng.uniform()
-    first = _random_colour(rng, hue, VALUE_RANGE)
-    second = _random_colour(rng, hue + rng.uniform(*SECOND_HUE_OFFSET_RANGE), SECOND_VALUE_RANGE)
-    period = rng.uniform(*TEXTURE_PERIOD_RANGE) * diameter
-    stripe_angle = rng.uniform(0, np.pi)
+    look = draw_look(spec, rng)
+    shape, texture, rotation, first, second = look.shape, look.texture, look.rotation, look.first, look.second
+    period, stripe_angle = look.period * diameter, look.stripe_angle
 
     ys, xs = np.mgrid[0:spec.height, 0:spec.width].astype(np.float32)
     s = scale[:, None, None].astype(np.float32)
@@ -383,7 +417,7 @@ def render_object(spec: SyntheticSpec, motion: str, rng: np.random.Generator):
     if shape == "disk":
         sdf = distance - radius
     elif shape == "ellipse":
-        minor = radius * rng.uniform(*ELLIPSE_ASPECT_RANGE)
+        minor = radius * look.minor_aspect
         sdf = (np.sqrt((u / radius) ** 2 + (v / minor) ** 2) - 1) * minor
     else:  # box: a square inscribed in the bounding circle
         half = radius / np.sqrt(2)

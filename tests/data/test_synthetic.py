@@ -192,3 +192,16 @@ def test_other_codecs_decode_with_pyav(tmp_path, tiny_spec, codec, extension):
     entry = read_file_list(tmp_path / "trainlist.txt")[0]
     assert entry.path.endswith(extension)
     assert read_video(entry.path).shape == (8, spec.height, spec.width, 3)
+
+
+def test_palette_limits_the_looks_and_default_keeps_one_per_video():
+    from data.synthetic import draw_look
+
+    def looks(spec, n=24):
+        return {(look.shape, look.texture, tuple(look.first), tuple(look.second))
+                for look in (draw_look(spec, np.random.default_rng([7, i])) for i in range(n))}
+    assert len(looks(SyntheticSpec(palette=3))) <= 3
+    assert len(looks(SyntheticSpec(palette=1))) == 1
+    assert len(looks(SyntheticSpec())) == 24
+    with pytest.raises(ValueError, match="palette"):
+        SyntheticSpec(palette=-1)

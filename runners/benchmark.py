@@ -1,0 +1,153 @@
+"""Background-bias benchmark: `python -m runners.benchmark --config configs/benchmark.yaml --seeds 0,1,2`.
+
+On the synthetic dataset of the config (background correlated with the class
+in the training split, independent of it in the test split) every seed
+pretrains MoCo without FAME (fame.variant=none, the baseline) and MoCo + FAME
+with the same seed, budget and backbone, then linear-probes (trained on the
+training split, tested on the background-shifted test split) and retrieves
+(test videos query the training videos) with each: one `runners.trial` per
+method and seed, each its own process. Prints and writes a table of linear
+top-1 and R@1 per method (mean ± std over seeds) and the gap FAME - baseline
+(per seed, then mean ± std), plus the machine and the time taken:
+<run.dir>/<name>.md and <run.dir>/<name>.json, name = benchmark-<time>.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+from runners import config as C
+from runners.report import markdown_table, summarize
+from runners.sweep import expand_grid, run_trials
+from runners.trial import TRIAL_FILE
+
+VARIANT_KEY = "fame.variant"
+BASELINE, FAME = "none", "fame"
+METHOD_LABELS = {BASELINE: "MoCo baseline", FAME: "MoCo + FAME"}
+GAP_LABEL = "gap (FAME - baseline)"
+TABLE_METRICS = ("linear/top1", "retrieval/R@1")
+CPUINFO = "/proc/cpuinfo"
+
+
+def benchmark_sweep(name: str) -> dict:
+    """The two methods as a one-parameter grid (the format of runners.sweep)."""
+    return {"name": name, "parameters": {VARIANT_KEY: {"values": [BASELINE, FAME]}}}
+
+
+def machine_description(device: str) -> str:
+    """CPU model and core count (and the GPU when the runs use one)."""
+    model = platform.processor() or platform.machine()
+    if os.path.isfile(CPUINFO):
+        with open(CPUINFO) as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        model = names[0] if names else model
+    text = f"{model}, {os.cpu_count()} cores"
+    if device != "cpu":
+        import torch
+        if torch.cuda.is_available():
+            text += f", GPU {torch.cuda.get_device_name(0)}"
+    return text
+
+
+def read_trial_records(run_dir: str, trials: list) -> list[dict]:
+    """The trial.json of every trial, in order; a missing one raises, naming it."""
+    records = []
+    for t in trials:
+        path = os.path.join(run_dir, t.name, TRIAL_FILE)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"trial {t.name} left no {path}")
+        with open(path) as f:
+            records.append(json.load(f))
+    return records
+
+
+def seed_gaps(records: list[dict], metrics=TABLE_METRICS) -> dict:
+    """Per metric: (mean, std, n) over seeds of FAME minus baseline (seeds with both methods only)."""
+    by_seed: dict[int, dict] = {}
+    for r in records:
+        by_seed.setdefault(r["seed"], {})[r["params"][VARIANT_KEY]] = r["metrics"]
+    gaps = {}
+    for m in metrics:
+        values = [pair[FAME][m] - pair[BASELINE][m] for pair in by_seed.values()
+                  if m in pair.get(FAME, {}) and m in pair.get(BASELINE, {})]
+        if values:
+            gaps[m] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
+    return gaps
+
+
+def benchmark_rows(records: list[dict], metrics=TABLE_METRICS) -> list[dict]:
+    """Rows in runners.report's summary format: one per method, then the gap."""
+    rows = []
+    for s in summarize(records, [VARIANT_KEY]):
+        rows.append({"params": {"method": METHOD_LABELS[s["params"][VARIANT_KEY]]}, "seeds": s["seeds"],
+                     "stats": {m: v for m, v in s["stats"].items() if m in metrics}})
+    seeds = sorted({r["seed"] for r in records})
+    rows.append({"params": {"method": GAP_LABEL}, "seeds": seeds, "stats": seed_gaps(records, metrics)})
+    return rows
+
+
+def write_outputs(out_base: str, record: dict, table: str) -> tuple[str, str]:
+    md_path, json_path = f"{out_base}.md", f"{out_base}.json"
+    with open(md_path, "w") as f:
+        f.write(f"### Background-bias benchmark `{record['name']}`\n\n"
+                f"config `{record['config']}`, seeds {','.join(map(str, record['seeds']))}"
+                f"{', overrides ' + ' '.join(record['overrides']) if record['overrides'] else ''}\n\n{table}\n"
+                f"linear: video top-1 (%) on the background-shifted test split; R@1: test videos retrieving "
+                f"training videos.\nMachine: {record['machine']}; {record['seconds'] / 60:.1f} min in all.\n")
+    with open(json_path, "w") as f:
+        json.dump(record, f, indent=1)
+    return md_path, json_path
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default="configs/benchmark.yaml", help="the benchmark experiment")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
+    p.add_argument("--name", help="run-name prefix and output file stem (default benchmark-<time>)")
+    p.add_argument("overrides", nargs="*", help="key=value applied to both methods")
+    a = p.parse_args(argv)
+    name = a.name or f"benchmark-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    try:
+        seeds = [int(s) for s in a.seeds.split(",")]
+    except ValueError:
+        p.error(f"--seeds: expected comma-separated integers, got {a.seeds!r}")
+    bad = [o for o in a.overrides if o.startswith((VARIANT_KEY + "=", "seed=", "run.name="))]
+    if bad:
+        p.error(f"{bad[0]}: the benchmark sets {VARIANT_KEY}, seed and run.name itself")
+    try:
+        cfg = C.load_config(a.config, a.overrides)
+        trials = expand_grid(benchmark_sweep(name), a.config, seeds, a.overrides)
+    except C.ConfigError as e:
+        p.error(str(e))
+
+    started = time.perf_counter()
+    trial_seconds, failed = {}, []
+    for t in trials:
+        t0 = time.perf_counter()
+        if run_trials([t], a.config)[0]:
+            failed.append(t.name)
+        trial_seconds[t.name] = time.perf_counter() - t0
+    seconds = time.perf_counter() - started
+    if failed:
+        print(f"[benchmark] {len(failed)} of {len(trials)} trials failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+
+    records = read_trial_records(cfg.run.dir, trials)
+    rows = benchmark_rows(records)
+    table = markdown_table(rows, ["method"])
+    record = {"name": name, "config": a.config, "seeds": seeds, "overrides": a.overrides,
+              "machine": machine_description(cfg.device), "seconds": seconds, "trial_seconds": trial_seconds,
+              "rows": rows, "trials": records}
+    md_path, json_path = write_outputs(os.path.join(cfg.run.dir, name), record, table)
+    print(f"\n{table}\nmachine: {record['machine']}; {seconds / 60:.1f} min\nwrote {md_path} and {json_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
