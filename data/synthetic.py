@@ -69,7 +69,7 @@ COLOUR_BACKGROUNDS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_f
 GRAY_BACKGROUNDS = ("camera", "coins", "moon", "brick", "grass", "gravel", "clock")
 
 MIN_FRAME_SIDE = 32
-MAX_OBJECT_SIZE = 0.35
+MAX_OBJECT_SIZE = 0.6
 PIXEL_MAX = 255.0
 
 # Background crops: fraction of the largest crop that fits the image, and a cap on
