@@ -50,7 +50,8 @@ SIMILARITY_BLOCK_ELEMENTS = 1 << 25
 
 # ------------------------------------------------------------ pretrained ----
 def build_eval_backbone(cfg: Config) -> nn.Module:
-    """The backbone of cfg.model (random init, or model.checkpoint's torchvision weights)."""
+    """The backbone of cfg.model (random init, or model.checkpoint's torchvision weights);
+    pretraining builds its query and key encoders with it too."""
     kwargs = {"width": cfg.model.width} if cfg.model.backbone == "small3d" else {}
     return build_backbone(cfg.model.backbone, checkpoint=cfg.model.checkpoint, **kwargs)
 

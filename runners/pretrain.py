@@ -17,12 +17,13 @@ import torch
 from tqdm import tqdm
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from models.backbones import build_backbone, export_backbone_state, unwrap_module
+from models.backbones import export_backbone_state, unwrap_module
 from models.moco import MoCo, check_queue_size, contrastive_accuracy
 from runners import checkpoint as ckpt
 from runners.build import build_pretrain_loader
 from runners.common import amp_dtype, end_run, open_logger, parse_cli, start_run
 from runners.config import Config, to_dict
+from runners.evaluation import build_eval_backbone
 from runners.examples import fame_example_images
 from runners.schedule import lr_lambda
 
@@ -56,10 +57,7 @@ class Throughput:
 
 
 def build_model(cfg: Config, device: torch.device) -> MoCo:
-    def backbone():
-        kwargs = {"width": cfg.model.width} if cfg.model.backbone == "small3d" else {}
-        return build_backbone(cfg.model.backbone, checkpoint=cfg.model.checkpoint, **kwargs)
-    return MoCo(backbone(), backbone(), dim=cfg.model.dim, K=cfg.model.K, m=cfg.model.m, T=cfg.model.T,
+    return MoCo(build_eval_backbone(cfg), build_eval_backbone(cfg), dim=cfg.model.dim, K=cfg.model.K, m=cfg.model.m, T=cfg.model.T,
                 head=cfg.model.head, symmetric=cfg.model.symmetric,
                 shuffle_bn_groups=cfg.model.shuffle_bn_groups).to(device)
 

@@ -17,7 +17,7 @@ from collections import defaultdict
 from runners.sweep import read_sweep
 
 TRIAL_FILE = "trial.json"
-PLOT_METRIC = "linear/top1"
+PLOT_METRIC = "linear/video_top1"
 
 
 def collect_trials(runs_dir: str, sweep_name: str) -> list[dict]:

@@ -47,8 +47,6 @@ def run_trial(cfg: Config, params: dict) -> dict:
     recall = retrieve.main(downstream("retrieval"))["metrics"]
     metrics = {f"linear/{k}": v for k, v in linear.items() if isinstance(v, (int, float))}
     metrics.update({f"retrieval/{k}": v for k, v in recall.items() if isinstance(v, (int, float))})
-    if "linear/video_top1" in metrics:
-        metrics["linear/top1"] = metrics["linear/video_top1"]
     record = {"sweep": cfg.wandb.group or "adhoc", "name": name, "params": params, "seed": cfg.seed,
               "metrics": metrics, "run_dir": run_dir}
     with open(os.path.join(run_dir, TRIAL_FILE), "w") as f:

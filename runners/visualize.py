@@ -26,9 +26,10 @@ import fame
 from fame.mask import smoothed_statistics, soft_mask_from
 from data.filelist import read_file_list
 from data.video_io import read_video
-from models.backbones import load_backbone_state
+from models.backbones import apply_backbone_state
 from runners.build import fame_config
 from runners.common import open_logger, prepare_run_dir
+from runners.evaluation import backbone_state_from_file, build_eval_backbone
 from runners.config import Config, ConfigError, data_path, load_config, with_run_name
 
 VARIANTS = ("gauss", "seed", "grid", "fame")
@@ -171,12 +172,10 @@ def normalise(clips: np.ndarray, cfg: Config) -> torch.Tensor:
 
 def load_for_figures(path: str, cfg: Config) -> torch.nn.Module:
     """A backbone from backbone.pt or a pretraining checkpoint (its query encoder)."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(state, dict) and "model" in state:
-        prefix = "f_q.backbone."
-        state = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
-    kwargs = {"width": cfg.model.width} if cfg.model.backbone == "small3d" else {}
-    return load_backbone_state(cfg.model.backbone, state, **kwargs).eval()
+    state, _, _ = backbone_state_from_file(path)
+    backbone = build_eval_backbone(cfg)
+    apply_backbone_state(backbone, state, name=cfg.model.backbone, source=path)
+    return backbone.eval()
 
 
 # --------------------------------------------------------------- kernels ----

@@ -12,20 +12,20 @@ TINY = os.path.join(ROOT, "configs", "benchmark_tiny.yaml")
 
 def record(variant, seed, top1, r1):
     return {"params": {"fame.variant": variant}, "seed": seed,
-            "metrics": {"linear/top1": top1, "retrieval/R@1": r1, "linear/video_top5": 100.0}}
+            "metrics": {"linear/video_top1": top1, "retrieval/R@1": r1, "linear/video_top5": 100.0}}
 
 
 def test_gap_is_taken_per_seed_then_averaged():
     records = [record("none", 0, 30.0, 20.0), record("fame", 0, 50.0, 25.0),
                record("none", 1, 40.0, 30.0), record("fame", 1, 50.0, 45.0)]
     gaps = benchmark.seed_gaps(records)
-    assert gaps["linear/top1"][0] == pytest.approx(15.0) and gaps["linear/top1"][2] == 2
-    assert gaps["linear/top1"][1] == pytest.approx(7.0710678)
+    assert gaps["linear/video_top1"][0] == pytest.approx(15.0) and gaps["linear/video_top1"][2] == 2
+    assert gaps["linear/video_top1"][1] == pytest.approx(7.0710678)
     assert gaps["retrieval/R@1"][0] == pytest.approx(10.0)
     rows = benchmark.benchmark_rows(records)
     assert [r["params"]["method"] for r in rows] == ["MoCo baseline", "MoCo + FAME", benchmark.GAP_LABEL]
-    assert set(rows[0]["stats"]) == {"linear/top1", "retrieval/R@1"}
-    assert rows[1]["stats"]["linear/top1"][:2] == (50.0, 0.0)
+    assert set(rows[0]["stats"]) == {"linear/video_top1", "retrieval/R@1"}
+    assert rows[1]["stats"]["linear/video_top1"][:2] == (50.0, 0.0)
 
 
 def test_benchmark_refuses_to_override_what_it_compares(capsys):
@@ -40,13 +40,13 @@ def test_tiny_benchmark_end_to_end(tmp_path):
                            f"data.root={data}"])
     assert code == 0
     md = (runs / "bench.md").read_text()
-    for label in ("MoCo baseline", "MoCo + FAME", benchmark.GAP_LABEL, "linear/top1", "retrieval/R@1"):
+    for label in ("MoCo baseline", "MoCo + FAME", benchmark.GAP_LABEL, "linear/video_top1", "retrieval/R@1"):
         assert label in md
     out = json.loads((runs / "bench.json").read_text())
     assert [r["params"]["method"] for r in out["rows"]] == ["MoCo baseline", "MoCo + FAME", benchmark.GAP_LABEL]
     assert sorted(t["params"]["fame.variant"] for t in out["trials"]) == ["fame", "none"]
     assert all(t["seed"] == 0 for t in out["trials"])
-    baseline, fame_, gap = (r["stats"]["linear/top1"][0] for r in out["rows"])
+    baseline, fame_, gap = (r["stats"]["linear/video_top1"][0] for r in out["rows"])
     assert gap == pytest.approx(fame_ - baseline)
     assert 0.0 <= baseline <= 100.0 and 0.0 <= fame_ <= 100.0
     assert out["seconds"] > 0 and "cores" in out["machine"]
