@@ -7,11 +7,14 @@ picked out with ``fn.sequence_rearrange``). Per-sample draws enter as argument i
 so one draw applies to every frame of a clip (temporally consistent):
 
     decode -> crop (fn.resize of a ROI; a flip is a reversed ROI) -> [FAME, python_function]
-           -> colour (fn.color_twist: jitter, grayscale as saturation 0) -> fn.gaussian_blur
-           -> fn.crop_mirror_normalize -> CFHW float32 per clip (NCTHW batches)
+           -> colour (fn.color_twist to float: jitter, grayscale as saturation 0; clamped to
+              0..255) -> fn.gaussian_blur -> fn.crop_mirror_normalize
+           -> CFHW float32 per clip (NCTHW batches)
 
-The colour twist and the blur run only on the clips that drew them (DALI conditionals
-split the batch by the per-sample flags).
+The colour twist runs on every clip (an undrawn jitter is the identity): on the CPU a
+float twist over the whole batch costs less than splitting the batch with a DALI
+conditional and twisting in uint8. The blur runs only on the clips that drew it (a
+conditional on the per-sample flag), on float pixels.
 
 ``device="cpu"`` runs every operator on the CPU with no GPU (device_id None);
 ``device="gpu"`` decodes with NVDEC ("mixed") and runs the rest on the GPU, the
@@ -25,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import nvidia.dali.fn as fn
+import nvidia.dali.math as dmath
 import nvidia.dali.types as types
 from nvidia.dali import Pipeline, pipeline_def
 
@@ -38,8 +42,8 @@ PIXEL_MAX = 255.0
 ENCODED = "encoded"
 INT_FEEDS = {"frames", "order", "order_q", "order_k"}
 LONG_FEEDS = {"label", "index", "fame_seed"}
-BOOL_FEEDS = {"recolour", "recolour_q", "recolour_k", "blur", "blur_q", "blur_k"}
-COLOUR_FEEDS = ("recolour", "brightness", "contrast", "saturation", "hue", "blur", "sigma")
+BOOL_FEEDS = {"blur", "blur_q", "blur_k"}
+COLOUR_FEEDS = ("brightness", "contrast", "saturation", "hue", "blur", "sigma")
 CLIP_LAYOUT = "CFHW"
 
 
@@ -99,11 +103,12 @@ def _crop(clip, feeds: dict, suffix: str, crop: int, aug: AugParams):
                      roi_end=feeds["roi_end" + suffix], roi_relative=False, antialias=aug.antialias)
 
 
-def _colour(clip, feeds: dict, suffix: str, crop: int, aug: AugParams):
-    """Colour twist and blur, each only on the clips whose flag is set (a DALI conditional)."""
-    if feeds["recolour" + suffix]:
-        clip = fn.color_twist(clip, brightness=feeds["brightness" + suffix], contrast=feeds["contrast" + suffix],
-                              saturation=feeds["saturation" + suffix], hue=feeds["hue" + suffix])
+def colour_clip(clip, feeds: dict, suffix: str, crop: int, aug: AugParams):
+    """FHWC uint8 -> FHWC float32 in 0..255: colour twist (identity where not drawn), then
+    the blur on the clips whose flag is set (a DALI conditional)."""
+    clip = fn.color_twist(clip, brightness=feeds["brightness" + suffix], contrast=feeds["contrast" + suffix],
+                          saturation=feeds["saturation" + suffix], hue=feeds["hue" + suffix], dtype=types.FLOAT)
+    clip = dmath.clamp(clip, 0.0, PIXEL_MAX)
     if feeds["blur" + suffix]:
         clip = fn.gaussian_blur(clip, sigma=feeds["sigma" + suffix], window_size=aug.blur_window(crop))
     return clip
@@ -162,7 +167,7 @@ def _pretrain_def(source, device, crop, aug, fame_stage, stage):
             extra = (original, results.pop(0), query)
     if stage in ("crop", "fame"):
         return (query, key) + extra
-    query, key = _colour(query, feeds, "_q", crop, aug), _colour(key, feeds, "_k", crop, aug)
+    query, key = colour_clip(query, feeds, "_q", crop, aug), colour_clip(key, feeds, "_k", crop, aug)
     if stage == "augment":
         return (query, key) + extra
     return (_normalise(query, aug), _normalise(key, aug)) + extra + (feeds["label"], feeds["index"])
@@ -187,7 +192,7 @@ def pretrain_graph(source, *, device: str, batch_size: int, crop: int, aug: AugP
 @pipeline_def(enable_conditionals=True)
 def _train_clip_def(source, device, crop, aug):
     feeds = _inputs(source, feed_names("train"))
-    clip = _colour(_crop(_decode(feeds, device), feeds, "", crop, aug), feeds, "", crop, aug)
+    clip = colour_clip(_crop(_decode(feeds, device), feeds, "", crop, aug), feeds, "", crop, aug)
     return _normalise(clip, aug), feeds["label"], feeds["index"]
 
 

@@ -34,7 +34,7 @@ HUE_DEGREES = 360.0        # hue jitter is a fraction of the colour circle
 NO_BLUR_SIGMA = 0.01       # a Gaussian this narrow leaves uint8 pixels unchanged
 SEED_BOUND = 2**62         # FAME batch seeds are drawn in [0, SEED_BOUND)
 
-VIEW_FEEDS = ("roi_start", "roi_end", "recolour", "brightness", "contrast", "saturation", "hue", "blur", "sigma")
+VIEW_FEEDS = ("roi_start", "roi_end", "brightness", "contrast", "saturation", "hue", "blur", "sigma")
 FEEDS = {
     "pretrain": ("frames", "order_q", "order_k", *(f"{n}_q" for n in VIEW_FEEDS),
                  *(f"{n}_k" for n in VIEW_FEEDS), "label", "index", "fame_seed"),
@@ -176,11 +176,6 @@ class ColourDraw:
     sigma: float = NO_BLUR_SIGMA
 
     @property
-    def recolour(self) -> bool:
-        """Whether the colour twist changes anything (jitter or grayscale drawn)."""
-        return (self.brightness, self.contrast, self.saturation, self.hue) != (1.0, 1.0, 1.0, 0.0)
-
-    @property
     def blur(self) -> bool:
         return self.sigma != NO_BLUR_SIGMA
 
@@ -217,7 +212,7 @@ class ViewDraw:
         values = {"roi_start": roi_start, "roi_end": roi_end, "brightness": c.brightness,
                   "contrast": c.contrast, "saturation": c.saturation, "hue": c.hue, "sigma": c.sigma}
         feeds = {f"{name}{suffix}": np.asarray(v, dtype=np.float32) for name, v in values.items()}
-        feeds[f"recolour{suffix}"], feeds[f"blur{suffix}"] = np.bool_(c.recolour), np.bool_(c.blur)
+        feeds[f"blur{suffix}"] = np.bool_(c.blur)
         return feeds
 
 

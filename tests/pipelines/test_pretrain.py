@@ -121,7 +121,8 @@ def test_inter_video_fame_merges_the_configured_branches(coded_videos, branches)
         assert torch.all(batch.masks.sum(dim=(1, 2)) == int(beta * CROP * CROP))
         kept = batch.masks.bool()[:, None, :, :, None].expand_as(batch.merged)
         assert torch.equal(batch.merged[kept], batch.original[kept])
-        assert torch.equal(batch.merged.permute(0, 4, 1, 2, 3).float(), batch.query)
+        # the colour stage works in float: an identity twist is exact to float rounding
+        assert torch.allclose(batch.merged.permute(0, 4, 1, 2, 3).float(), batch.query, atol=1e-3)
 
 
 def test_intra_video_fame_takes_the_background_from_the_key(coded_videos):

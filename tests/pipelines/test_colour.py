@@ -1,0 +1,86 @@
+"""The colour stage (pipelines.graphs.colour_clip) against NumPy references, on the CPU."""
+import numpy as np
+import nvidia.dali.fn as fn
+import nvidia.dali.types as types
+import pytest
+from nvidia.dali import pipeline_def
+
+from pipelines.graphs import colour_clip
+from pipelines.params import AugParams
+
+CROP, FRAMES = 32, 3
+AUG = AugParams()
+BT601 = np.array([0.299, 0.587, 0.114])
+NAMES = ("brightness", "contrast", "saturation", "hue", "blur", "sigma")
+
+
+def run_colour(clips: list[np.ndarray], **draws) -> list[np.ndarray]:
+    """colour_clip over FHWC uint8 clips with per-clip draws (defaults: identity, no blur)."""
+    n = len(clips)
+    values = {"brightness": 1.0, "contrast": 1.0, "saturation": 1.0, "hue": 0.0, "blur": False, "sigma": 0.01}
+    values.update(draws)
+    feeds = [[np.asarray(values[name], dtype=bool if name == "blur" else np.float32)] * n for name in NAMES]
+
+    @pipeline_def(enable_conditionals=True, batch_size=n, num_threads=1, device_id=None)
+    def pipe():
+        clip, *rest = fn.external_source(source=lambda: (clips, *feeds), num_outputs=1 + len(NAMES), batch=True,
+                                         layout=["FHWC"] + [""] * len(NAMES),
+                                         dtype=[types.UINT8] + [types.FLOAT] * 4 + [types.BOOL, types.FLOAT])
+        return colour_clip(clip, dict(zip(NAMES, rest)), "", CROP, AUG)
+
+    p = pipe()
+    (out,) = p.run()
+    return [np.asarray(out[i]) for i in range(n)]
+
+
+def random_clip(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (FRAMES, CROP, CROP, 3), dtype=np.uint8)
+
+
+def gaussian_reference(clip: np.ndarray, sigma: float, window: int) -> np.ndarray:
+    """Separable normalised Gaussian over H and W of each frame, mirrored borders (reflect 101)."""
+    radius = window // 2
+    x = np.arange(-radius, radius + 1)
+    weights = np.exp(-x**2 / (2 * sigma**2))
+    weights /= weights.sum()
+    out = clip.astype(np.float64)
+    for axis in (1, 2):
+        padding = [(0, 0)] * 4
+        padding[axis] = (radius, radius)
+        padded = np.pad(out, padding, mode="reflect")
+        out = sum(w * np.take(padded, np.arange(k, k + out.shape[axis]), axis=axis) for k, w in enumerate(weights))
+    return out
+
+
+def test_identity_draw_returns_the_pixels_as_float():
+    clip = random_clip()
+    (out,) = run_colour([clip])
+    assert out.dtype == np.float32 and out.shape == clip.shape
+    np.testing.assert_allclose(out, clip, atol=1e-3)
+
+
+def test_brightness_scales_and_clamps_to_the_pixel_range():
+    clip = random_clip(1)
+    (out,) = run_colour([clip], brightness=1.4)
+    np.testing.assert_allclose(out, np.clip(clip * 1.4, 0, 255), atol=1e-2)
+    assert out.max() == pytest.approx(255.0)
+
+
+def test_saturation_zero_is_bt601_grayscale():
+    clip = random_clip(2)
+    (out,) = run_colour([clip], saturation=0.0)
+    luma = clip @ BT601
+    for channel in range(3):
+        np.testing.assert_allclose(out[..., channel], luma, atol=1.0)   # DALI's YIQ matrix: within a level
+
+
+def test_blur_matches_a_separable_gaussian_per_frame_and_only_where_drawn():
+    clip = random_clip(3)
+    blurred, = run_colour([clip], blur=True, sigma=1.5)
+    reference = gaussian_reference(clip, 1.5, AUG.blur_window(CROP))
+    np.testing.assert_allclose(blurred, reference, atol=1e-2)
+    # per frame: a clip with one non-zero frame keeps the others at zero (no blur across time)
+    spike = np.zeros_like(clip)
+    spike[1] = 200
+    out, = run_colour([spike], blur=True, sigma=2.0)
+    assert not out[0].any() and not out[2].any()
