@@ -41,6 +41,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import skimage.color
 import skimage.data
 import skimage.transform
 
@@ -67,6 +68,19 @@ MOTIONS = ("right", "left", "circle_cw", "pulse", "down", "up", "zigzag", "circl
 COLOUR_BACKGROUNDS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
                       "immunohistochemistry", "retina", "stereo_motorcycle")
 GRAY_BACKGROUNDS = ("camera", "coins", "moon", "brick", "grass", "gravel", "clock")
+
+BACKGROUND_KINDS = ("images", "generated")
+GENERATED_PREFIX = "generated-"
+
+# Generated backgrounds: smooth random colour fields, one per video; a pool is a hue
+# family (pool k centred at k / num_classes on the colour wheel), so the pool stays a
+# class cue while no two videos share a background.
+GENERATED_HUE_SPREAD = 0.08          # hue varies by this much (fraction of the wheel) within a frame
+GENERATED_HUE_JITTER = 0.04          # per-video shift of the pool's hue centre
+GENERATED_BLOB_FRACTION = (0.08, 0.2)   # blob size, fraction of the canvas' shorter side
+GENERATED_SATURATION = (0.3, 0.75)
+GENERATED_VALUE = (0.3, 0.85)
+GENERATED_DETAIL = 0.12              # fine texture amplitude (value units)
 
 MIN_FRAME_SIDE = 32
 MAX_OBJECT_SIZE = 0.6
@@ -111,7 +125,7 @@ FIELD_TYPES = {
     "num_classes": int, "videos_per_class_train": int, "videos_per_class_test": int,
     "width": int, "height": int, "frames": int, "fps": int, "gop": int, "seed": int,
     "bg_correlation_train": float, "bg_correlation_test": float, "noise_std": float, "pan_speed": float,
-    "palette": int,
+    "palette": int, "backgrounds": str,
 }
 PALETTE_STREAM = 97  # seeds the fixed looks of a palette apart from the per-video draws
 
@@ -140,6 +154,7 @@ class SyntheticSpec:
     object_size: tuple[float, float] = (0.15, 0.3)  # object diameter range, fraction of the shorter side
     gop: int = 8  # keyframe interval: short, since seeking decodes from the previous keyframe
     palette: int = 0  # 0: a random look per video; n > 0: one of n fixed looks shared by all classes
+    backgrounds: str = "images"  # "images": crops of shipped photos; "generated": a new texture per video
     seed: int = 0
 
     def __post_init__(self):
@@ -165,6 +180,8 @@ class SyntheticSpec:
             _require(0.0 <= getattr(self, name) <= 1.0, name, getattr(self, name), "a number in [0, 1]")
         _require(self.noise_std >= 0, "noise_std", self.noise_std, "a number >= 0")
         _require(self.pan_speed >= 0, "pan_speed", self.pan_speed, "a number >= 0")
+        _require(self.backgrounds in BACKGROUND_KINDS, "backgrounds", self.backgrounds,
+                 f"one of {BACKGROUND_KINDS}")
         _require(self.palette >= 0, "palette", self.palette, "an integer >= 0 (0: a random look per video)")
         size = self.object_size
         valid_size = (len(size) == 2 and all(isinstance(v, (int, float)) for v in size)
@@ -216,7 +233,10 @@ class VideoPlan:
 
 
 def background_pools(spec: SyntheticSpec) -> list[list[str]]:
-    """Split the background images into one pool per class, colour and gray images spread evenly."""
+    """Split the background images into one pool per class, colour and gray images spread evenly
+    (generated backgrounds: one hue family per pool)."""
+    if spec.backgrounds == "generated":
+        return [[f"{GENERATED_PREFIX}{k}"] for k in range(spec.num_classes)]
     rng = np.random.default_rng([spec.seed, len(MOTIONS)])
     colour = [COLOUR_BACKGROUNDS[i] for i in rng.permutation(len(COLOUR_BACKGROUNDS))]
     gray = [GRAY_BACKGROUNDS[i] for i in rng.permutation(len(GRAY_BACKGROUNDS))]
@@ -275,16 +295,11 @@ def render_background(spec: SyntheticSpec, name: str, rng: np.random.Generator) 
     canvas_h = spec.height + int(np.ceil(travel[0])) + 1
     canvas_w = spec.width + int(np.ceil(travel[1])) + 1
 
-    image = _working_background(name, WORKING_IMAGE_FRAME_RATIO * max(spec.width, spec.height))
-    largest = min(image.shape[0] / canvas_h, image.shape[1] / canvas_w)
-    scale = largest * rng.uniform(*CROP_FRACTION_RANGE)
-    crop_h = min(image.shape[0], max(1, round(canvas_h * scale)))
-    crop_w = min(image.shape[1], max(1, round(canvas_w * scale)))
-    top = int(rng.integers(0, image.shape[0] - crop_h + 1))
-    left = int(rng.integers(0, image.shape[1] - crop_w + 1))
-    crop = image[top:top + crop_h, left:left + crop_w]
-    canvas = skimage.transform.resize(crop, (canvas_h, canvas_w), anti_aliasing=scale > 1,
-                                      preserve_range=True).astype(np.float32)
+    if name.startswith(GENERATED_PREFIX):
+        pool = int(name[len(GENERATED_PREFIX):])
+        canvas = generated_canvas(pool / spec.num_classes, canvas_h, canvas_w, rng)
+    else:
+        canvas = _image_canvas(spec, name, canvas_h, canvas_w, rng)
     if rng.random() < MIRROR_PROBABILITY:
         canvas = canvas[:, ::-1]
     canvas = canvas * rng.uniform(*BACKGROUND_GAIN_RANGE) + rng.uniform(*BACKGROUND_BIAS_RANGE)
@@ -294,6 +309,41 @@ def render_background(spec: SyntheticSpec, name: str, rng: np.random.Generator) 
     for t in range(spec.frames):
         frames[t] = _subpixel_crop(canvas, start + velocity * t, spec.height, spec.width)
     return frames
+
+
+def _image_canvas(spec: SyntheticSpec, name: str, canvas_h: int, canvas_w: int,
+                  rng: np.random.Generator) -> np.ndarray:
+    """A random crop of a shipped image, resized to the canvas: float32 HWC in 0..255."""
+    image = _working_background(name, WORKING_IMAGE_FRAME_RATIO * max(spec.width, spec.height))
+    largest = min(image.shape[0] / canvas_h, image.shape[1] / canvas_w)
+    scale = largest * rng.uniform(*CROP_FRACTION_RANGE)
+    crop_h = min(image.shape[0], max(1, round(canvas_h * scale)))
+    crop_w = min(image.shape[1], max(1, round(canvas_w * scale)))
+    top = int(rng.integers(0, image.shape[0] - crop_h + 1))
+    left = int(rng.integers(0, image.shape[1] - crop_w + 1))
+    crop = image[top:top + crop_h, left:left + crop_w]
+    return skimage.transform.resize(crop, (canvas_h, canvas_w), anti_aliasing=scale > 1,
+                                    preserve_range=True).astype(np.float32)
+
+
+def _smooth_field(height: int, width: int, blob: float, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian-smoothed white noise rescaled to 0..1: blobs about ``blob`` pixels across."""
+    coarse = rng.standard_normal((max(2, round(height / blob)) + 1, max(2, round(width / blob)) + 1))
+    field = skimage.transform.resize(coarse, (height, width), order=3, mode="reflect")
+    return (field - field.min()) / max(float(np.ptp(field)), 1e-6)
+
+
+def generated_canvas(hue: float, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """A new smooth colour texture around ``hue`` (fraction of the wheel): float32 HWC in 0..255."""
+    blob = rng.uniform(*GENERATED_BLOB_FRACTION) * min(height, width)
+    centre = hue + rng.uniform(-GENERATED_HUE_JITTER, GENERATED_HUE_JITTER)
+    h = (centre + GENERATED_HUE_SPREAD * (_smooth_field(height, width, blob, rng) - 0.5)) % 1.0
+    s = GENERATED_SATURATION[0] + np.ptp(GENERATED_SATURATION) * _smooth_field(height, width, blob, rng)
+    detail = GENERATED_DETAIL * (_smooth_field(height, width, max(1.0, blob / 6), rng) - 0.5)
+    v = np.clip(GENERATED_VALUE[0] + np.ptp(GENERATED_VALUE) * _smooth_field(height, width, blob, rng) + detail,
+                0.0, 1.0)
+    rgb = skimage.color.hsv2rgb(np.stack([h, s, v], axis=-1))
+    return (rgb * PIXEL_MAX).astype(np.float32)
 
 
 def _subpixel_crop(canvas: np.ndarray, offset: np.ndarray, height: int, width: int) -> np.ndarray:

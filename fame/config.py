@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from numbers import Integral, Real
 
 VARIANTS = ("fame", "seed", "grid", "gauss", "none")
@@ -67,6 +67,10 @@ class FameConfig:
     gauss_sigma: standard deviation of the gauss variant, as a fraction of the frame
         height and width. With a fixed beta the binary mask is the centred ellipse holding
         int(beta*H*W) pixels whatever the sigma; the sigma matters with beta="auto".
+    beta_warmup_steps: beyond the paper, a warm-up of the foreground fraction: at
+        training step s < beta_warmup_steps the step's config (``at_step``) has
+        beta = 1 - (1 - beta) * s / beta_warmup_steps, from 1 (nothing merged) down to
+        beta; 0 (default) uses beta from the first step. Needs a numeric beta.
     """
 
     beta: float | str = 0.5
@@ -88,6 +92,7 @@ class FameConfig:
     grid_cells: int = 4
     grid_keep: int = 8
     gauss_sigma: float = 0.25
+    beta_warmup_steps: int = 0
 
     def __post_init__(self) -> None:
         if self.beta != AUTO_BETA and not (_is_real(self.beta) and 0.0 <= self.beta <= 1.0):
@@ -118,6 +123,17 @@ class FameConfig:
             _fail("grid_keep", f"an integer in [0, grid_cells**2 = {self.grid_cells**2}]", self.grid_keep)
         if not _is_real(self.gauss_sigma) or self.gauss_sigma <= 0:
             _fail("gauss_sigma", "a number > 0", self.gauss_sigma)
+        if not _is_int(self.beta_warmup_steps) or self.beta_warmup_steps < 0:
+            _fail("beta_warmup_steps", "an integer >= 0", self.beta_warmup_steps)
+        if self.beta_warmup_steps and self.beta == AUTO_BETA:
+            _fail("beta_warmup_steps", f"0 with beta={AUTO_BETA!r} (the warm-up needs a numeric beta)",
+                  self.beta_warmup_steps)
+
+    def at_step(self, step: int) -> "FameConfig":
+        """The config of training step ``step`` (0-based): beta warmed up per beta_warmup_steps."""
+        if step >= self.beta_warmup_steps:
+            return self
+        return replace(self, beta=1.0 - (1.0 - self.beta) * max(step, 0) / self.beta_warmup_steps)
 
     @classmethod
     def from_options(cls, **options: object) -> "FameConfig":

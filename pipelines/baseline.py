@@ -134,10 +134,11 @@ class PyAVPretrainBatches(torch.utils.data.Dataset):
         query, key = np.stack([v[0] for v in views]), np.stack([v[1] for v in views])
         if self.fame_cfg is not None:
             rng = np.random.default_rng(int(plan["fame_seed"][0]))
-            background = key if self.fame_cfg.background == "intra" else None
-            merged, _ = fame.augment(query, self.fame_cfg, rng, background_clips=background)
-            if self.fame_cfg.branches == "both":
-                key, _ = fame.augment(key, self.fame_cfg, rng, background_clips=query)
+            fame_cfg = self.fame_cfg.at_step(int(plan["fame_step"][0]))
+            background = key if fame_cfg.background == "intra" else None
+            merged, _ = fame.augment(query, fame_cfg, rng, background_clips=background)
+            if fame_cfg.branches == "both":
+                key, _ = fame.augment(key, fame_cfg, rng, background_clips=query)
             query = merged
         label = torch.from_numpy(np.stack(plan["label"]))
         index = torch.from_numpy(np.stack(plan["index"]))

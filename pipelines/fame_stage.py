@@ -6,8 +6,9 @@ already on DALI's CUDA stream); the stage stacks them into NTHWC clips, calls
 sampler, so a resumed run merges identically) and returns each output as a list of per-sample views.
 
 Inputs, in order: query clips (FHWC uint8 per sample), the key clips when the key is
-needed (intra-video backgrounds or FAME on both branches), the batch seed (int64 scalar
-per sample, identical within a batch).
+needed (intra-video backgrounds or FAME on both branches), the batch seed and the batch's
+global training step (int64 scalars per sample, identical within a batch; the step sets
+the warmed-up beta, ``FameConfig.at_step``).
 Outputs, in order: merged query (FHWC), merged key when ``cfg.branches == "both"``, the
 query masks (HW uint8 in {0, 1}) when ``return_masks``.
 
@@ -55,17 +56,18 @@ class FameStage:
 
     def __call__(self, *inputs):
         started = time.perf_counter()
-        query_list, seeds = inputs[0], inputs[-1]
+        query_list, seeds, steps = inputs[0], inputs[-2], inputs[-1]
         xp = _array_module(query_list[0])
         query = xp.stack(query_list)
         key = xp.stack(inputs[1]) if self.takes_key else None
         rng = np.random.default_rng(int(seeds[0]))
+        cfg = self.cfg.at_step(int(steps[0]))
         blas = single_threaded_blas() if xp is np else contextlib.nullcontext()
         with _nvtx_range(xp, "fame.augment"), blas:
-            merged_q, masks = fame.augment(query, self.cfg, rng, background_clips=key)
+            merged_q, masks = fame.augment(query, cfg, rng, background_clips=key)
             outputs = [merged_q]
             if self.branches == "both":
-                merged_k, _ = fame.augment(key, self.cfg, rng, background_clips=query)
+                merged_k, _ = fame.augment(key, cfg, rng, background_clips=query)
                 outputs.append(merged_k)
         if self.return_masks:
             outputs.append(masks)

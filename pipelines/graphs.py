@@ -41,7 +41,7 @@ DEVICES = ("cpu", "gpu")
 PIXEL_MAX = 255.0
 ENCODED = "encoded"
 INT_FEEDS = {"frames", "order", "order_q", "order_k"}
-LONG_FEEDS = {"label", "index", "fame_seed"}
+LONG_FEEDS = {"label", "index", "fame_seed", "fame_step"}
 BOOL_FEEDS = {"blur", "blur_q", "blur_k"}
 COLOUR_FEEDS = ("brightness", "contrast", "saturation", "hue", "blur", "sigma")
 CLIP_LAYOUT = "CFHW"
@@ -135,7 +135,7 @@ def pretrain_feeds(stage: str, fame_stage: FameStage | None) -> tuple[str, ...]:
     if stage != "decode":
         used |= {f"roi_{end}_{view}" for end in ("start", "end") for view in "qk"}
     if stage not in ("decode", "crop") and fame_stage is not None:
-        used.add("fame_seed")
+        used |= {"fame_seed", "fame_step"}
     if stage in ("augment", "full"):
         used |= {f"{name}_{view}" for name in COLOUR_FEEDS for view in "qk"}
     if stage == "full":
@@ -154,8 +154,8 @@ def _pretrain_def(source, device, crop, aug, fame_stage, stage):
     query, key = _crop(query, feeds, "_q", crop, aug), _crop(key, feeds, "_k", crop, aug)
     extra = ()
     if stage != "crop" and fame_stage is not None:
-        seed = feeds["fame_seed"].gpu() if device == "gpu" else feeds["fame_seed"]
-        inputs = (query, key, seed) if fame_stage.takes_key else (query, seed)
+        seed, step = ((feeds[name].gpu() if device == "gpu" else feeds[name]) for name in ("fame_seed", "fame_step"))
+        inputs = (query, key, seed, step) if fame_stage.takes_key else (query, seed, step)
         results = fn.python_function(*inputs, function=fame_stage, batch_processing=True,
                                      num_outputs=len(fame_stage.output_layouts),
                                      output_layouts=fame_stage.output_layouts, device=device, name="fame")

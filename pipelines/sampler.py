@@ -37,7 +37,7 @@ SEED_BOUND = 2**62         # FAME batch seeds are drawn in [0, SEED_BOUND)
 VIEW_FEEDS = ("roi_start", "roi_end", "brightness", "contrast", "saturation", "hue", "blur", "sigma")
 FEEDS = {
     "pretrain": ("frames", "order_q", "order_k", *(f"{n}_q" for n in VIEW_FEEDS),
-                 *(f"{n}_k" for n in VIEW_FEEDS), "label", "index", "fame_seed"),
+                 *(f"{n}_k" for n in VIEW_FEEDS), "label", "index", "fame_seed", "fame_step"),
     "train": ("frames", *VIEW_FEEDS, "label", "index"),
     "test": ("frames", "order", "roi_start", "roi_end", "label", "index"),
 }
@@ -279,10 +279,10 @@ class _RandomViewSampler(_ShardedEpochs):
     def plan(self, epoch: int, step: int) -> dict[str, list[np.ndarray]]:
         positions, video_ids = self.batch_positions(epoch, step)
         samples = [self.sample(epoch, int(p), int(v)) for p, v in zip(positions, video_ids)]
-        self.add_batch_feeds(samples, epoch, int(positions[0]))
+        self.add_batch_feeds(samples, epoch, step, int(positions[0]))
         return _collate(samples, (*FEEDS[self.role], "starts"))
 
-    def add_batch_feeds(self, samples: list[dict], epoch: int, first_position: int) -> None:
+    def add_batch_feeds(self, samples: list[dict], epoch: int, step: int, first_position: int) -> None:
         """Per-batch draws shared by every sample of the batch (none by default)."""
 
 
@@ -303,10 +303,11 @@ class PretrainSampler(_RandomViewSampler):
         feeds.update(draw_view(rng, video, self.aug).feeds("_k"))
         return feeds
 
-    def add_batch_feeds(self, samples: list[dict], epoch: int, first_position: int) -> None:
+    def add_batch_feeds(self, samples: list[dict], epoch: int, step: int, first_position: int) -> None:
         seed = np.int64(batch_seed(self.seed, epoch, first_position))   # FAME's background pick
+        global_step = np.int64(epoch * self.steps_per_epoch + step)     # FAME's beta warm-up
         for s in samples:
-            s["fame_seed"] = seed
+            s["fame_seed"], s["fame_step"] = seed, global_step
 
 
 class TrainClipSampler(_RandomViewSampler):

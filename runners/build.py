@@ -16,6 +16,7 @@ import torch
 import fame
 from pipelines.loader import VideoLoader, pretrain_loader
 from pipelines.params import AugParams
+from pipelines.sampler import equal_shard
 from runners.config import Config
 from runners.eval_data import dali_device, load_videos
 
@@ -23,8 +24,9 @@ NO_FAME = "none"
 NO_COMPENSATION = (False, "none")    # fame.camera_compensation values meaning "off"
 
 
-def fame_config(cfg: Config) -> Optional[fame.FameConfig]:
-    """cfg.fame as a FameConfig, or None when no merging is configured."""
+def fame_config(cfg: Config, steps_per_epoch: int = 0) -> Optional[fame.FameConfig]:
+    """cfg.fame as a FameConfig, or None when no merging is configured. The beta warm-up
+    (fame.beta_warmup_epochs) is counted in steps of ``steps_per_epoch``."""
     section = cfg.fame
     if section.variant == NO_FAME or section.background == NO_FAME:
         return None
@@ -32,7 +34,8 @@ def fame_config(cfg: Config) -> Optional[fame.FameConfig]:
     return fame.FameConfig(beta=section.beta, variant=section.variant, hue=section.hue,
                            background=section.background, pick=section.pick, branches=section.branches,
                            beta_min=section.beta_min, beta_max=section.beta_max,
-                           camera_compensation=compensation)
+                           camera_compensation=compensation,
+                           beta_warmup_steps=round(section.beta_warmup_epochs * steps_per_epoch))
 
 
 def aug_params(cfg: Config) -> AugParams:
@@ -52,7 +55,9 @@ def build_pretrain_loader(cfg: Config, rank: int = 0, world: int = 1, device: to
     """The pretraining loader of this process. ``return_masks`` (FAME examples for the logs)
     defaults to train.examples_every > 0 when FAME is on."""
     settings = pretrain_settings(cfg, device)
+    videos = load_videos(cfg, cfg.data.train_list, rank, device)
+    steps_per_epoch = len(equal_shard(len(videos), rank, world)) // cfg.train.batch_size
+    settings["fame_cfg"] = fame_config(cfg, steps_per_epoch)
     if return_masks is None:
         return_masks = cfg.train.examples_every > 0 and settings["fame_cfg"] is not None
-    videos = load_videos(cfg, cfg.data.train_list, rank, device)
     return pretrain_loader(videos, rank=rank, world=world, return_masks=return_masks, **settings)

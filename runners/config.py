@@ -51,6 +51,7 @@ class SynthConfig:
     pan_speed: float = field(default=0.5, metadata=_range(0.0))      # background pan, pixels per frame
     object_size: tuple[float, float] = (0.15, 0.3)   # object diameter range, fraction of the shorter side
     palette: int = field(default=0, metadata=_range(0))   # 0: a look per video; n: n looks shared by all classes
+    backgrounds: Literal["images", "generated"] = "images"   # photo crops, or a new colour texture per video
     seed: int = 0
 
 
@@ -82,6 +83,7 @@ class FameSection:
     beta_min: float = field(default=0.3, metadata=_range(0.0, 1.0))   # clamp of beta=auto
     beta_max: float = field(default=0.7, metadata=_range(0.0, 1.0))
     camera_compensation: Literal["none", "median", "phase"] = "none"
+    beta_warmup_epochs: float = field(default=0.0, metadata=_range(0.0))   # beta from 1 down to beta over these
 
 
 @dataclass

@@ -149,6 +149,7 @@ def test_annotations_record_pool_and_boxes(tiny_dataset, tiny_spec):
     ({"videos_per_class_test": 0}, "videos_per_class_test"),
     ({"fps": 15.5}, "fps"),
     ({"seed": "1"}, "seed"),
+    ({"backgrounds": "photos"}, "backgrounds"),
 ])
 def test_spec_validation_names_the_key(changes, key):
     with pytest.raises(ValueError, match=rf"synthetic spec: {key}="):
@@ -205,3 +206,22 @@ def test_palette_limits_the_looks_and_default_keeps_one_per_video():
     assert len(looks(SyntheticSpec())) == 24
     with pytest.raises(ValueError, match="palette"):
         SyntheticSpec(palette=-1)
+
+
+def test_generated_backgrounds_are_new_per_video_and_keep_the_pool_hue(tiny_spec):
+    import colorsys
+
+    spec = dataclasses.replace(tiny_spec, backgrounds="generated", noise_std=0.0, object_size=(0.1, 0.1))
+    assert background_pools(spec) == [[f"generated-{k}"] for k in range(spec.num_classes)]
+    plans = plan_videos(spec)
+    by_pool = {}
+    for plan in plans:
+        by_pool.setdefault(plan.pool, []).append(plan)
+    for pool, members in by_pool.items():
+        frames = [render_video(spec, plan)[0][0].astype(np.float64) for plan in members[:2]]
+        if len(frames) == 2:
+            assert np.abs(frames[0] - frames[1]).mean() > 5.0   # no two videos share a background
+        r, g, b = frames[0].reshape(-1, 3).mean(axis=0) / 255.0
+        hue = colorsys.rgb_to_hsv(r, g, b)[0]
+        target = pool / spec.num_classes
+        assert min(abs(hue - target), 1 - abs(hue - target)) < 0.1

@@ -372,6 +372,8 @@ def test_numpy_use_never_imports_cupy():
         ("grid_keep", 17),
         ("gauss_sigma", 0.0),
         ("beta_min", 0.9),
+        ("beta_warmup_steps", -1),
+        ("beta_warmup_steps", 2.5),
     ],
 )
 def test_config_rejects_bad_values_naming_the_field(field, value):
@@ -389,3 +391,11 @@ def test_config_defaults_are_the_published_values():
         cfg.beta = 0.3  # frozen
     with pytest.raises(ValueError, match="unknown FameConfig option"):
         fame.foreground_mask(random_clips(), betta=0.3)
+
+
+def test_beta_warmup_falls_linearly_from_one_then_holds():
+    cfg = fame.FameConfig(beta=0.3, beta_warmup_steps=10)
+    assert [cfg.at_step(s).beta for s in (0, 5, 10, 40)] == pytest.approx([1.0, 0.65, 0.3, 0.3])
+    assert cfg.at_step(10) is cfg and fame.FameConfig(beta=0.3).at_step(0).beta == 0.3
+    with pytest.raises(ValueError, match="beta_warmup_steps"):
+        fame.FameConfig(beta="auto", beta_warmup_steps=5)

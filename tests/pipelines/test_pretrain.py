@@ -125,6 +125,17 @@ def test_inter_video_fame_merges_the_configured_branches(coded_videos, branches)
         assert torch.allclose(batch.merged.permute(0, 4, 1, 2, 3).float(), batch.query, atol=1e-3)
 
 
+def test_beta_warmup_merges_less_at_the_first_steps(coded_videos):
+    beta, warmup = 0.3, 2
+    cfg = fame.FameConfig(beta=beta, beta_warmup_steps=warmup)
+    got, data = batches(coded_videos, fame_cfg=cfg)
+    assert len(got) > warmup
+    for step, batch in enumerate(got):
+        expected = cfg.at_step(step).beta
+        assert np.allclose(own_pixels(batch.query, batch.index), int(expected * CROP * CROP) / CROP**2), step
+    assert np.allclose(own_pixels(got[0].query, got[0].index), 1.0)
+
+
 def test_intra_video_fame_takes_the_background_from_the_key(coded_videos):
     cfg = fame.FameConfig(beta=0.3, background="intra")
     got, _ = batches(coded_videos, fame_cfg=cfg, return_masks=True)

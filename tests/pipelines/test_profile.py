@@ -26,6 +26,13 @@ def test_build_pretrain_loader_follows_the_config(tiny_data_root):
     assert batch.masks is not None and batch.original.shape[1:] == (frames, crop, crop, 3)
 
 
+def test_beta_warmup_epochs_become_steps(tiny_data_root):
+    cfg = tiny_config(tiny_data_root, "fame.beta=0.3", "fame.beta_warmup_epochs=1.5")
+    assert fame_config(cfg, steps_per_epoch=4).beta_warmup_steps == 6
+    loader = build_pretrain_loader(cfg)
+    assert loader.sampler.steps_per_epoch > 0
+
+
 def test_no_merging_configured_means_no_fame_stage(tiny_data_root):
     assert fame_config(tiny_config(tiny_data_root, "fame.variant=none")) is None
     assert fame_config(tiny_config(tiny_data_root, "fame.background=none")) is None
