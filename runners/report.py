@@ -18,6 +18,16 @@ from runners.sweep import read_sweep
 
 TRIAL_FILE = "trial.json"
 PLOT_METRIC = "linear/video_top1"
+# Trial metrics that count things (test videos, clips, gallery size) rather than measure them.
+COUNT_SUFFIXES = ("/videos", "/clips", "/queries", "/gallery")
+
+
+def metric_columns(names) -> list[str]:
+    """Measured metrics in reading order (R@1 before R@10), counts left out."""
+    def order(name: str):
+        head, _, k = name.rpartition("@")
+        return (head, int(k)) if k.isdigit() else (name, 0)
+    return sorted((n for n in set(names) if not n.endswith(COUNT_SUFFIXES)), key=order)
 
 
 def collect_trials(runs_dir: str, sweep_name: str) -> list[dict]:
@@ -48,7 +58,7 @@ def summarize(trials: list[dict], keys: list[str]) -> list[dict]:
 
 
 def markdown_table(summary: list[dict], keys: list[str]) -> str:
-    metrics = sorted({m for s in summary for m in s["stats"]})
+    metrics = metric_columns(m for s in summary for m in s["stats"])
     head = "| " + " | ".join(keys + ["seeds"] + metrics) + " |"
     sep = "|" + "---|" * (len(keys) + 1 + len(metrics))
     lines = [head, sep]

@@ -73,3 +73,9 @@ def test_report_table_and_plot_from_fabricated_results(tmp_path):
 def test_report_without_trials_says_what_to_run(tmp_path, capsys):
     assert report.main(["--sweep", os.path.join(SWEEPS, "beta.yaml"), "--runs", str(tmp_path)]) == 1
     assert "make sweep SWEEP=" in capsys.readouterr().err
+
+
+def test_report_columns_leave_out_counts_and_keep_recall_order():
+    names = ["retrieval/R@10", "retrieval/R@1", "linear/videos", "retrieval/gallery", "linear/video_top1",
+             "retrieval/R@5", "linear/clips", "retrieval/queries"]
+    assert report.metric_columns(names) == ["linear/video_top1", "retrieval/R@1", "retrieval/R@5", "retrieval/R@10"]
