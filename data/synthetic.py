@@ -327,7 +327,8 @@ def _image_canvas(spec: SyntheticSpec, name: str, canvas_h: int, canvas_w: int,
 
 
 def _smooth_field(height: int, width: int, blob: float, rng: np.random.Generator) -> np.ndarray:
-    """Gaussian-smoothed white noise rescaled to 0..1: blobs about ``blob`` pixels across."""
+    """White noise on a coarse grid, upsampled bicubically and rescaled to 0..1: blobs about
+    ``blob`` pixels across."""
     coarse = rng.standard_normal((max(2, round(height / blob)) + 1, max(2, round(width / blob)) + 1))
     field = skimage.transform.resize(coarse, (height, width), order=3, mode="reflect")
     return (field - field.min()) / max(float(np.ptp(field)), 1e-6)

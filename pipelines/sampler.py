@@ -68,6 +68,11 @@ def equal_shard(num_videos: int, rank: int, world: int) -> range:
     return range(rank * per_rank, (rank + 1) * per_rank)
 
 
+def full_batches(num_videos: int, rank: int, world: int, batch_size: int) -> int:
+    """Steps per epoch of a training role: the full batches of the rank's equal shard."""
+    return len(equal_shard(num_videos, rank, world)) // batch_size
+
+
 def split_shard(num_videos: int, rank: int, world: int) -> range:
     """Positions a rank reads when every video must be seen: near-equal contiguous slices."""
     if not 0 <= rank < world:
@@ -243,7 +248,7 @@ class _ShardedEpochs:
         shard = equal_shard if equal_shards else split_shard
         self.positions = shard(len(self.videos), rank, world)
         if equal_shards:    # drop_last: only full batches
-            self.steps_per_epoch = len(self.positions) // batch_size
+            self.steps_per_epoch = full_batches(len(self.videos), rank, world, batch_size)
         else:               # every video once: the last batch may be smaller
             self.steps_per_epoch = math.ceil(len(self.positions) / batch_size)
 
