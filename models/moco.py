@@ -8,6 +8,11 @@ The queue holds K normalised keys as columns of a (dim, K) buffer.
 InfoNCE for queries q and keys k (both (N, dim), unit norm):
     l_pos = q·k (N, 1), l_neg = q·queue (N, K), logits = [l_pos, l_neg] / T,
     L(q, k) = cross-entropy(logits, label 0).
+With ``batch_negatives`` (beyond MoCo v2; MoCo v3 and SimCLR contrast within the
+batch) l_neg also holds q·k_j for the other keys j of the step (every process's,
+gathered), (N, K + world x N - 1). With FAME these include the key of the clip
+whose background the query wears: the negative that a background shortcut
+cannot tell from the positive.
 Symmetric: loss = (L(q1, k2) + L(q2, k1)) / 2, with q_i = f_q(x_i), k_i = f_k(x_i);
 otherwise loss = L(q1, k2).
 
@@ -113,6 +118,7 @@ class MoCo(nn.Module):
         symmetric: bool = True,
         shuffle_bn: bool = True,
         shuffle_bn_groups: int = 2,
+        batch_negatives: bool = False,
     ):
         """``backbone_k``: a module of the same architecture, a factory for one, or None (a deep copy)."""
         super().__init__()
@@ -130,6 +136,7 @@ class MoCo(nn.Module):
         self.symmetric = symmetric
         self.shuffle_bn = shuffle_bn
         self.shuffle_bn_groups = shuffle_bn_groups
+        self.batch_negatives = batch_negatives
 
         head_q = ProjectionHead(backbone_q.feat_dim, dim, kind=head)
         if backbone_k is None:
@@ -212,12 +219,24 @@ class MoCo(nn.Module):
             )
 
     def infonce(self, q: torch.Tensor, k: torch.Tensor):
-        """L(q, k) against the queue: returns (loss, logits (N, 1 + K), labels (N,) of zeros)."""
+        """L(q, k) against the queue (and the step's other keys with batch_negatives):
+        returns (loss, logits (N, 1 + negatives), labels (N,) of zeros)."""
         l_pos = (q * k).sum(dim=1, keepdim=True)
         l_neg = q @ self.queue.clone().to(q.dtype)
+        if self.batch_negatives and self.training:
+            l_neg = torch.cat([self._batch_negatives(q, k), l_neg], dim=1)
         logits = torch.cat([l_pos, l_neg], dim=1) / self.T
         labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
         return F.cross_entropy(logits, labels), logits, labels
+
+    def _batch_negatives(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """q·k_j for every key j of the step on every process except q's own positive: (N, world x N - 1)."""
+        k_all = concat_all_gather(k)
+        n = q.shape[0]
+        own = torch.arange(n, device=q.device) + (dist.get_rank() * n if is_distributed() else 0)
+        others = torch.ones(n, k_all.shape[0], dtype=torch.bool, device=q.device)
+        others[torch.arange(n, device=q.device), own] = False
+        return (q @ k_all.T.to(q.dtype))[others].view(n, -1)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> MoCoOutput:
         q1 = self._encode_q(x1)

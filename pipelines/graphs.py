@@ -7,14 +7,15 @@ picked out with ``fn.sequence_rearrange``). Per-sample draws enter as argument i
 so one draw applies to every frame of a clip (temporally consistent):
 
     decode -> crop (fn.resize of a ROI; a flip is a reversed ROI) -> [FAME, python_function]
-           -> colour (fn.color_twist to float: jitter, grayscale as saturation 0; clamped to
-              0..255) -> fn.gaussian_blur -> fn.crop_mirror_normalize
+           -> fn.gaussian_blur (uint8) -> colour (fn.color_twist to float: jitter, grayscale
+              as saturation 0; clamped to 0..255) -> fn.crop_mirror_normalize
            -> CFHW float32 per clip (NCTHW batches)
 
 The colour twist runs on every clip (an undrawn jitter is the identity): on the CPU a
 float twist over the whole batch costs less than splitting the batch with a DALI
 conditional and twisting in uint8. The blur runs only on the clips that drew it (a
-conditional on the per-sample flag), on float pixels.
+conditional on the per-sample flag), before the twist, on uint8 pixels (``colour_clip``
+says why the order does not matter).
 
 ``device="cpu"`` runs every operator on the CPU with no GPU (device_id None);
 ``device="gpu"`` decodes with NVDEC ("mixed") and runs the rest on the GPU, the
@@ -104,14 +105,20 @@ def _crop(clip, feeds: dict, suffix: str, crop: int, aug: AugParams):
 
 
 def colour_clip(clip, feeds: dict, suffix: str, crop: int, aug: AugParams):
-    """FHWC uint8 -> FHWC float32 in 0..255: colour twist (identity where not drawn), then
-    the blur on the clips whose flag is set (a DALI conditional)."""
-    clip = fn.color_twist(clip, brightness=feeds["brightness" + suffix], contrast=feeds["contrast" + suffix],
-                          saturation=feeds["saturation" + suffix], hue=feeds["hue" + suffix], dtype=types.FLOAT)
-    clip = dmath.clamp(clip, 0.0, PIXEL_MAX)
+    """FHWC uint8 -> FHWC float32 in 0..255: the blur on the clips whose flag is set (a DALI
+    conditional, on uint8 pixels), then the colour twist (identity where not drawn), clamped.
+
+    The published order is jitter, grayscale, then blur. The twist and the blur are both
+    linear in the pixels (a per-pixel affine colour map; a normalised convolution per
+    channel), so they commute. Blurring first changes only the pixels the clamp cuts, plus
+    the blur's rounding to uint8 (under half a level). On the CPU a uint8 blur costs a
+    fraction of a float one.
+    """
     if feeds["blur" + suffix]:
         clip = fn.gaussian_blur(clip, sigma=feeds["sigma" + suffix], window_size=aug.blur_window(crop))
-    return clip
+    clip = fn.color_twist(clip, brightness=feeds["brightness" + suffix], contrast=feeds["contrast" + suffix],
+                          saturation=feeds["saturation" + suffix], hue=feeds["hue" + suffix], dtype=types.FLOAT)
+    return dmath.clamp(clip, 0.0, PIXEL_MAX)
 
 
 def _normalise(clip, aug: AugParams):

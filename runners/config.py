@@ -115,6 +115,7 @@ class ModelConfig:
     T: float = field(default=0.1, metadata=_range(0.0, lo_open=True))
     symmetric: bool = True
     shuffle_bn_groups: int = field(default=2, metadata=_range(1))
+    batch_negatives: bool = False     # also contrast with the step's other keys (models/moco.py)
 
 
 @dataclass

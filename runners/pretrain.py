@@ -59,7 +59,7 @@ class Throughput:
 def build_model(cfg: Config, device: torch.device) -> MoCo:
     return MoCo(build_eval_backbone(cfg), build_eval_backbone(cfg), dim=cfg.model.dim, K=cfg.model.K, m=cfg.model.m, T=cfg.model.T,
                 head=cfg.model.head, symmetric=cfg.model.symmetric,
-                shuffle_bn_groups=cfg.model.shuffle_bn_groups).to(device)
+                shuffle_bn_groups=cfg.model.shuffle_bn_groups, batch_negatives=cfg.model.batch_negatives).to(device)
 
 
 def train_step(model, q, k, optimizer, scaler, amp, grad_clip: float, step: int):

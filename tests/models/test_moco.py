@@ -107,14 +107,19 @@ def test_momentum_update_arithmetic():
     assert torch.all(moco.f_k.backbone.bn.running_mean == 5.0)
 
 
-def test_loss_equals_hand_computed_infonce():
-    moco = make_moco(K=8, T=0.2)
+def encode_by_hand(moco, x1, x2):
+    """Training mode; q = f_q(x1), k = f_k(x2) computed outside forward(), and the queue before the step."""
     moco.train()
-    x1, x2 = clips(4, 1), clips(4, 2)
-    queue_before = moco.queue.clone()
     with torch.no_grad():
         q = F.normalize(moco.f_q.head(moco.f_q.backbone(x1)), dim=1)
         k = F.normalize(moco.f_k.head(moco.f_k.backbone(x2)), dim=1)
+    return q, k, moco.queue.clone()
+
+
+def test_loss_equals_hand_computed_infonce():
+    moco = make_moco(K=8, T=0.2)
+    x1, x2 = clips(4, 1), clips(4, 2)
+    q, k, queue_before = encode_by_hand(moco, x1, x2)
     out = moco(x1, x2)
     assert out.logits.shape == (4, 1 + 8)
     assert torch.equal(out.labels, torch.zeros(4, dtype=torch.long))
@@ -123,6 +128,22 @@ def test_loss_equals_hand_computed_infonce():
     # the keys are enqueued after the loss
     torch.testing.assert_close(moco.queue[:, :4], k.T)
     torch.testing.assert_close(moco.queue[:, 4:], queue_before[:, 4:])
+
+
+def test_batch_negatives_add_the_other_keys_of_the_step():
+    moco = make_moco(K=8, T=0.2, batch_negatives=True)
+    x1, x2 = clips(4, 1), clips(4, 2)
+    q, k, queue_before = encode_by_hand(moco, x1, x2)
+    out = moco(x1, x2)
+    assert out.logits.shape == (4, 1 + 3 + 8)
+    for i in range(4):
+        others = [j for j in range(4) if j != i]
+        torch.testing.assert_close(out.logits[i, 1:4], (k[others] @ q[i]) / 0.2)
+        torch.testing.assert_close(out.logits[i, 4:], (q[i] @ queue_before) / 0.2)
+        per_sample = hand_infonce(q[i:i + 1], k[i:i + 1], torch.cat([k[others].T, queue_before], dim=1), 0.2)
+        assert F.cross_entropy(out.logits[i:i + 1], out.labels[i:i + 1]).item() == pytest.approx(per_sample, rel=1e-5)
+    moco.eval()
+    assert moco(x1, x2).logits.shape == (4, 1 + 8)   # evaluation contrasts with the queue only
 
 
 def test_symmetric_loss_averages_both_directions_and_enqueues_both_keys():

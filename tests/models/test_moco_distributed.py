@@ -37,6 +37,22 @@ def check_without_bn(rank):
     torch.testing.assert_close(own_columns, local_keys.T)
 
 
+def check_batch_negatives(rank):
+    """Each query's in-batch negatives are every process's keys but its own positive."""
+    torch.manual_seed(0)
+    moco = MoCo(TinyBackbone(), dim=DIM, K=K, T=0.2, head="linear", symmetric=False, batch_negatives=True).train()
+    torch.manual_seed(300 + rank)
+    x1, x2 = torch.randn(BATCH, *CLIP), torch.randn(BATCH, *CLIP)
+    with torch.no_grad():
+        q = moco.f_q(x1)
+        k_all = torch.cat(gather(moco.f_k(x2)))
+    out = moco(x1, x2)
+    assert out.logits.shape == (BATCH, 1 + WORLD * BATCH - 1 + K)
+    for i in range(BATCH):
+        others = [j for j in range(WORLD * BATCH) if j != rank * BATCH + i]
+        torch.testing.assert_close(out.logits[i, 1 : WORLD * BATCH], (k_all[others] @ q[i]) / 0.2)
+
+
 def check_with_bn(rank):
     """With BN each key must come from a per-process sub-batch of a freshly shuffled global batch."""
     torch.manual_seed(0)
@@ -69,6 +85,7 @@ def worker(rank, init_file):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
         check_without_bn(rank)
+        check_batch_negatives(rank)
         check_with_bn(rank)
     finally:
         dist.destroy_process_group()
