@@ -40,8 +40,18 @@ def collect_trials(runs_dir: str, sweep_name: str) -> list[dict]:
     return rows
 
 
+def grid_position(params: dict, parameters: dict) -> tuple:
+    """Where a setting sits in the sweep's grid: the index of each value in its key's list
+    (a value the file does not list goes last)."""
+    position = []
+    for key, spec in parameters.items():
+        values = spec["values"]
+        position.append(values.index(params.get(key)) if params.get(key) in values else len(values))
+    return tuple(position)
+
+
 def summarize(trials: list[dict], keys: list[str]) -> list[dict]:
-    """One entry per setting: params, seeds, and per metric (mean, std, n), in grid order of first appearance."""
+    """One entry per setting: params, seeds, and per metric (mean, std, n), in order of first appearance."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for t in trials:
         groups[tuple(json.dumps(t["params"].get(k)) for k in keys)].append(t)
@@ -105,7 +115,7 @@ def main(argv=None) -> int:
         print(f"no {TRIAL_FILE} of sweep '{sweep['name']}' under {a.runs}/: run `make sweep SWEEP={a.sweep}` first",
               file=sys.stderr)
         return 1
-    summary = summarize(trials, keys)
+    summary = sorted(summarize(trials, keys), key=lambda entry: grid_position(entry["params"], sweep["parameters"]))
     table = markdown_table(summary, keys)
     md, png = (os.path.join(a.runs, f"{sweep['name']}.{ext}") for ext in ("md", "png"))
     with open(md, "w") as f:

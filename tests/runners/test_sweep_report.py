@@ -66,6 +66,7 @@ def test_report_table_and_plot_from_fabricated_results(tmp_path):
     assert "| 1.0 | one | 2 | 40.0 ± 1.4 | 20.0 ± 0.7 |" in md
     assert "| 0.5 | one | 2 | 70.0 ± 1.4 | 35.0 ± 0.7 |" in md
     assert "99" not in md
+    assert md.index("| 1.0 | one |") < md.index("| 0.5 | one |")   # the sweep file's order, not the runs'
     with Image.open(runs / "beta.png") as im:
         assert im.size[0] > 300 and im.size[1] > 200
 
