@@ -8,7 +8,10 @@ training split, tested on the background-shifted test split) and retrieves
 (test videos query the training videos) with each: one `runners.trial` per
 method and seed, each its own process. Prints and writes a table of linear
 top-1 and R@1 per method (mean ± std over seeds) and the gap FAME - baseline
-(per seed, then mean ± std), plus the machine and the time taken:
+(per seed, then mean ± std), plus the machine and the time taken. With
+eval.unbiased_probe (on in configs/benchmark.yaml) the table has a control
+column, linear_unbiased: the same probe trained on class-independent
+backgrounds (runners.trial). Files:
 <run.dir>/<name>.md and <run.dir>/<name>.json, name = benchmark-<time>.
 """
 from __future__ import annotations
@@ -31,7 +34,7 @@ VARIANT_KEY = "fame.variant"
 BASELINE, FAME = "none", "fame"
 METHOD_LABELS = {BASELINE: "MoCo baseline", FAME: "MoCo + FAME"}
 GAP_LABEL = "gap (FAME - baseline)"
-TABLE_METRICS = ("linear/video_top1", "retrieval/R@1")
+TABLE_METRICS = ("linear/video_top1", "retrieval/R@1", "linear_unbiased/video_top1")
 CPUINFO = "/proc/cpuinfo"
 
 
@@ -99,7 +102,8 @@ def write_outputs(out_base: str, record: dict, table: str) -> tuple[str, str]:
                 f"config `{record['config']}`, seeds {','.join(map(str, record['seeds']))}"
                 f"{', overrides ' + ' '.join(record['overrides']) if record['overrides'] else ''}\n\n{table}\n"
                 f"linear: video top-1 (%) on the background-shifted test split; R@1: test videos retrieving "
-                f"training videos.\nMachine: {record['machine']}; {record['seconds'] / 60:.1f} min in all.\n")
+                f"training videos; linear_unbiased (with eval.unbiased_probe): the linear probe trained on "
+                f"class-independent backgrounds instead, a control.\nMachine: {record['machine']}; {record['seconds'] / 60:.1f} min in all.\n")
     with open(json_path, "w") as f:
         json.dump(record, f, indent=1)
     return md_path, json_path

@@ -153,6 +153,9 @@ class EvalConfig:
     schedule: Literal["cosine", "step"] = "step"
     milestones: list[int] = field(default_factory=lambda: [60, 120])
     ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20, 50])
+    # runners.trial: also linear-probe on the synthetic data's sibling whose training split
+    # has class-independent backgrounds (<data.root>-unbiased), a control for the probe's shortcut
+    unbiased_probe: bool = False
 
 
 @dataclass
@@ -290,6 +293,9 @@ def _check_relations(cfg: Config) -> None:
         raise ConfigError(f"config key 'aug.crop_area': the area fraction must be at most 1, got {cfg.aug.crop_area[1]}")
     if cfg.train.resume not in ("auto", "none") and not os.path.exists(cfg.train.resume):
         raise ConfigError(f"config key 'train.resume': '{cfg.train.resume}' is neither auto, none, nor an existing checkpoint")
+    if cfg.eval.unbiased_probe and cfg.data.synthetic is None:
+        raise ConfigError("config key 'eval.unbiased_probe': needs synthetic data (data.synthetic), "
+                          "which can be regenerated with class-independent training backgrounds")
     if cfg.data.synthetic is not None and cfg.data.synthetic.num_classes != cfg.data.num_classes:
         raise ConfigError(f"config keys 'data.num_classes' ({cfg.data.num_classes}) and "
                           f"'data.synthetic.num_classes' ({cfg.data.synthetic.num_classes}) must agree")

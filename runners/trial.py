@@ -3,7 +3,11 @@
     python -m runners.trial --config configs/synthetic.yaml fame.beta=0.3 seed=1
 
 This is what every grid point of `runners.sweep` (and a `wandb agent`) runs.
-Runs: <run.name> (pretrain), <run.name>-linear, <run.name>-retrieval; the
+Runs: <run.name> (pretrain), <run.name>-linear, <run.name>-retrieval, and with
+eval.unbiased_probe <run.name>-linear-unbiased: the same linear probe trained on a
+copy of the synthetic data whose training split has class-independent backgrounds
+(metrics linear_unbiased/*). Set against linear/*, it shows how much of the
+motion the backbone learned the biased probe gives up to the background. The
 pretrain run directory gets trial.json: the sweep (wandb.group), the trial's
 parameters (its key=value overrides, less run.*, wandb.* and seed), the seed and
 the metrics that `runners.report` tabulates.
@@ -17,10 +21,18 @@ import sys
 
 from runners import classify, pretrain, retrieve
 from runners.common import parse_cli
-from runners.config import Config, run_name
+from runners.config import Config, DataConfig, run_name
 
 BOOKKEEPING = ("run.", "wandb.", "seed=")
 TRIAL_FILE = "trial.json"
+UNBIASED_SUFFIX = "-unbiased"
+
+
+def unbiased_data(data: DataConfig) -> DataConfig:
+    """The synthetic dataset of ``data`` with class-independent backgrounds in its training
+    split too, generated beside it (<root>-unbiased); its test split is drawn as before."""
+    synthetic = dataclasses.replace(data.synthetic, bg_correlation_train=0.0)
+    return dataclasses.replace(data, root=data.root.rstrip("/") + UNBIASED_SUFFIX, synthetic=synthetic)
 
 
 def trial_params(overrides: list[str]) -> dict:
@@ -40,13 +52,16 @@ def run_trial(cfg: Config, params: dict) -> dict:
     run_dir = pretrain.main(cfg)
     backbone = os.path.join(run_dir, "backbone.pt")
 
-    def downstream(suffix, **eval_changes):
+    def downstream(suffix, data=cfg.data, **eval_changes):
         return dataclasses.replace(cfg, pretrained=backbone, run=dataclasses.replace(cfg.run, name=f"{name}-{suffix}"),
-                                   eval=dataclasses.replace(cfg.eval, **eval_changes))
-    linear = classify.main(downstream("linear", protocol="linear"))["metrics"]
-    recall = retrieve.main(downstream("retrieval"))["metrics"]
-    metrics = {f"linear/{k}": v for k, v in linear.items() if isinstance(v, (int, float))}
-    metrics.update({f"retrieval/{k}": v for k, v in recall.items() if isinstance(v, (int, float))})
+                                   data=data, eval=dataclasses.replace(cfg.eval, **eval_changes))
+    results = {"linear": classify.main(downstream("linear", protocol="linear")),
+               "retrieval": retrieve.main(downstream("retrieval"))}
+    if cfg.eval.unbiased_probe:
+        results["linear_unbiased"] = classify.main(downstream("linear" + UNBIASED_SUFFIX, data=unbiased_data(cfg.data),
+                                                              protocol="linear"))
+    metrics = {f"{kind}/{k}": v for kind, result in results.items()
+               for k, v in result["metrics"].items() if isinstance(v, (int, float))}
     record = {"sweep": cfg.wandb.group or "adhoc", "name": name, "params": params, "seed": cfg.seed,
               "metrics": metrics, "run_dir": run_dir}
     with open(os.path.join(run_dir, TRIAL_FILE), "w") as f:

@@ -40,8 +40,13 @@ def test_tiny_benchmark_end_to_end(tmp_path):
                            f"data.root={data}"])
     assert code == 0
     md = (runs / "bench.md").read_text()
-    for label in ("MoCo baseline", "MoCo + FAME", benchmark.GAP_LABEL, "linear/video_top1", "retrieval/R@1"):
+    for label in ("MoCo baseline", "MoCo + FAME", benchmark.GAP_LABEL, "linear/video_top1", "retrieval/R@1",
+                  "linear_unbiased/video_top1"):
         assert label in md
+    # the control probe's data: a sibling dataset whose training backgrounds ignore the class
+    spec = json.loads((tmp_path / "data-unbiased" / "spec.json").read_text())["spec"]
+    assert spec["bg_correlation_train"] == 0.0
+    assert json.loads((data / "spec.json").read_text())["spec"]["bg_correlation_train"] == 0.9
     out = json.loads((runs / "bench.json").read_text())
     assert [r["params"]["method"] for r in out["rows"]] == ["MoCo baseline", "MoCo + FAME", benchmark.GAP_LABEL]
     assert sorted(t["params"]["fame.variant"] for t in out["trials"]) == ["fame", "none"]
@@ -52,3 +57,5 @@ def test_tiny_benchmark_end_to_end(tmp_path):
     assert out["seconds"] > 0 and "cores" in out["machine"]
     for t in out["trials"]:
         assert os.path.isfile(os.path.join(t["run_dir"], "backbone.pt"))
+        assert 0.0 <= t["metrics"]["linear_unbiased/video_top1"] <= 100.0
+        assert os.path.isdir(os.path.join(runs, t["name"] + "-linear-unbiased"))

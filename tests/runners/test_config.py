@@ -79,6 +79,7 @@ def test_int_is_accepted_for_float_but_not_the_reverse():
     ("aug.crop_area=[0.5,0.2]", r"'aug.crop_area'"),
     ("train.resume=/no/such/ckpt.pt", r"'train.resume'.*/no/such/ckpt.pt"),
     ("noequals", r"expected key=value"),
+    ("eval.unbiased_probe=true", r"'eval.unbiased_probe'.*data.synthetic"),
 ])
 def test_validation_errors_name_the_key(override, message):
     with pytest.raises(C.ConfigError, match=message):
