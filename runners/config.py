@@ -296,6 +296,9 @@ def _check_relations(cfg: Config) -> None:
     if cfg.eval.unbiased_probe and cfg.data.synthetic is None:
         raise ConfigError("config key 'eval.unbiased_probe': needs synthetic data (data.synthetic), "
                           "which can be regenerated with class-independent training backgrounds")
+    if cfg.eval.unbiased_probe and (os.path.isabs(cfg.data.train_list) or os.path.isabs(cfg.data.val_list)):
+        raise ConfigError("config key 'eval.unbiased_probe': data.train_list and data.val_list must be relative "
+                          "to data.root, or the control probe would read the biased lists")
     if cfg.data.synthetic is not None and cfg.data.synthetic.num_classes != cfg.data.num_classes:
         raise ConfigError(f"config keys 'data.num_classes' ({cfg.data.num_classes}) and "
                           f"'data.synthetic.num_classes' ({cfg.data.synthetic.num_classes}) must agree")

@@ -30,7 +30,7 @@ UNBIASED_SUFFIX = "-unbiased"
 
 def unbiased_data(data: DataConfig) -> DataConfig:
     """The synthetic dataset of ``data`` with class-independent backgrounds in its training
-    split too, generated beside it (<root>-unbiased); its test split is drawn as before."""
+    split too, generated beside it (<root>-unbiased); its test split is drawn the same way."""
     synthetic = dataclasses.replace(data.synthetic, bg_correlation_train=0.0)
     return dataclasses.replace(data, root=data.root.rstrip("/") + UNBIASED_SUFFIX, synthetic=synthetic)
 

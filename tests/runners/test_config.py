@@ -86,6 +86,13 @@ def test_validation_errors_name_the_key(override, message):
         C.load_config(None, [override])
 
 
+def test_unbiased_probe_refuses_absolute_lists():
+    synthetic = "data.synthetic={num_classes: 4}"
+    assert C.load_config(None, [synthetic, "eval.unbiased_probe=true"]).eval.unbiased_probe
+    with pytest.raises(C.ConfigError, match="'eval.unbiased_probe'.*relative"):
+        C.load_config(None, [synthetic, "eval.unbiased_probe=true", "data.train_list=/abs/train.txt"])
+
+
 def test_unknown_key_in_a_file_names_it(tmp_path):
     path = write(tmp_path, "bad.yaml", {"clip": {"frame": 8}})
     with pytest.raises(C.ConfigError, match="unknown config key 'clip.frame'"):
