@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed-cuda$(CUDA)
 RUN := $(if $(filter 1,$(NPROC)),$(PY) -m,$(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC) -m)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test pretrain data-synth profile bench bench-fame sweep report visualize-masks caam kernels linear finetune retrieve results clean benchmark
+.PHONY: help setup test pretrain data-synth profile bench bench-fame sweep report visualize-masks mask-quality caam kernels linear finetune retrieve results clean benchmark
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -73,6 +73,9 @@ benchmark: $(STAMP)  ## background-bias benchmark: baseline vs FAME, linear prob
 
 visualize-masks: $(STAMP)  ## Fig. 5: frames, seed region, soft mask, masks and merges of every variant
 	$(PY) -m runners.visualize masks --config $(CONFIG) $(ARGS)
+
+mask-quality: $(STAMP)  ## recall/precision of every variant's mask against the object's box (synthetic data)
+	$(PY) -m runners.visualize mask-quality --config $(CONFIG) $(ARGS)
 
 CKPT ?=
 caam: $(STAMP)  ## Fig. 1: class-agnostic activation maps: CKPT="runs/a/backbone.pt runs/b/backbone.pt"

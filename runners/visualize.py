@@ -3,6 +3,7 @@
     python -m runners.visualize masks   --config X [--videos 4]            (Fig. 5)
     python -m runners.visualize caam    --config X --ckpt A.pt --ckpt B.pt  (Fig. 1 + energy in the box)
     python -m runners.visualize kernels --ckpt A.pt --ckpt B.pt [--label L]  (Fig. 3)
+    python -m runners.visualize mask-quality --config X [--videos 64]        (masks vs the object's box)
 
 Clips are read with PyAV (a few videos; no training pipeline needed): the
 middle clip.frames x clip.stride window, short side resized to clip.crop and
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 import fame
+from fame.config import AUTO_BETA
 from fame.mask import smoothed_statistics, soft_mask_from
 from data.filelist import read_file_list
 from data.video_io import read_video
@@ -33,6 +35,8 @@ from runners.evaluation import backbone_state_from_file, build_eval_backbone
 from runners.config import Config, ConfigError, data_path, load_config, with_run_name
 
 VARIANTS = ("gauss", "seed", "grid", "fame")
+DEFAULT_VIDEOS = {"masks": 4, "caam": 4, "kernels": 4, "mask-quality": 64}
+QUALITY_BETAS = (0.3, 0.5, 0.7, AUTO_BETA)
 HEAT = "inferno"
 VIOLIN_POINTS = 4_000
 matplotlib.use("Agg")
@@ -128,6 +132,95 @@ def save_grid(columns: list[tuple[str, list[np.ndarray]]], path: str, row_labels
     plt.close(fig)
 
 
+# ---------------------------------------------------------- mask quality ----
+def box_masks(boxes, height: int, width: int) -> np.ndarray:
+    """(B, H, W) bool: True inside each clip's box [x0, y0, x1, y1] (x1/y1 exclusive)."""
+    inside = np.zeros((len(boxes), height, width), bool)
+    for m, (x0, y0, x1, y1) in zip(inside, boxes):
+        m[y0:y1, x0:x1] = True
+    return inside
+
+
+def overlap_scores(masks: np.ndarray, inside: np.ndarray) -> dict:
+    """Means over clips of (B, H, W) bool masks against the object's boxes: recall (share of
+    the box kept), precision (share of the mask inside the box) and own_background (share
+    of the frame kept outside the box: what merging leaves of the clip's own background)."""
+    assert masks.shape == inside.shape and masks.dtype == bool, f"{masks.shape} {masks.dtype} vs {inside.shape}"
+    hits = (masks & inside).sum((1, 2))
+    return {"fraction": float(masks.mean()),
+            "recall": float(np.mean(hits / np.maximum(inside.sum((1, 2)), 1))),
+            "precision": float(np.mean(hits / np.maximum(masks.sum((1, 2)), 1))),
+            "own_background": float((masks & ~inside).mean())}
+
+
+def ranking_auc(scores: np.ndarray, inside: np.ndarray) -> float:
+    """Mean over clips of the chance that a pixel inside the box outscores one outside it
+    (ties count half; the Mann-Whitney U of each (H, W) map, scaled to [0, 1])."""
+    from scipy.stats import rankdata
+    aucs = []
+    for s, m in zip(scores, inside):
+        positive, negative = int(m.sum()), int(m.size - m.sum())
+        if positive == 0 or negative == 0:
+            continue
+        ranks = rankdata(s.ravel())
+        aucs.append((ranks[m.ravel()].sum() - positive * (positive + 1) / 2) / (positive * negative))
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+def mask_quality(clips: np.ndarray, boxes, cfg: Config) -> dict:
+    """How well each variant's mask covers the moving object, per beta (NTHWC uint8 clips,
+    boxes: the object's box over the clip, in crop pixels). The box holds the object and
+    some background beside it, so precision is an upper bound for the object itself and
+    own_background a lower bound on what the merge keeps of the clip's own background."""
+    fc = figure_fame_config(cfg)
+    inside = box_masks(boxes, *clips.shape[2:4])
+    seed, mean = smoothed_statistics(clips, fc)
+    rows = []
+    for variant in VARIANTS:
+        for beta in (QUALITY_BETAS if variant != "grid" else (fc.grid_keep / fc.grid_cells**2,)):
+            masks = fame.foreground_mask(clips, **{**dataclasses.asdict(fc), "variant": variant, "beta": beta})
+            rows.append({"variant": variant, "beta": beta, **overlap_scores(masks.astype(bool), inside)})
+    return {"videos": len(clips), "box_fraction": float(inside.mean()), "rows": rows,
+            "auc": {"seed region S": ranking_auc(seed, inside),
+                    "soft mask M": ranking_auc(soft_mask_from(seed, mean, fc), inside)}}
+
+
+def quality_table(quality: dict) -> str:
+    """The mask_quality result as markdown."""
+    lines = [f"{quality['videos']} clips; the object's box covers {quality['box_fraction']:.3f} of the frame; "
+             + "; ".join(f"AUC of {k} {v:.3f}" for k, v in quality["auc"].items()), "",
+             "| variant | beta | mask fraction | recall | precision | own background kept |", "|---|---|---|---|---|---|"]
+    for r in quality["rows"]:
+        beta = r["beta"] if isinstance(r["beta"], str) else f"{r['beta']:.2f}"
+        lines.append(f"| {r['variant']} | {beta} | {r['fraction']:.3f} | {r['recall']:.3f} | "
+                     f"{r['precision']:.3f} | {r['own_background']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_quality(quality: dict, path: str) -> None:
+    """Precision against recall, one line per variant through its betas."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(4.5, 3.5), dpi=100)
+    for i, variant in enumerate(VARIANTS):
+        rows = [r for r in quality["rows"] if r["variant"] == variant]
+        fixed = [r for r in rows if not isinstance(r["beta"], str)]
+        ax.plot([r["recall"] for r in fixed], [r["precision"] for r in fixed], "o-", color=f"C{i}", label=variant)
+        for r in fixed:
+            ax.annotate(f"{r['beta']:.2g}", (r["recall"], r["precision"]), fontsize=6,
+                        xytext=(3, 3), textcoords="offset points")
+        auto = [r for r in rows if isinstance(r["beta"], str)]
+        ax.plot([r["recall"] for r in auto], [r["precision"] for r in auto], "*", color=f"C{i}", markersize=10)
+    ax.plot([], [], "k*", label=f"beta={AUTO_BETA}")
+    ax.axhline(quality["box_fraction"], color="gray", linestyle=":", label="chance (box fraction)")
+    ax.set_xlabel("recall of the object's box")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1.05), ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 # ------------------------------------------------------------------ CAAM ----
 def last_feature_map(backbone: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The last 5-D activation (N, C, T', H', W') the backbone computes before pooling."""
@@ -217,11 +310,11 @@ def plot_kernels(named: list[tuple[str, list]], path: str) -> None:
 # ------------------------------------------------------------------ main ----
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("figure", choices=["masks", "caam", "kernels"])
+    p.add_argument("figure", choices=list(DEFAULT_VIDEOS))
     p.add_argument("--config", default="configs/synthetic.yaml")
     p.add_argument("--ckpt", action="append", default=[], help="backbone.pt or checkpoint (repeat to compare)")
     p.add_argument("--label", action="append", default=[], help="a name per --ckpt")
-    p.add_argument("--videos", type=int, default=4)
+    p.add_argument("--videos", type=int, help=f"clips to read (default per figure: {DEFAULT_VIDEOS})")
     p.add_argument("overrides", nargs="*")
     a = p.parse_intermixed_args(argv)
     try:
@@ -233,15 +326,18 @@ def main(argv=None) -> int:
     for path in a.ckpt:
         if not os.path.isfile(path):
             p.error(f"--ckpt '{path}' does not exist")
+    if a.videos is not None and a.videos < 1:
+        p.error(f"--videos must be >= 1, got {a.videos}")
+    videos = a.videos or DEFAULT_VIDEOS[a.figure]
     labels = a.label + [os.path.basename(os.path.dirname(c)) or c for c in a.ckpt[len(a.label):]]
     cfg, run_dir = prepare_run_dir(with_run_name(cfg, prefix=f"{a.figure}-"))
     logger = open_logger(cfg, run_dir, "figures")
     out = os.path.join(run_dir, f"{a.figure}.png")
     if a.figure == "masks":
-        clips, labels_, _ = read_clips(cfg, a.videos)
+        clips, labels_, _ = read_clips(cfg, videos)
         save_grid(mask_panels(clips, cfg), out, [f"class {l}" for l in labels_])
     elif a.figure == "caam":
-        clips, _, boxes = read_clips(cfg, a.videos)
+        clips, _, boxes = read_clips(cfg, videos)
         x = normalise(clips, cfg)
         t = clips.shape[1] // 2
         columns = [("frame", list(clips[:, t]))]
@@ -258,6 +354,21 @@ def main(argv=None) -> int:
                 json.dump(scores, f, indent=1)
             logger.summary({f"caam_energy_in_box/{k}": v for k, v in scores.items()})
             print("CAAM energy inside the object's box: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+    elif a.figure == "mask-quality":
+        clips, _, boxes = read_clips(cfg, videos)
+        if boxes is None:
+            raise SystemExit(f"mask-quality needs the object boxes of synthetic data: "
+                             f"{cfg.data.root} has no annotations.json")
+        quality = mask_quality(clips, boxes, cfg)
+        with open(os.path.join(run_dir, "mask_quality.json"), "w") as f:
+            json.dump(quality, f, indent=1)
+        table = quality_table(quality)
+        with open(os.path.join(run_dir, "mask_quality.md"), "w") as f:
+            f.write(table)
+        logger.summary({f"mask_quality/{r['variant']}/{r['beta']}/{k}": r[k]
+                        for r in quality["rows"] for k in ("recall", "precision", "own_background")})
+        plot_quality(quality, out)
+        print(table)
     else:
         named = [(label, temporal_kernels(load_for_figures(path, cfg))) for label, path in zip(labels, a.ckpt)]
         if not named[0][1]:

@@ -64,3 +64,39 @@ def test_kernels_violin_plot_for_r2plus1d(tmp_path, tiny_data_root):
     (w, h), _ = run("kernels", tmp_path, tiny_data_root, "--ckpt", str(path), "--ckpt", str(path),
                     "model.backbone=r2plus1d_18")
     assert w > 400 and h > 200
+
+
+def test_overlap_scores_count_pixels_against_the_box():
+    inside = visualize.box_masks([(0, 0, 4, 2)], 4, 4)       # top half of a 4x4 frame
+    assert inside.sum() == 8 and inside[0, :2].all()
+    masks = np.zeros((1, 4, 4), bool)
+    masks[0, 1:3] = True                                      # rows 1-2: 4 pixels in the box, 4 below
+    scores = visualize.overlap_scores(masks, inside)
+    assert scores == {"fraction": 0.5, "recall": 0.5, "precision": 0.5, "own_background": 0.25}
+
+
+def test_ranking_auc_orders_inside_above_outside():
+    inside = visualize.box_masks([(0, 0, 2, 2)], 4, 4)
+    ramp = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
+    assert visualize.ranking_auc(inside.astype(np.float32), inside) == 1.0
+    assert visualize.ranking_auc(-inside.astype(np.float32), inside) == 0.0
+    assert visualize.ranking_auc(np.ones((1, 4, 4)), inside) == 0.5       # ties count half
+    # ramp: inside values 0,1,4,5 rank below all 12 others but 4,5 beat 2,3
+    assert visualize.ranking_auc(ramp, inside) == 4 / 48
+
+
+def test_mask_quality_scores_every_variant_and_beta(tmp_path, tiny_data_root):
+    (w, h), _ = run("mask-quality", tmp_path, tiny_data_root, "--videos", "8")
+    assert w >= 300 and h >= 200
+    quality = json.loads((tmp_path / "mask-quality" / "mask_quality.json").read_text())
+    assert quality["videos"] == 8 and 0 < quality["box_fraction"] < 1
+    betas = {v: [r["beta"] for r in quality["rows"] if r["variant"] == v] for v in visualize.VARIANTS}
+    assert betas["fame"] == list(visualize.QUALITY_BETAS) and len(betas["grid"]) == 1
+    for r in quality["rows"]:
+        assert all(0.0 <= r[k] <= 1.0 for k in ("fraction", "recall", "precision", "own_background"))
+    fame_rows = [r for r in quality["rows"] if r["variant"] == "fame" and r["beta"] != "auto"]
+    recalls = [r["recall"] for r in fame_rows]
+    assert recalls == sorted(recalls)                  # a larger beta keeps more of the box
+    # frame differences find the moving object: better than chance at ranking its pixels
+    assert quality["auc"]["seed region S"] > 0.7
+    assert "| fame | 0.30 |" in (tmp_path / "mask-quality" / "mask_quality.md").read_text()
