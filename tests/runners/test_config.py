@@ -23,6 +23,21 @@ def test_defaults_are_the_published_recipe():
     assert cfg.aug.mean == (0.43216, 0.394666, 0.37645)
 
 
+def test_default_config_maps_onto_the_default_settings():
+    """The schema repeats the defaults of the plain settings runners build from it
+    (FameConfig, AugParams, SyntheticSpec); a change on one side alone would make the
+    default experiment differ from the library's defaults."""
+    from data.synthetic import SyntheticSpec
+    from fame import FameConfig
+    from pipelines.params import AugParams
+    from runners.build import aug_params, fame_config
+    from runners.common import synthetic_spec
+    cfg = C.load_config(None)
+    assert fame_config(cfg) == FameConfig()
+    assert aug_params(cfg) == AugParams()
+    assert synthetic_spec(C.SynthConfig()) == SyntheticSpec()
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
 def test_every_shipped_config_loads(path):
     cfg = C.load_config(path)
