@@ -223,10 +223,15 @@ def plot_quality(quality: dict, path: str) -> None:
 
 # ------------------------------------------------------------------ CAAM ----
 def last_feature_map(backbone: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The last 5-D activation (N, C, T', H', W') the backbone computes before pooling."""
+    """The last 5-D activation (N, C, T', H', W') with more than one spatial position: the
+    feature map before the global pool (whose own 5-D output is 1 x 1)."""
     seen = []
-    hooks = [m.register_forward_hook(lambda m, i, o: seen.append(o) if torch.is_tensor(o) and o.dim() == 5 else None)
-             for m in backbone.modules()]
+
+    def keep(module, inputs, output):
+        if torch.is_tensor(output) and output.dim() == 5 and output.shape[-2] * output.shape[-1] > 1:
+            seen.append(output)
+
+    hooks = [m.register_forward_hook(keep) for m in backbone.modules()]
     try:
         with torch.no_grad():
             backbone(x)
@@ -234,7 +239,8 @@ def last_feature_map(backbone: torch.nn.Module, x: torch.Tensor) -> torch.Tensor
         for h in hooks:
             h.remove()
     if not seen:
-        raise ValueError(f"{type(backbone).__name__} produced no 5-D activation")
+        raise ValueError(f"{type(backbone).__name__} produced no 5-D activation larger than 1 x 1 on a "
+                         f"{tuple(x.shape[-2:])} clip; a larger clip.crop leaves it a spatial map")
     return seen[-1]
 
 

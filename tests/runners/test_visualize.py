@@ -100,3 +100,27 @@ def test_mask_quality_scores_every_variant_and_beta(tmp_path, tiny_data_root):
     # frame differences find the moving object: better than chance at ranking its pixels
     assert quality["auc"]["seed region S"] > 0.7
     assert "| fame | 0.30 |" in (tmp_path / "mask-quality" / "mask_quality.md").read_text()
+
+
+class _Brightness(torch.nn.Module):
+    """A backbone whose feature map is the clip's summed RGB, then a global pool."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv3d(3, 1, 1, bias=False)
+        torch.nn.init.ones_(self.conv.weight)
+        self.pool = torch.nn.AdaptiveAvgPool3d(1)
+
+    def forward(self, x):
+        return self.pool(self.conv(x).relu()).flatten(1)
+
+
+def test_caam_reads_the_map_before_the_global_pool():
+    x = torch.zeros(2, 3, 4, 32, 32)               # NCTHW
+    x[0, :, :, 0:8, 0:8] = 1.0                     # a bright square, top left
+    x[1, :, :, 20:32, 16:32] = 1.0                 # and bottom right
+    maps = visualize.caam(_Brightness(), x)
+    assert maps.shape == (2, 32, 32)
+    energy = visualize.energy_in_box(maps, [(0, 0, 8, 8), (16, 20, 32, 32)])
+    assert min(energy) > 0.9                       # the pooled 1 x 1 output would spread it evenly
+    assert visualize.last_feature_map(build_backbone("small3d", width=8), torch.zeros(1, 3, 8, 64, 64)).shape[-1] > 1
