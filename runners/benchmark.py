@@ -34,7 +34,7 @@ VARIANT_KEY = "fame.variant"
 BASELINE, FAME = "none", "fame"
 METHOD_LABELS = {BASELINE: "MoCo baseline", FAME: "MoCo + FAME"}
 GAP_LABEL = "gap (FAME - baseline)"
-TABLE_METRICS = ("linear/video_top1", "retrieval/R@1", "linear_unbiased/video_top1")
+TABLE_METRICS = ("linear/video_top1", "retrieval/R@1", "linear_unbiased/video_top1", "caam/energy_in_box_pct")
 CPUINFO = "/proc/cpuinfo"
 
 
@@ -103,7 +103,9 @@ def write_outputs(out_base: str, record: dict, table: str) -> tuple[str, str]:
                 f"{', overrides ' + ' '.join(record['overrides']) if record['overrides'] else ''}\n\n{table}\n"
                 f"linear: video top-1 (%) on the background-shifted test split; R@1: test videos retrieving "
                 f"training videos; linear_unbiased (with eval.unbiased_probe): the linear probe trained on "
-                f"class-independent backgrounds instead, a control.\nMachine: {record['machine']}; {record['seconds'] / 60:.1f} min in all.\n")
+                f"class-independent backgrounds instead, a control; caam/energy_in_box_pct: the share (%) of the "
+                f"backbone's class-agnostic activation map inside the moving object's box (a map with no "
+                f"preference scores the box's share of the frame).\nMachine: {record['machine']}; {record['seconds'] / 60:.1f} min in all.\n")
     with open(json_path, "w") as f:
         json.dump(record, f, indent=1)
     return md_path, json_path

@@ -7,7 +7,11 @@ Runs: <run.name> (pretrain), <run.name>-linear, <run.name>-retrieval, and with
 eval.unbiased_probe <run.name>-linear-unbiased: the same linear probe trained on a
 copy of the synthetic data whose training split has class-independent backgrounds
 (metrics linear_unbiased/*). Set against linear/*, it shows how much of the
-motion the backbone learned the biased probe gives up to the background. The
+motion the backbone learned the biased probe gives up to the background. On
+synthetic data the trial also scores where the backbone looks: caam/energy_in_box_pct,
+the share (%) of its class-agnostic activation map inside the moving object's box
+on the first test clips, beside caam/box_fraction_pct, what a map with no
+preference scores (runners.visualize). The
 pretrain run directory gets trial.json: the sweep (wandb.group), the trial's
 parameters (its key=value overrides, less run.*, wandb.* and seed), the seed and
 the metrics that `runners.report` tabulates.
@@ -22,10 +26,12 @@ import sys
 from runners import classify, pretrain, retrieve
 from runners.common import parse_cli
 from runners.config import Config, DataConfig, run_name
+from runners.visualize import caam_in_box
 
 BOOKKEEPING = ("run.", "wandb.", "seed=")
 TRIAL_FILE = "trial.json"
 UNBIASED_SUFFIX = "-unbiased"
+CAAM_VIDEOS = 64   # test clips scored for caam/energy_in_box on synthetic data
 
 
 def unbiased_data(data: DataConfig) -> DataConfig:
@@ -62,6 +68,8 @@ def run_trial(cfg: Config, params: dict) -> dict:
                                                               protocol="linear"))
     metrics = {f"{kind}/{k}": v for kind, result in results.items()
                for k, v in result["metrics"].items() if isinstance(v, (int, float))}
+    if cfg.data.synthetic is not None:
+        metrics.update({f"caam/{k}_pct": 100 * v for k, v in caam_in_box(backbone, cfg, CAAM_VIDEOS).items()})
     record = {"sweep": cfg.wandb.group or "adhoc", "name": name, "params": params, "seed": cfg.seed,
               "metrics": metrics, "run_dir": run_dir}
     with open(os.path.join(run_dir, TRIAL_FILE), "w") as f:

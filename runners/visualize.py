@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import sys
 
@@ -40,6 +41,7 @@ QUALITY_BETAS = (0.3, 0.5, 0.7, AUTO_BETA)
 HEAT = "inferno"
 VIOLIN_POINTS = 4_000
 matplotlib.use("Agg")
+log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------- clips ----
@@ -259,6 +261,24 @@ def energy_in_box(maps: torch.Tensor, boxes) -> list[float]:
     for m, (x0, y0, x1, y1) in zip(maps, boxes):
         out.append(float(m[y0:y1, x0:x1].sum() / m.sum().clamp_min(1e-8)))
     return out
+
+
+def caam_in_box(path: str, cfg: Config, videos: int) -> dict:
+    """The CAAM of a backbone on the first ``videos`` test clips of synthetic data: mean share
+    of its energy inside the object's box, and the box's share of the frame (what a map
+    with no preference scores). Empty when the data has no boxes or the last feature map
+    is 1 x 1 at this crop (logged)."""
+    clips, _, boxes = read_clips(cfg, videos)
+    if boxes is None:
+        log.warning("no CAAM score: %s has no object boxes (annotations.json)", cfg.data.root)
+        return {}
+    try:
+        maps = caam(load_for_figures(path, cfg), normalise(clips, cfg))
+    except ValueError as e:
+        log.warning("no CAAM score for %s: %s", path, e)
+        return {}
+    return {"energy_in_box": float(np.mean(energy_in_box(maps, boxes))),
+            "box_fraction": float(box_masks(boxes, *clips.shape[2:4]).mean())}
 
 
 def normalise(clips: np.ndarray, cfg: Config) -> torch.Tensor:

@@ -41,7 +41,7 @@ def test_tiny_benchmark_end_to_end(tmp_path):
     assert code == 0
     md = (runs / "bench.md").read_text()
     for label in ("MoCo baseline", "MoCo + FAME", benchmark.GAP_LABEL, "linear/video_top1", "retrieval/R@1",
-                  "linear_unbiased/video_top1"):
+                  "linear_unbiased/video_top1", "caam/energy_in_box_pct"):
         assert label in md
     # the control probe's data: a sibling dataset whose training backgrounds ignore the class
     spec = json.loads((tmp_path / "data-unbiased" / "spec.json").read_text())["spec"]
@@ -58,4 +58,6 @@ def test_tiny_benchmark_end_to_end(tmp_path):
     for t in out["trials"]:
         assert os.path.isfile(os.path.join(t["run_dir"], "backbone.pt"))
         assert 0.0 <= t["metrics"]["linear_unbiased/video_top1"] <= 100.0
+        assert 0.0 <= t["metrics"]["caam/energy_in_box_pct"] <= 100.0
+        assert 0.0 < t["metrics"]["caam/box_fraction_pct"] < 100.0
         assert os.path.isdir(os.path.join(runs, t["name"] + "-linear-unbiased"))
