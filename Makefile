@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed-cuda$(CUDA)
 RUN := $(if $(filter 1,$(NPROC)),$(PY) -m,$(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC) -m)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test pretrain data-synth profile bench bench-fame sweep report visualize-masks mask-quality caam kernels linear finetune retrieve results clean benchmark
+.PHONY: help setup test pretrain data-synth profile bench bench-fame bench-trainer sweep report visualize-masks mask-quality caam kernels linear finetune retrieve results clean benchmark
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -44,7 +44,11 @@ profile: $(STAMP)  ## profile the DALI pretraining pipeline stage by stage: CONF
 bench-fame: $(STAMP)  ## clips/s of the FAME op (NumPy; CuPy where a GPU exists)
 	$(PY) -m runners.bench_fame $(ARGS)
 
-bench: bench-fame profile  ## all benchmarks
+TRAINER_CONFIG ?= configs/ucf101_r21d_pretrain.yaml
+bench-trainer: $(STAMP)  ## clips/s of the MoCo training step alone (random clips): the rate the pipeline must beat
+	$(PY) -m runners.bench_trainer --config $(TRAINER_CONFIG) $(ARGS)
+
+bench: bench-fame bench-trainer profile  ## all benchmarks
 
 linear: $(STAMP)  ## linear probe: CONFIG=configs/ucf101_r21d_linear.yaml ARGS="pretrained=runs/<name>/backbone.pt"
 	$(RUN) runners.classify --config $(CONFIG) eval.protocol=linear $(ARGS)

@@ -17,16 +17,26 @@ from runners import config as C
 log = logging.getLogger("fame")
 
 
-def parse_cli(description: str, argv: Optional[list[str]] = None) -> C.Config:
-    """`--config FILE key=value ...` -> a validated Config (errors exit with the message)."""
+def cli_parser(description: str) -> argparse.ArgumentParser:
+    """The parser of `--config FILE key=value ...`; a runner adds its own flags to it."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--config", help="experiment YAML under configs/ (default: schema defaults)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. fame.beta=0.3 train.epochs=2")
+    return p
+
+
+def parse_cli_args(p: argparse.ArgumentParser, argv: Optional[list[str]] = None) -> tuple[C.Config, argparse.Namespace]:
+    """(validated Config, the other flags); config errors exit with the message."""
     a = p.parse_args(argv)
     try:
-        return C.load_config(a.config, a.overrides)
+        return C.load_config(a.config, a.overrides), a
     except C.ConfigError as e:
         p.error(str(e))
+
+
+def parse_cli(description: str, argv: Optional[list[str]] = None) -> C.Config:
+    """`--config FILE key=value ...` -> a validated Config (errors exit with the message)."""
+    return parse_cli_args(cli_parser(description), argv)[0]
 
 
 def resolve_device(setting: str) -> torch.device:

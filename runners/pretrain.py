@@ -7,7 +7,6 @@ and every train.checkpoint_every epochs), backbone.pt and W&B's files.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -17,21 +16,17 @@ import torch
 from tqdm import tqdm
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from models.backbones import export_backbone_state, unwrap_module
-from models.moco import MoCo, check_queue_size, contrastive_accuracy
+from models.backbones import export_backbone_state
+from models.moco import check_queue_size, contrastive_accuracy
 from runners import checkpoint as ckpt
 from runners.build import build_pretrain_loader
-from runners.common import amp_dtype, end_run, open_logger, parse_cli, start_run
+from runners.common import end_run, open_logger, parse_cli, start_run
 from runners.config import Config, to_dict
-from runners.evaluation import build_eval_backbone
 from runners.examples import fame_example_images
+from runners.moco_step import build_training, train_step
 from runners.schedule import lr_lambda
 
 log = logging.getLogger("fame")
-
-
-class NonFiniteLoss(RuntimeError):
-    pass
 
 
 class Throughput:
@@ -56,30 +51,6 @@ class Throughput:
         return out
 
 
-def build_model(cfg: Config, device: torch.device) -> MoCo:
-    return MoCo(build_eval_backbone(cfg), build_eval_backbone(cfg), dim=cfg.model.dim, K=cfg.model.K, m=cfg.model.m, T=cfg.model.T,
-                head=cfg.model.head, symmetric=cfg.model.symmetric,
-                shuffle_bn_groups=cfg.model.shuffle_bn_groups, batch_negatives=cfg.model.batch_negatives).to(device)
-
-
-def train_step(model, q, k, optimizer, scaler, amp, grad_clip: float, step: int):
-    """One MoCo step: forward (enqueues the keys), backward, SGD step, then θk ← m θk + (1 - m) θq."""
-    autocast = torch.autocast(q.device.type, dtype=amp) if amp else contextlib.nullcontext()
-    with autocast:
-        out = model(q, k)
-    if not torch.isfinite(out.loss):
-        raise NonFiniteLoss(f"non-finite loss {out.loss.item()} at step {step}; nothing was saved for this step")
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(out.loss).backward()
-    if grad_clip > 0:
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
-    unwrap_module(model).momentum_update()
-    return out
-
-
 def main(cfg: Config) -> str:
     cfg, run_dir, device, rank, world = start_run(cfg)
 
@@ -92,17 +63,10 @@ def main(cfg: Config) -> str:
         check_queue_size(cfg.model.K, cfg.train.batch_size, world, cfg.model.symmetric)
     except ValueError as e:
         raise ValueError(f"config key 'model.K': {e}") from None
-    memory_format = (torch.channels_last_3d if cfg.train.channels_last and device.type == "cuda"
-                     else torch.contiguous_format)
-    model = build_model(cfg, device).to(memory_format=memory_format)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
-                                weight_decay=cfg.train.weight_decay)
+    model, optimizer, scaler, amp, memory_format = build_training(cfg, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(
         cfg.train.schedule, steps_per_epoch, cfg.train.epochs, cfg.train.warmup_epochs,
         cfg.train.milestones, cfg.train.lr_decay))
-    amp = amp_dtype(cfg, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-
     parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler, "loader": loader}
     step = ckpt.resume_training(run_dir, cfg.train.resume, parts, map_location=device)
     ddp = DDP(model, broadcast_buffers=False) if world > 1 else model   # queues agree by construction

@@ -20,7 +20,6 @@ profile-<config>-<time>) and logs the figures to W&B through runners.logger.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import gc
@@ -39,7 +38,8 @@ from pipelines.loader import pretrain_loader
 from runners import config as C
 from runners.build import pretrain_settings
 from runners.eval_data import load_videos
-from runners.common import ensure_data, open_logger, prepare_run_dir, resolve_device, setup_logging
+from runners.common import (cli_parser, ensure_data, open_logger, parse_cli_args, prepare_run_dir, resolve_device,
+                            setup_logging)
 
 PROFILE_FILE = "profile.json"
 DEFAULT_STEPS, DEFAULT_WARMUP, DEFAULT_REPEATS = 10, 2, 3
@@ -54,21 +54,16 @@ GIB = 2**30
 
 
 def parse_args(argv=None) -> tuple[C.Config, int, int, int]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", help="experiment YAML under configs/ (default: schema defaults)")
+    p = cli_parser(__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="timed batches per row")
     p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help="untimed batches before each row")
     p.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
                    help="time every row this often, rows interleaved, and keep the fastest "
                         "(load from other processes only slows a run down)")
-    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.batch_size=32")
-    a = p.parse_args(argv)
+    cfg, a = parse_cli_args(p, argv)
     if a.steps < 1 or a.warmup < 0 or a.repeats < 1:
         p.error("--steps and --repeats must be >= 1, --warmup >= 0")
-    try:
-        return C.load_config(a.config, a.overrides), a.steps, a.warmup, a.repeats
-    except C.ConfigError as e:
-        p.error(str(e))
+    return cfg, a.steps, a.warmup, a.repeats
 
 
 def endless(loader):

@@ -63,3 +63,27 @@ def test_cupy_augment_stays_on_the_device(cupy, natural_112):
     assert isinstance(merged, cupy.ndarray) and isinstance(masks, cupy.ndarray)
     expected, expected_masks = fame.augment(clips, fame.FameConfig(), np.random.default_rng(0))
     assert iou(cupy.asnumpy(masks).ravel(), expected_masks.ravel()) >= MIN_IOU
+
+
+@pytest.mark.parametrize("branches", ["one", "both"])
+def test_pipeline_stage_runs_cupy_samples(cupy, branches, natural_112):
+    """The DALI python_function adapter, fed CuPy samples as DALI's GPU backend hands them."""
+    from pipelines.fame_stage import FameStage
+
+    clips, _ = natural_112
+    cfg = fame.FameConfig(branches=branches)
+    stage = FameStage(cfg, return_masks=True, synchronize_timing=True)
+    query = [cupy.asarray(clip) for clip in clips]
+    key = [cupy.asarray(clip[:, :, ::-1]) for clip in clips]
+    seeds = [np.int64(7)] * len(clips)
+    steps = [np.int64(0)] * len(clips)
+    outputs = stage(query, *([key] if stage.takes_key else []), seeds, steps)
+    assert len(outputs) == len(stage.output_layouts)
+    merged_q, masks = outputs[0], outputs[-1]
+    assert all(isinstance(a, cupy.ndarray) for a in merged_q + masks)
+    assert merged_q[0].shape == clips[0].shape and masks[0].shape == clips.shape[2:4]
+    expected_q, expected_masks = fame.augment(cupy.stack(query), cfg, np.random.default_rng(7),
+                                              background_clips=cupy.stack(key) if stage.takes_key else None)
+    np.testing.assert_array_equal(cupy.asnumpy(cupy.stack(merged_q)), cupy.asnumpy(expected_q))
+    np.testing.assert_array_equal(cupy.asnumpy(cupy.stack(masks)), cupy.asnumpy(expected_masks))
+    assert stage.calls == 1 and stage.clips == len(clips) * (2 if branches == "both" else 1)

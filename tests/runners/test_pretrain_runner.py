@@ -75,6 +75,7 @@ def test_resume_after_kill_is_bit_exact(tmp_path, tiny_data_root):
 def test_non_finite_loss_stops_with_the_step(tmp_path, tiny_data_root, monkeypatch):
     from models.moco import MoCo
     from runners import pretrain
+    from runners.moco_step import NonFiniteLoss
     calls = {"n": 0}
     infonce = MoCo.infonce
 
@@ -83,7 +84,7 @@ def test_non_finite_loss_stops_with_the_step(tmp_path, tiny_data_root, monkeypat
         loss, logits, labels = infonce(self, q, k)
         return (loss * float("nan") if calls["n"] > 4 else loss), logits, labels
     monkeypatch.setattr(MoCo, "infonce", poisoned)
-    with pytest.raises(pretrain.NonFiniteLoss, match="at step 2"):
+    with pytest.raises(NonFiniteLoss, match="at step 2"):
         pretrain.main(tiny(tmp_path, tiny_data_root, "run.name=nan", "train.checkpoint_steps=1"))
     state = torch.load(tmp_path / "nan" / "checkpoints" / "last.pt", weights_only=False)
     assert state["step"] == 2 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
