@@ -2,7 +2,9 @@
 
 Sizes 16x112x112 and 16x224x224, batch 8 and 32 (and 64 on the GPU), uint8 and float32 input,
 NumPy and (when a GPU is present) CuPy; each figure is the median over --repeats timed calls
-after one warm-up.
+after one warm-up. --parts instead times the op's parts (uint8, batch 32 on NumPy, 64 on CuPy):
+host time, and on CuPy the GPU time too (cupyx.profiler.benchmark), which tells launch-bound
+parts (host time = GPU time) from compute-bound ones.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import time
 import numpy as np
 
 import fame
+from fame.mask import masks_from_config, smoothed_statistics, soft_mask_from
+from fame.motion import frame_statistics
+from fame.select import top_k_mask
 
 FRAMES = 16
 SIZES = (112, 224)
@@ -24,6 +29,7 @@ BATCHES = (8, 32)
 GPU_BATCHES = (8, 32, 64)  # batch 64 at 16x224x224 is the GPU target
 DTYPES = ("float32", "uint8")
 DEFAULT_REPEATS = 5
+PART_BATCH = {"numpy": 32, "cupy": 64}
 SEED = 0
 
 
@@ -94,6 +100,62 @@ def run_benchmarks(repeats: int) -> dict:
     return {"machine": machine, "repeats": repeats, "config": "FameConfig() defaults", "results": rows}
 
 
+def fame_parts(clips, cfg: fame.FameConfig, rng: np.random.Generator) -> list[tuple[str, object, tuple]]:
+    """(name, function, arguments) for fame.augment and its parts, each fed its real inputs."""
+    batch, _, height, width, _ = clips.shape
+    seed, mean = smoothed_statistics(clips, cfg)
+    scores = soft_mask_from(seed, mean, cfg).reshape(batch, height * width)
+    masks = masks_from_config(clips, cfg)
+    index = fame.pick_backgrounds(batch, rng, cfg.pick)
+    return [("whole op", fame.augment, (clips, cfg, rng)),
+            ("seed region and mean frame", frame_statistics, (clips,)),
+            ("soft mask", soft_mask_from, (seed, mean, cfg)),
+            ("top-k selection", top_k_mask, (scores, int(cfg.beta * height * width))),
+            ("merge", fame.merge, (clips, masks, index))]
+
+
+def time_part(function, args, repeats: int, cupy=None) -> tuple[float, float | None]:
+    """(median host seconds, median GPU seconds or None) per call, after one warm-up call."""
+    if cupy is not None:
+        from cupyx.profiler import benchmark
+        result = benchmark(function, args, n_repeat=repeats, n_warmup=1)
+        return float(np.median(result.cpu_times)), float(np.median(result.gpu_times[0]))
+    function(*args)
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function(*args)
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds), None
+
+
+def run_parts(repeats: int) -> dict:
+    cupy, gpu_name = cupy_device()
+    backends = [("numpy", lambda a: a, None)] + ([("cupy", cupy.asarray, cupy)] if cupy is not None else [])
+    cfg = fame.FameConfig()
+    rng = np.random.default_rng(SEED)
+    rows = []
+    for backend, to_device, module in backends:
+        for size in SIZES:
+            clips = to_device(make_clips(PART_BATCH[backend], size, "uint8", rng))
+            for name, function, args in fame_parts(clips, cfg, np.random.default_rng(SEED)):
+                host, gpu = time_part(function, args, repeats, module)
+                rows.append({"backend": backend, "frames": FRAMES, "size": size, "batch": PART_BATCH[backend],
+                             "part": name, "host_ms": 1e3 * host, "gpu_ms": None if gpu is None else 1e3 * gpu})
+            del clips
+    machine = {"cpu": describe_cpu(), "cores": os.cpu_count(), "gpu": gpu_name, "numpy": np.__version__}
+    return {"machine": machine, "repeats": repeats, "config": "FameConfig() defaults, uint8", "parts": rows}
+
+
+def print_parts(report: dict) -> None:
+    print(f"FAME parts, ms per call (median of {report['repeats']}); GPU: {report['machine']['gpu'] or 'none'}")
+    print(f"{'backend':8} {'clip':>12} {'batch':>6} {'part':<28} {'host ms':>9} {'GPU ms':>9}")
+    for row in report["parts"]:
+        clip = f"{row['frames']}x{row['size']}x{row['size']}"
+        gpu = "" if row["gpu_ms"] is None else f"{row['gpu_ms']:>9.2f}"
+        print(f"{row['backend']:8} {clip:>12} {row['batch']:>6} {row['part']:<28} {row['host_ms']:>9.2f} {gpu}")
+
+
 def print_table(report: dict) -> None:
     machine = report["machine"]
     print(f"machine: {machine['cpu']}, {machine['cores']} cores, GPU: {machine['gpu'] or 'none'}, "
@@ -110,9 +172,12 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help="timed calls per figure (median)")
+    parser.add_argument("--parts", action="store_true", help="time the op's parts instead of whole batches")
     args = parser.parse_args(argv)
-    report = run_benchmarks(args.repeats)
-    print_table(report)
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
+    report = run_parts(args.repeats) if args.parts else run_benchmarks(args.repeats)
+    (print_parts if args.parts else print_table)(report)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(report, handle, indent=2)
