@@ -62,18 +62,23 @@ def make_clips(batch: int, size: int, dtype: str, rng: np.random.Generator) -> n
     return clips if dtype == "uint8" else clips.astype(np.float32) / np.float32(255)
 
 
-def time_augment(clips, cfg: fame.FameConfig, repeats: int, synchronize) -> list[float]:
-    """Seconds of each timed call, after one untimed warm-up call."""
-    rng = np.random.default_rng(SEED)
-    fame.augment(clips, cfg, rng)
+def timed_calls(call, repeats: int, synchronize=lambda: None) -> list[float]:
+    """Seconds of each of ``repeats`` timed calls, after one untimed warm-up call."""
+    call()
     synchronize()
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
-        fame.augment(clips, cfg, rng)
+        call()
         synchronize()
         seconds.append(time.perf_counter() - start)
     return seconds
+
+
+def time_augment(clips, cfg: fame.FameConfig, repeats: int, synchronize) -> list[float]:
+    """Seconds of each timed call, after one untimed warm-up call."""
+    rng = np.random.default_rng(SEED)
+    return timed_calls(lambda: fame.augment(clips, cfg, rng), repeats, synchronize)
 
 
 def run_benchmarks(repeats: int) -> dict:
@@ -120,13 +125,7 @@ def time_part(function, args, repeats: int, cupy=None) -> tuple[float, float | N
         from cupyx.profiler import benchmark
         result = benchmark(function, args, n_repeat=repeats, n_warmup=1)
         return float(np.median(result.cpu_times)), float(np.median(result.gpu_times[0]))
-    function(*args)
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function(*args)
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds), None
+    return statistics.median(timed_calls(lambda: function(*args), repeats)), None
 
 
 def run_parts(repeats: int) -> dict:

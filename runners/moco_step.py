@@ -8,7 +8,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from models.backbones import unwrap_module
-from models.moco import MoCo
+from models.moco import MoCo, check_queue_size
 from runners.common import amp_dtype
 from runners.config import Config
 from runners.evaluation import build_eval_backbone
@@ -32,12 +32,17 @@ def build_model(cfg: Config, device: torch.device) -> MoCo:
                 shuffle_bn_groups=cfg.model.shuffle_bn_groups, batch_negatives=cfg.model.batch_negatives).to(device)
 
 
-def build_training(cfg: Config, device: torch.device) -> Training:
-    """The model in its memory format, SGD over its parameters, the AMP dtype and the loss scaler of train.*.
+def build_training(cfg: Config, device: torch.device, world: int = 1) -> Training:
+    """The model in its memory format, SGD over its parameters, the AMP dtype and the loss scaler of train.*,
+    after checking that model.K holds a whole number of steps' keys over ``world`` processes.
 
     On a GPU cuDNN picks its convolution algorithms by timing them (the clip shape never
     changes): 7% more clips/s for R(2+1)D-18 at batch 64 on an H200 (runners.bench_trainer).
     """
+    try:
+        check_queue_size(cfg.model.K, cfg.train.batch_size, world, cfg.model.symmetric)
+    except ValueError as e:
+        raise ValueError(f"config key 'model.K': {e}") from None
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     memory_format = (torch.channels_last_3d if cfg.train.channels_last and device.type == "cuda"

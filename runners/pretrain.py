@@ -17,7 +17,7 @@ from tqdm import tqdm
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from models.backbones import export_backbone_state
-from models.moco import check_queue_size, contrastive_accuracy
+from models.moco import contrastive_accuracy
 from runners import checkpoint as ckpt
 from runners.build import build_pretrain_loader
 from runners.common import end_run, open_logger, parse_cli, start_run
@@ -59,11 +59,7 @@ def main(cfg: Config) -> str:
     if steps_per_epoch == 0:
         raise ValueError(f"config key 'train.batch_size' ({cfg.train.batch_size}) x {world} process(es) is larger "
                          f"than this rank's share of the training videos in '{cfg.data.train_list}': no full batch")
-    try:
-        check_queue_size(cfg.model.K, cfg.train.batch_size, world, cfg.model.symmetric)
-    except ValueError as e:
-        raise ValueError(f"config key 'model.K': {e}") from None
-    model, optimizer, scaler, amp, memory_format = build_training(cfg, device)
+    model, optimizer, scaler, amp, memory_format = build_training(cfg, device, world)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(
         cfg.train.schedule, steps_per_epoch, cfg.train.epochs, cfg.train.warmup_epochs,
         cfg.train.milestones, cfg.train.lr_decay))
