@@ -79,6 +79,7 @@ def main(cfg: Config) -> str:
     meter = Throughput(clips_per_step=2 * cfg.train.batch_size * world)
     bar = tqdm(total=total_steps, initial=step, unit="step", desc=cfg.run.name, dynamic_ncols=True,
                disable=True if rank else None)       # None: only on a terminal; log lines otherwise
+    out = None                                       # stays None when a finished run is resumed
     while step < total_steps:
         loader.set_epoch(step // steps_per_epoch)
         meter.fetching()
@@ -115,7 +116,7 @@ def main(cfg: Config) -> str:
     if rank == 0:
         backbone_path = os.path.join(run_dir, "backbone.pt")
         ckpt.save_atomic(export_backbone_state(model.backbone), backbone_path)
-        logger.summary({"step": step, "final_loss": out.loss.item() if step else math.nan})
+        logger.summary({"step": step, "final_loss": out.loss.item() if out is not None else math.nan})
         print(f"\nrun directory: {run_dir}\ncheckpoint:    {os.path.join(ckpt.checkpoint_dir(run_dir), ckpt.LAST)}\n"
               f"backbone:      {backbone_path}\nW&B files:     {logger.wandb_dir or 'disabled'}"
               f"{'  (sync with: wandb sync ' + run_dir + '/wandb)' if cfg.wandb.mode == 'offline' else ''}\n"

@@ -41,6 +41,13 @@ def test_tiny_pretrain_writes_run_directory(tmp_path, tiny_data_root):
     assert C.load_config(os.path.join(run_dir, "config.yaml")).run.name == "one"
     load_backbone_state("small3d", torch.load(os.path.join(run_dir, "backbone.pt")), width=8)
 
+    # Run again: the finished run resumes at its last step, trains nothing and re-exports the same backbone.
+    backbone = torch.load(os.path.join(run_dir, "backbone.pt"))
+    assert main(tiny(tmp_path, tiny_data_root, "run.name=one")) == run_dir
+    assert [r for r in read_metrics(run_dir) if "loss" in r] == [r for r in rows if "loss" in r]
+    again = torch.load(os.path.join(run_dir, "backbone.pt"))
+    assert all(torch.equal(backbone[key], again[key]) for key in backbone)
+
 
 def test_resume_after_kill_is_bit_exact(tmp_path, tiny_data_root):
     common = [f"data.root={tiny_data_root}", f"run.dir={tmp_path}", "train.epochs=2", "train.checkpoint_steps=1"]
