@@ -118,6 +118,17 @@ def test_background_correlation_counts(correlation, expected_own):
         assert all(p.background in pools[p.pool] for p in train + test)
 
 
+def test_a_larger_test_split_keeps_the_training_split(tiny_spec):
+    """The training videos are planned and drawn first, so more test videos per class re-score a
+    pretrained backbone on the very training videos it saw (README: test-split size)."""
+    small = dataclasses.replace(tiny_spec, videos_per_class_test=2)
+    large = dataclasses.replace(tiny_spec, videos_per_class_test=8)
+    train = [[p for p in plan_videos(spec) if p.split == "train"] for spec in (small, large)]
+    assert train[0] == train[1] and train[0]
+    assert np.array_equal(render_video(small, train[0][-1])[0], render_video(large, train[1][-1])[0])
+    assert len([p for p in plan_videos(large) if p.split == "test"]) == 8 * large.num_classes
+
+
 def test_pools_partition_the_backgrounds(tiny_spec):
     spec = dataclasses.replace(tiny_spec, num_classes=len(MOTIONS))
     pools = background_pools(spec)
