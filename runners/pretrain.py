@@ -52,6 +52,9 @@ class Throughput:
 
 
 def main(cfg: Config) -> str:
+    if cfg.pretrained is not None:
+        raise ValueError(f"config key 'pretrained' ('{cfg.pretrained}') is for the downstream runners and "
+                         "runners.trial; pretraining starts from scratch (continue a run with train.resume)")
     cfg, run_dir, device, rank, world = start_run(cfg)
 
     loader = build_pretrain_loader(cfg, rank=rank, world=world, device=device)

@@ -15,6 +15,10 @@ preference scores (runners.visualize). The
 pretrain run directory gets trial.json: the sweep (wandb.group), the trial's
 parameters (its key=value overrides, less run.*, wandb.* and seed), the seed and
 the metrics that `runners.report` tabulates.
+
+With `pretrained=<backbone.pt>` the trial skips pretraining and scores that backbone
+(the same probes, retrieval and CAAM), e.g. a finished trial's backbone on a larger
+test split; <run.name> then holds only trial.json.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import sys
 from runners import classify, pretrain, retrieve
 from runners.common import parse_cli
 from runners.config import Config, DataConfig, run_name
+from runners.evaluation import check_pretrained_path
 from runners.visualize import caam_in_box
 
 BOOKKEEPING = ("run.", "wandb.", "seed=")
@@ -55,8 +60,13 @@ def run_trial(cfg: Config, params: dict) -> dict:
     """Pretrain + linear probe + retrieval with cfg; returns (and writes) the trial record."""
     name = run_name(cfg)
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=name))
-    run_dir = pretrain.main(cfg)
-    backbone = os.path.join(run_dir, "backbone.pt")
+    if cfg.pretrained is None:
+        run_dir = pretrain.main(cfg)
+        backbone = os.path.join(run_dir, "backbone.pt")
+    else:                       # re-score a pretrained backbone (e.g. on other data): no pretraining
+        check_pretrained_path(cfg)
+        run_dir, backbone = os.path.join(cfg.run.dir, name), cfg.pretrained
+        os.makedirs(run_dir, exist_ok=True)
 
     def downstream(suffix, data=cfg.data, **eval_changes):
         return dataclasses.replace(cfg, pretrained=backbone, run=dataclasses.replace(cfg.run, name=f"{name}-{suffix}"),
@@ -71,7 +81,7 @@ def run_trial(cfg: Config, params: dict) -> dict:
     if cfg.data.synthetic is not None:
         metrics.update({f"caam/{k}_pct": 100 * v for k, v in caam_in_box(backbone, cfg, CAAM_VIDEOS).items()})
     record = {"sweep": cfg.wandb.group or "adhoc", "name": name, "params": params, "seed": cfg.seed,
-              "metrics": metrics, "run_dir": run_dir}
+              "metrics": metrics, "run_dir": run_dir, "backbone": backbone}
     with open(os.path.join(run_dir, TRIAL_FILE), "w") as f:
         json.dump(record, f, indent=1)
     return record

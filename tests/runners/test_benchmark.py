@@ -61,3 +61,14 @@ def test_tiny_benchmark_end_to_end(tmp_path):
         assert 0.0 <= t["metrics"]["caam/energy_in_box_pct"] <= 100.0
         assert 0.0 < t["metrics"]["caam/box_fraction_pct"] < 100.0
         assert os.path.isdir(os.path.join(runs, t["name"] + "-linear-unbiased"))
+
+    # Re-scoring a trial's backbone (pretrained=...) skips pretraining and, on the same data and
+    # seed, repeats the trial's downstream metrics exactly.
+    from runners import trial
+    base = next(t for t in out["trials"] if t["params"]["fame.variant"] == "none")
+    backbone = os.path.join(base["run_dir"], "backbone.pt")
+    assert trial.main(["--config", TINY, f"run.dir={runs}", f"data.root={data}", "run.name=rescored", "seed=0",
+                       f"pretrained={backbone}"]) == 0
+    again = json.loads((runs / "rescored" / trial.TRIAL_FILE).read_text())
+    assert again["backbone"] == backbone and again["metrics"] == base["metrics"]
+    assert sorted(os.listdir(runs / "rescored")) == [trial.TRIAL_FILE]

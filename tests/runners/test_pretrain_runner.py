@@ -101,6 +101,7 @@ def test_non_finite_loss_stops_with_the_step(tmp_path, tiny_data_root, monkeypat
     ("model.backbone=resnet9000", "unknown backbone 'resnet9000'"),
     ("model.K=66", "config key 'model.K'"),
     ("train.batch_size=64", "config key 'train.batch_size'"),
+    ("pretrained=runs/x/backbone.pt", "config key 'pretrained'"),
 ])
 def test_bad_config_fails_early(tmp_path, tiny_data_root, override, message):
     from runners.pretrain import main
