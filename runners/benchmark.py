@@ -123,9 +123,9 @@ def main(argv=None) -> int:
         seeds = [int(s) for s in a.seeds.split(",")]
     except ValueError:
         p.error(f"--seeds: expected comma-separated integers, got {a.seeds!r}")
-    bad = [o for o in a.overrides if o.startswith((VARIANT_KEY + "=", "seed=", "run.name="))]
+    bad = [o for o in a.overrides if o.startswith((VARIANT_KEY + "=", "seed=", "run.name=", "pretrained="))]
     if bad:
-        p.error(f"{bad[0]}: the benchmark sets {VARIANT_KEY}, seed and run.name itself")
+        p.error(f"{bad[0]}: the benchmark sets {VARIANT_KEY}, seed and run.name itself and pretrains both methods")
     try:
         cfg = C.load_config(a.config, a.overrides)
         trials = expand_grid(benchmark_sweep(name), a.config, seeds, a.overrides)

@@ -28,10 +28,11 @@ def test_gap_is_taken_per_seed_then_averaged():
     assert rows[1]["stats"]["linear/video_top1"][:2] == (50.0, 0.0)
 
 
-def test_benchmark_refuses_to_override_what_it_compares(capsys):
+@pytest.mark.parametrize("override", ["fame.variant=fame", "pretrained=runs/x/backbone.pt"])
+def test_benchmark_refuses_to_override_what_it_compares(capsys, override):
     with pytest.raises(SystemExit):
-        benchmark.main(["--config", TINY, "fame.variant=fame"])
-    assert "sets fame.variant" in capsys.readouterr().err
+        benchmark.main(["--config", TINY, override])
+    assert f"{override}: the benchmark sets fame.variant" in capsys.readouterr().err
 
 
 def test_tiny_benchmark_end_to_end(tmp_path):
