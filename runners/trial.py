@@ -18,7 +18,7 @@ the metrics that `runners.report` tabulates.
 
 With `pretrained=<backbone.pt>` the trial skips pretraining and scores that backbone
 (the same probes, retrieval and CAAM), e.g. a finished trial's backbone on a larger
-test split; <run.name> then holds only trial.json.
+test split; <run.name> then holds only config.yaml and trial.json.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ import os
 import sys
 
 from runners import classify, pretrain, retrieve
-from runners.common import parse_cli
+from runners.common import parse_cli, prepare_run_dir
 from runners.config import Config, DataConfig, run_name
 from runners.evaluation import check_pretrained_path
 from runners.visualize import caam_in_box
@@ -65,8 +65,8 @@ def run_trial(cfg: Config, params: dict) -> dict:
         backbone = os.path.join(run_dir, "backbone.pt")
     else:                       # re-score a pretrained backbone (e.g. on other data): no pretraining
         check_pretrained_path(cfg)
-        run_dir, backbone = os.path.join(cfg.run.dir, name), cfg.pretrained
-        os.makedirs(run_dir, exist_ok=True)
+        cfg, run_dir = prepare_run_dir(cfg)
+        backbone = cfg.pretrained
 
     def downstream(suffix, data=cfg.data, **eval_changes):
         return dataclasses.replace(cfg, pretrained=backbone, run=dataclasses.replace(cfg.run, name=f"{name}-{suffix}"),

@@ -72,7 +72,7 @@ def test_tiny_benchmark_end_to_end(tmp_path):
                        f"pretrained={backbone}"]) == 0
     again = json.loads((runs / "rescored" / trial.TRIAL_FILE).read_text())
     assert again["backbone"] == backbone and again["metrics"] == base["metrics"]
-    assert sorted(os.listdir(runs / "rescored")) == [trial.TRIAL_FILE]
+    assert sorted(os.listdir(runs / "rescored")) == ["config.yaml", trial.TRIAL_FILE]
 
     # Rerunning a finished trial under its own name (an interrupted sweep run again) resumes every
     # stage at its end and repeats the metrics.
