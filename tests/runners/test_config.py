@@ -154,3 +154,16 @@ def test_every_experiment_has_a_tiny_cpu_variant():
         if n.endswith("_tiny.yaml"):
             cfg = C.load_config(os.path.join(os.path.dirname(CONFIGS[0]), n))
             assert cfg.device == "cpu" and cfg.model.backbone == "small3d", n
+
+
+def test_long_benchmark_trains_on_the_benchmark_training_split():
+    """benchmark_long.yaml changes the schedule, beta and test-split size only, so its
+    backbones are pretrained on benchmark.yaml's very training videos (README)."""
+    import dataclasses
+    short, long = C.load_config("configs/benchmark.yaml"), C.load_config("configs/benchmark_long.yaml")
+    assert (long.train.epochs, long.fame.beta) == (24 * short.train.epochs, 0.5)
+    assert long.data.synthetic.videos_per_class_test == 4 * short.data.synthetic.videos_per_class_test
+    assert long.data.root != short.data.root
+    same_train = dataclasses.replace(long.data.synthetic, videos_per_class_test=short.data.synthetic.videos_per_class_test)
+    assert same_train == short.data.synthetic
+    assert dataclasses.replace(long, data=short.data, train=short.train, fame=short.fame, source=short.source) == short
