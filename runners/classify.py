@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from models.heads import Classifier
 from runners import checkpoint as ckpt
-from runners.common import amp_dtype, end_run, open_logger, parse_cli, start_run
+from runners.common import amp_dtype, broadcast_buffers, end_run, open_logger, parse_cli, start_run
 from runners.config import Config, to_dict
 from runners.eval_data import build_test_clips_loader, build_train_clips_loader, check_list_labels
 from runners.evaluation import (build_eval_backbone, check_pretrained_path, evaluate_classifier,
@@ -150,6 +150,7 @@ def main(cfg: Config) -> dict:
         done_epoch = step // steps_per_epoch
         save(epoch_copy=done_epoch if done_epoch % cfg.train.checkpoint_every == 0 else None)
 
+    broadcast_buffers(model)     # every rank scores the model rank 0 saved
     test = build_test_clips_loader(cfg, cfg.data.val_list, rank, world, device)
     metrics = evaluate_classifier(model, test, test.num_videos, cfg.data.num_classes, cfg.eval.clips_per_video,
                                   device, amp)

@@ -65,6 +65,15 @@ def seed_everything(seed: int, rank: int = 0) -> None:
     torch.manual_seed(seed + rank)
 
 
+def broadcast_buffers(model: torch.nn.Module) -> None:
+    """Every rank takes rank 0's buffers (BatchNorm running statistics). DDP syncs them only
+    at the start of each training forward, so after the last step each rank holds the
+    statistics of its own last batch; rank 0's are the ones its checkpoint saves."""
+    if dist.is_initialized():
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def prepare_run_dir(cfg: C.Config, rank: int = 0) -> tuple[C.Config, str]:
     """Fix run.name (agreed across ranks), create <run.dir>/<run.name>/, write config.yaml there."""
     name = [C.run_name(cfg)]
