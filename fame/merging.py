@@ -36,10 +36,10 @@ def _unsigned_view(array):
 
 
 def _merge_numpy(clips, select, background, index):
-    """Frame by frame bit select out = bg ^ ((fg ^ bg) & m), m all ones where the mask is 1.
+    """Clip by clip bit select out = bg ^ ((fg ^ bg) & m), m all ones where the mask is 1.
 
     Working on the values' bits as unsigned integers makes the select exact for any dtype, and
-    per-frame temporaries stay in cache; on this CPU it beats numpy.where over the batch ~3x.
+    per-clip temporaries stay in cache; on this CPU it beats numpy.where over the batch ~3x.
     """
     batch, frames, height, width, channels = clips.shape
     out = np.empty_like(clips)
@@ -47,15 +47,14 @@ def _merge_numpy(clips, select, background, index):
     bg_bits = fg_bits if background is None else _unsigned_view(background)
     word = fg_bits.dtype
     all_ones = np.array(np.iinfo(word).max, dtype=word)
-    scratch = np.empty((height, width, channels), dtype=word)
+    scratch = np.empty((frames, height, width, channels), dtype=word)
     for b in range(batch):
         source = bg_bits[index[b]] if background is None else bg_bits[b]
         bits = np.where(select[b][:, :, None], all_ones, word.type(0))
-        bits = np.ascontiguousarray(np.broadcast_to(bits, scratch.shape))
-        for t in range(frames):
-            np.bitwise_xor(fg_bits[b, t], source[t], out=scratch)
-            scratch &= bits
-            np.bitwise_xor(source[t], scratch, out=out_bits[b, t])
+        bits = np.ascontiguousarray(np.broadcast_to(bits, (height, width, channels)))
+        np.bitwise_xor(fg_bits[b], source, out=scratch)
+        scratch &= bits     # the same mask for every frame
+        np.bitwise_xor(source, scratch, out=out_bits[b])
     return out
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import nvidia.dali.fn as fn
 import nvidia.dali.math as dmath
 import nvidia.dali.types as types
@@ -45,7 +44,9 @@ ENCODED = "encoded"
 INT_FEEDS = {"frames", "order", "order_q", "order_k"}
 LONG_FEEDS = {"label", "index", "fame_seed", "fame_step"}
 BOOL_FEEDS = {"blur", "blur_q", "blur_k"}
-COLOUR_FEEDS = ("brightness", "contrast", "saturation", "hue", "blur", "sigma")
+COLOUR_FEEDS = ("brightness", "contrast", "saturation", "hue", "blur")
+# The blur reads sigma on the GPU (fn.gaussian_blur) and the sampler's weights on the CPU (fn.filter).
+BLUR_FEED = {"gpu": "sigma", "cpu": "blur_weights"}
 CLIP_LAYOUT = "CFHW"
 
 
@@ -58,9 +59,11 @@ class Graph:
     feeds: tuple[str, ...]
 
 
-def feed_names(role: str) -> tuple[str, ...]:
-    """What the external source returns per batch, in order: encoded bytes then the sampler's plan."""
-    return (ENCODED, *FEEDS[role])
+def feed_names(role: str, device: str = "cpu") -> tuple[str, ...]:
+    """What the external source returns per batch, in order: encoded bytes then the sampler's plan
+    (of the two forms of the blur, the one the ``device`` reads)."""
+    unused = {name for d, name in BLUR_FEED.items() if d != device}
+    return (ENCODED, *(name for name in FEEDS[role] if name.removesuffix("_q").removesuffix("_k") not in unused))
 
 
 def _dtype(name: str):
@@ -116,27 +119,27 @@ def colour_clip(clip, feeds: dict, suffix: str, crop: int, aug: AugParams):
     fraction of a float one.
     """
     if feeds["blur" + suffix]:
-        clip = blur_clip(clip, feeds["sigma" + suffix], aug.blur_window(crop))
+        blur = feeds[BLUR_FEED[clip.device] + suffix]
+        clip = blur_clip(clip, blur, aug.blur_window(crop))
     clip = fn.color_twist(clip, brightness=feeds["brightness" + suffix], contrast=feeds["contrast" + suffix],
                           saturation=feeds["saturation" + suffix], hue=feeds["hue" + suffix], dtype=types.FLOAT)
-    return dmath.clamp(clip, 0.0, PIXEL_MAX)
+    # max then min: on the CPU, DALI's clamp costs about 3x the pair (README, pipeline profile).
+    return dmath.min(dmath.max(clip, 0.0), PIXEL_MAX)
 
 
-def blur_clip(clip, sigma, window: int):
-    """FHWC uint8 -> FHWC uint8: a normalised Gaussian of per-sample ``sigma`` over a ``window``
-    of pixels along H and W of each frame (mirrored borders, reflect 101).
+def blur_clip(clip, blur, window: int):
+    """FHWC uint8 -> FHWC uint8: a normalised Gaussian over a ``window`` of pixels along H and
+    W of each frame (mirrored borders, reflect 101).
 
-    On the CPU as two 1-D ``fn.filter`` passes with the kernel built in the graph: about 3x
-    faster there than ``fn.gaussian_blur`` (README, pipeline profile), within a level of it
-    (each pass rounds to uint8). On the GPU ``fn.gaussian_blur``.
+    On the GPU ``fn.gaussian_blur`` of per-sample sigma ``blur``. On the CPU two 1-D
+    ``fn.filter`` passes with ``blur`` the per-sample weights (``params.blur_weights``, from
+    the sampler): about 3x faster there than ``fn.gaussian_blur`` (README, pipeline
+    profile), within a level of it (each pass rounds to uint8).
     """
     if clip.device == "gpu":
-        return fn.gaussian_blur(clip, sigma=sigma, window_size=window)
-    squares = types.Constant((np.arange(window, dtype=np.float32) - window // 2) ** 2)
-    kernel = dmath.exp(squares * (-0.5 / (sigma * sigma)))
-    kernel = kernel / fn.reductions.sum(kernel)
-    clip = fn.filter(clip, fn.reshape(kernel, shape=[1, window]), border="reflect_101")
-    return fn.filter(clip, fn.reshape(kernel, shape=[window, 1]), border="reflect_101")
+        return fn.gaussian_blur(clip, sigma=blur, window_size=window)
+    clip = fn.filter(clip, fn.reshape(blur, shape=[1, window]), border="reflect_101")
+    return fn.filter(clip, fn.reshape(blur, shape=[window, 1]), border="reflect_101")
 
 
 def _normalise(clip, aug: AugParams):
@@ -154,23 +157,23 @@ def pretrain_outputs(stage: str, fame_stage: FameStage | None) -> tuple[str, ...
     return names + (("label", "index") if stage == "full" else ())
 
 
-def pretrain_feeds(stage: str, fame_stage: FameStage | None) -> tuple[str, ...]:
-    """The feeds the pretraining graph cut at ``stage`` reads, in feed order."""
+def pretrain_feeds(stage: str, fame_stage: FameStage | None, device: str = "cpu") -> tuple[str, ...]:
+    """The feeds the pretraining graph cut at ``stage`` on ``device`` reads, in feed order."""
     used = {ENCODED, "frames", "order_q", "order_k"}
     if stage != "decode":
         used |= {f"roi_{end}_{view}" for end in ("start", "end") for view in "qk"}
     if stage not in ("decode", "crop") and fame_stage is not None:
         used |= {"fame_seed", "fame_step"}
     if stage in ("augment", "full"):
-        used |= {f"{name}_{view}" for name in COLOUR_FEEDS for view in "qk"}
+        used |= {f"{name}_{view}" for name in (*COLOUR_FEEDS, BLUR_FEED[device]) for view in "qk"}
     if stage == "full":
         used |= {"label", "index"}
-    return tuple(name for name in feed_names("pretrain") if name in used)
+    return tuple(name for name in feed_names("pretrain", device) if name in used)
 
 
 @pipeline_def(enable_conditionals=True)
 def _pretrain_def(source, device, crop, aug, fame_stage, stage):
-    feeds = _inputs(source, pretrain_feeds(stage, fame_stage))
+    feeds = _inputs(source, pretrain_feeds(stage, fame_stage, device))
     video = _decode(feeds, device)
     query = fn.sequence_rearrange(video, new_order=feeds["order_q"])
     key = fn.sequence_rearrange(video, new_order=feeds["order_k"])
@@ -210,13 +213,13 @@ def pretrain_graph(source, *, device: str, batch_size: int, crop: int, aug: AugP
     _check(device, stage)
     pipe = _pretrain_def(source, device, crop, aug, fame_stage, stage,
                          **_pipeline_options(device, device_id, batch_size, num_threads, prefetch))
-    return Graph(pipe, pretrain_outputs(stage, fame_stage), pretrain_feeds(stage, fame_stage))
+    return Graph(pipe, pretrain_outputs(stage, fame_stage), pretrain_feeds(stage, fame_stage, device))
 
 
 # --------------------------------------------------------- evaluation ----
 @pipeline_def(enable_conditionals=True)
 def _train_clip_def(source, device, crop, aug):
-    feeds = _inputs(source, feed_names("train"))
+    feeds = _inputs(source, feed_names("train", device))
     clip = colour_clip(_crop(_decode(feeds, device), feeds, "", crop, aug), feeds, "", crop, aug)
     return _normalise(clip, aug), feeds["label"], feeds["index"]
 
@@ -227,7 +230,7 @@ def train_clip_graph(source, *, device: str, batch_size: int, crop: int, aug: Au
     _check(device)
     pipe = _train_clip_def(source, device, crop, aug,
                            **_pipeline_options(device, device_id, batch_size, num_threads, prefetch))
-    return Graph(pipe, ("clip", "label", "index"), feed_names("train"))
+    return Graph(pipe, ("clip", "label", "index"), feed_names("train", device))
 
 
 @pipeline_def

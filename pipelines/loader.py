@@ -92,37 +92,46 @@ def read_encoded(path: str) -> np.ndarray:
 
 
 class _Feed:
-    """The external source: per (DALI epoch, iteration) the plan of (epoch, step) plus the file bytes.
+    """The external source of one pipeline: per iteration the plan of a step plus the file bytes.
 
-    ``runs[k]`` is the (epoch, first step) of the k-th pass of the pipeline, registered by
-    the loader before the pass starts; past the last step it raises StopIteration.
+    Steps are counted across epochs (position = epoch * steps_per_epoch + step); iteration i
+    of the pipeline serves position ``first + i * every``, so ``every`` pipelines started at
+    consecutive positions take turns. A pipeline is never reset: at the end of an epoch it
+    goes on with the next one.
     """
 
-    def __init__(self, sampler, names: tuple[str, ...]):
+    def __init__(self, sampler, names: tuple[str, ...], first: int, every: int = 1):
         self.sampler, self.names = sampler, names
-        self.runs: list[tuple[int, int]] = []
+        self.first, self.every = first, every
 
     def __call__(self, info):
-        epoch, first = self.runs[info.epoch_idx]
-        step = first + info.iteration
-        if step >= self.sampler.steps_per_epoch:
-            raise StopIteration
+        epoch, step = divmod(self.first + info.iteration * self.every, self.sampler.steps_per_epoch)
         plan = self.sampler.plan(epoch, step)
         plan[ENCODED] = [read_encoded(self.sampler.videos[int(i)].path) for i in plan["index"]]
         return tuple(plan[name] for name in self.names)
 
 
 class VideoLoader:
-    """Steps through one role's sampler with a DALI graph; yields role batches of torch tensors."""
+    """Steps through one role's sampler with DALI graphs; yields role batches of torch tensors.
+
+    ``pipelines`` copies of the graph take turns by step, each with its own threads. DALI
+    runs the CPU operators of one pipeline one at a time, the python stage on a single
+    thread, so a second pipeline keeps the cores busy meanwhile (README, pipeline profile).
+    The pipelines read ahead across the end of an epoch into the next one (short epochs do
+    not drain them); iterating from any other position (a replay, a restored state)
+    rebuilds them there. The batches are the same either way: each is a function of
+    (epoch, step) alone.
+    """
 
     def __init__(self, sampler, make_graph: Callable[[_Feed], Graph], assemble: Callable[[dict], tuple],
-                 device: torch.device):
-        self.sampler, self.device = sampler, torch.device(device)
+                 device: torch.device, pipelines: int = 1):
+        if pipelines < 1:
+            raise ValueError(f"pipelines must be >= 1, got {pipelines}")
+        self.sampler, self.device, self.pipelines = sampler, torch.device(device), pipelines
         self._make_graph, self._assemble = make_graph, assemble
         self.epoch, self.step = 0, 0
-        self._graph: Optional[Graph] = None
-        self._feed: Optional[_Feed] = None
-        self._at_boundary = False   # the pipeline finished a pass and was reset: reusable
+        self._graphs: list[Graph] = []
+        self._first = self._next = 0    # positions of the pipelines' first and next batch
 
     def __len__(self) -> int:
         return self.sampler.steps_per_epoch
@@ -161,26 +170,21 @@ class VideoLoader:
         self.epoch, self.step = int(state["epoch"]), step
 
     def close(self) -> None:
-        self._graph, self._feed, self._at_boundary = None, None, False
+        self._graphs = []
 
-    def _pipeline(self) -> Graph:
-        """The graph to run the next pass with: reused at a pass boundary, rebuilt otherwise."""
-        if self._graph is None or not self._at_boundary:
-            self._feed = _Feed(self.sampler, ())
-            self._graph = self._make_graph(self._feed)
-            self._feed.names = self._graph.feeds
-        self._feed.runs.append((self.epoch, self.step))
-        self._at_boundary = False
-        return self._graph
+    def _position(self) -> int:
+        return self.epoch * len(self) + self.step
 
-    def _finish_pass(self, pipe) -> None:
-        try:
-            pipe.run()
-        except StopIteration:
-            pipe.reset()
-            self._at_boundary = True
-            return
-        raise RuntimeError("the pipeline produced a batch past the end of the epoch")
+    def _pipelines(self) -> list[Graph]:
+        """The graphs whose next batch is the current position: the running ones if they are
+        there, else new ones started at it."""
+        if not self._graphs or self._next != self._position():
+            self._first = self._next = self._position()
+            feeds = [_Feed(self.sampler, (), self._first + turn, self.pipelines) for turn in range(self.pipelines)]
+            self._graphs = [self._make_graph(feed) for feed in feeds]
+            for feed, graph in zip(feeds, self._graphs):
+                feed.names = graph.feeds
+        return self._graphs
 
     def _run(self, pipe):
         """One batch from the pipeline; a failure names the videos of the batch it happened in."""
@@ -199,13 +203,12 @@ class VideoLoader:
             self.step = 0
         if len(self) == 0:
             return
-        graph = self._pipeline()
         while self.step < len(self):
+            graph = self._pipelines()[(self._next - self._first) % self.pipelines]
             outputs = self._run(graph.pipe)
+            self._next += 1
             batch = self._assemble(dict(zip(graph.outputs, outputs)))
             self.step += 1
-            if self.step == len(self):
-                self._finish_pass(graph.pipe)
             yield batch
 
 
@@ -214,7 +217,7 @@ def pretrain_loader(videos: list[VideoMeta], *, device: str = "cpu", batch_size:
                     crop: int, aug: AugParams = AugParams(), fame_cfg: Optional[fame.FameConfig] = None,
                     seed: int = 0, rank: int = 0, world: int = 1, num_threads: int = 2, prefetch: int = 2,
                     device_id: int = 0, return_masks: bool = False, stage: str = "full", raw: bool = False,
-                    fame_stage: Optional[FameStage] = None) -> VideoLoader:
+                    fame_stage: Optional[FameStage] = None, pipelines: int = 1) -> VideoLoader:
     """Pretraining: two clips per video (query, key), crop + flip each, FAME on the query
     (or both, ``fame_cfg.branches``; none when ``fame_cfg`` is None or its variant is "none"),
     then colour augmentation and normalisation. Yields PretrainBatch.
@@ -242,12 +245,13 @@ def pretrain_loader(videos: list[VideoMeta], *, device: str = "cpu", batch_size:
         tensors = {name: _to_torch(value, out_device) for name, value in outputs.items()}
         return PretrainBatch(**tensors) if stage == "full" else tensors
 
-    return VideoLoader(sampler, make_graph, assemble, out_device)
+    return VideoLoader(sampler, make_graph, assemble, out_device, pipelines)
 
 
 def train_clips_loader(videos: list[VideoMeta], *, device: str = "cpu", batch_size: int, frames: int, stride: int,
                        crop: int, aug: AugParams = AugParams(), seed: int = 0, rank: int = 0, world: int = 1,
-                       num_threads: int = 2, prefetch: int = 2, device_id: int = 0) -> VideoLoader:
+                       num_threads: int = 2, prefetch: int = 2, device_id: int = 0,
+                       pipelines: int = 1) -> VideoLoader:
     """Linear probe / finetuning: one random clip per video with a random view. Yields ClipBatch."""
     geometry = ClipGeometry(frames, stride, crop)
     sampler = TrainClipSampler(videos, geometry, aug, batch_size=batch_size, seed=seed, rank=rank, world=world)
@@ -260,13 +264,14 @@ def train_clips_loader(videos: list[VideoMeta], *, device: str = "cpu", batch_si
     def assemble(outputs: dict):
         return ClipBatch(*(_to_torch(value, out_device) for value in outputs.values()))
 
-    return VideoLoader(sampler, make_graph, assemble, out_device)
+    return VideoLoader(sampler, make_graph, assemble, out_device, pipelines)
 
 
 def eval_clips_loader(videos: list[VideoMeta], *, device: str = "cpu", batch_size: int, frames: int, stride: int,
                       crop: int, clips_per_video: int = 10, aug: AugParams = AugParams(),
                       centre_fraction: Optional[float] = None, rank: int = 0, world: int = 1,
-                      num_threads: int = 2, prefetch: int = 2, device_id: int = 0) -> VideoLoader:
+                      num_threads: int = 2, prefetch: int = 2, device_id: int = 0,
+                      pipelines: int = 1) -> VideoLoader:
     """Testing / feature extraction: ``clips_per_video`` uniformly spaced clips of every video,
     centre crop, list order, each video exactly once per pass (the last batch may be smaller;
     nothing is padded). ``batch_size`` counts clips: a batch holds batch_size //
@@ -293,4 +298,4 @@ def eval_clips_loader(videos: list[VideoMeta], *, device: str = "cpu", batch_siz
         index = _to_torch(outputs["index"], out_device).repeat_interleave(per_video)
         return EvalBatch(clips, label, index)
 
-    return VideoLoader(sampler, make_graph, assemble, out_device)
+    return VideoLoader(sampler, make_graph, assemble, out_device, pipelines)

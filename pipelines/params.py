@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 # Published normalisation of the Kinetics-trained video models (fame_spec.md).
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
@@ -79,6 +81,13 @@ class AugParams:
 # No randomness beyond the clip position: full frame, no flip, no colour change, no blur.
 IDENTITY_AUG = AugParams(crop_area=(1.0, 1.0), crop_aspect=(1.0, 1.0), flip_p=0.0, grayscale_p=0.0,
                          jitter_p=0.0, blur_p=0.0)
+
+
+def blur_weights(sigma: float, window: int) -> np.ndarray:
+    """(window,) float32: the normalised 1-D Gaussian of ``sigma`` pixels, centred in the window."""
+    offsets = np.arange(window, dtype=np.float64) - window // 2
+    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
+    return (weights / weights.sum()).astype(np.float32)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pipelines.params import AugParams, ClipGeometry
+from pipelines.params import AugParams, ClipGeometry, blur_weights
 from pipelines.videos import VideoMeta
 
 ORDER_KEY, SAMPLE_KEY, BATCH_KEY = 0, 1, 2
@@ -34,7 +34,7 @@ HUE_DEGREES = 360.0        # hue jitter is a fraction of the colour circle
 NO_BLUR_SIGMA = 0.01       # a Gaussian this narrow leaves uint8 pixels unchanged
 SEED_BOUND = 2**62         # FAME batch seeds are drawn in [0, SEED_BOUND)
 
-VIEW_FEEDS = ("roi_start", "roi_end", "brightness", "contrast", "saturation", "hue", "blur", "sigma")
+VIEW_FEEDS = ("roi_start", "roi_end", "brightness", "contrast", "saturation", "hue", "blur", "sigma", "blur_weights")
 FEEDS = {
     "pretrain": ("frames", "order_q", "order_k", *(f"{n}_q" for n in VIEW_FEEDS),
                  *(f"{n}_k" for n in VIEW_FEEDS), "label", "index", "fame_seed", "fame_step"),
@@ -211,13 +211,15 @@ class ViewDraw:
     flip: bool
     colour: ColourDraw
 
-    def feeds(self, suffix: str = "") -> dict[str, np.ndarray]:
+    def feeds(self, blur_window: int, suffix: str = "") -> dict[str, np.ndarray]:
+        """DALI inputs of the view; the blur as sigma and as its weights over ``blur_window`` pixels."""
         roi_start, roi_end = self.window.roi(self.flip)
         c = self.colour
         values = {"roi_start": roi_start, "roi_end": roi_end, "brightness": c.brightness,
                   "contrast": c.contrast, "saturation": c.saturation, "hue": c.hue, "sigma": c.sigma}
         feeds = {f"{name}{suffix}": np.asarray(v, dtype=np.float32) for name, v in values.items()}
         feeds[f"blur{suffix}"] = np.bool_(c.blur)
+        feeds[f"blur_weights{suffix}"] = blur_weights(c.sigma, blur_window)
         return feeds
 
 
@@ -280,6 +282,7 @@ class _RandomViewSampler(_ShardedEpochs):
         super().__init__(videos, batch_size=batch_size, seed=seed, rank=rank, world=world,
                          shuffle=True, equal_shards=True)
         self.geometry, self.aug = geometry, aug
+        self.blur_window = aug.blur_window(geometry.crop)
 
     def plan(self, epoch: int, step: int) -> dict[str, list[np.ndarray]]:
         positions, video_ids = self.batch_positions(epoch, step)
@@ -304,8 +307,8 @@ class PretrainSampler(_RandomViewSampler):
         feeds = {"frames": frames, "order_q": order_q, "order_k": order_k,
                  "starts": starts.astype(np.int64), "label": np.int64(video.label),
                  "index": np.int64(video_index)}
-        feeds.update(draw_view(rng, video, self.aug).feeds("_q"))
-        feeds.update(draw_view(rng, video, self.aug).feeds("_k"))
+        feeds.update(draw_view(rng, video, self.aug).feeds(self.blur_window, "_q"))
+        feeds.update(draw_view(rng, video, self.aug).feeds(self.blur_window, "_k"))
         return feeds
 
     def add_batch_feeds(self, samples: list[dict], epoch: int, step: int, first_position: int) -> None:
@@ -327,7 +330,7 @@ class TrainClipSampler(_RandomViewSampler):
         feeds = {"frames": clip_frame_indices(int(start[0]), self.geometry).astype(np.int32),
                  "starts": start.astype(np.int64), "label": np.int64(video.label),
                  "index": np.int64(video_index)}
-        feeds.update(draw_view(rng, video, self.aug).feeds())
+        feeds.update(draw_view(rng, video, self.aug).feeds(self.blur_window))
         return feeds
 
 

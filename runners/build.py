@@ -48,7 +48,8 @@ def pretrain_settings(cfg: Config, device: torch.device, steps_per_epoch: int = 
     dali, device_id = dali_device(device)
     return dict(device=dali, batch_size=cfg.train.batch_size, frames=cfg.clip.frames, stride=cfg.clip.stride,
                 crop=cfg.clip.crop, aug=aug_params(cfg), fame_cfg=fame_config(cfg, steps_per_epoch), seed=cfg.seed,
-                num_threads=cfg.train.num_threads, prefetch=cfg.train.prefetch, device_id=device_id)
+                num_threads=cfg.train.num_threads, prefetch=cfg.train.prefetch, device_id=device_id,
+                pipelines=cfg.train.pipelines)
 
 
 def build_pretrain_loader(cfg: Config, rank: int = 0, world: int = 1, device: torch.device = torch.device("cpu"),

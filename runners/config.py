@@ -137,7 +137,8 @@ class TrainConfig:
     log_every: int = field(default=10, metadata=_range(1))         # steps
     examples_every: int = field(default=500, metadata=_range(0))   # steps, 0: never
     resume: str = "auto"      # auto | none | path to a checkpoint
-    num_threads: int = field(default=2, metadata=_range(1))        # DALI CPU threads
+    num_threads: int = field(default=2, metadata=_range(1))        # DALI CPU threads per pipeline
+    pipelines: int = field(default=1, metadata=_range(1))          # DALI pipelines taking turns by batch
     prefetch: int = field(default=2, metadata=_range(1))
 
 

@@ -90,7 +90,8 @@ def build_train_clips_loader(cfg: Config, list_name: str, rank: int, world: int,
     return train_clips_loader(load_videos(cfg, list_name, rank, device), device=dali,
                               batch_size=cfg.eval.batch_size, frames=cfg.clip.frames, stride=cfg.clip.stride,
                               crop=cfg.clip.crop, aug=train_aug(cfg), seed=cfg.seed, rank=rank, world=world,
-                              num_threads=cfg.train.num_threads, prefetch=cfg.train.prefetch, device_id=device_id)
+                              num_threads=cfg.train.num_threads, prefetch=cfg.train.prefetch, device_id=device_id,
+                              pipelines=cfg.train.pipelines)
 
 
 def build_test_clips_loader(cfg: Config, list_name: str, rank: int, world: int, device: torch.device) -> VideoLoader:
@@ -100,4 +101,4 @@ def build_test_clips_loader(cfg: Config, list_name: str, rank: int, world: int, 
                              crop=cfg.clip.crop, clips_per_video=cfg.eval.clips_per_video,
                              aug=AugParams(mean=tuple(cfg.aug.mean), std=tuple(cfg.aug.std)),
                              rank=rank, world=world, num_threads=cfg.train.num_threads,
-                             prefetch=cfg.train.prefetch, device_id=device_id)
+                             prefetch=cfg.train.prefetch, device_id=device_id, pipelines=cfg.train.pipelines)

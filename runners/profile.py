@@ -8,8 +8,8 @@ the best of --repeats rounds (rows interleaved, so load from other processes hit
 alike), and the CPU time per batch (median; on a shared machine the steadier figure).
 A stage's cost is the growth in ms per batch over the row before (stages overlap in
 DALI's executor, so these are marginal costs). The python FAME stage is also timed from
-inside. A plain PyAV + NumPy loader (same videos, clips, crops and draws,
-train.num_threads worker processes) is timed as the baseline.
+inside. A plain PyAV + NumPy loader (same videos, clips, crops and draws, as many
+worker processes as train.pipelines x train.num_threads DALI threads) is timed as the baseline.
 
 On a GPU the pipeline runs there (NVDEC decoding), every timed batch is synchronised,
 each stage is an NVTX range ("profile/<stage>", next to DALI's own operator ranges and
@@ -99,6 +99,11 @@ def time_batches(batches, steps: int, warmup: int, synchronize) -> Timing:
     return Timing((time.perf_counter() - started) / steps, (_cpu_seconds() - cpu) / steps)
 
 
+def baseline_workers(cfg: C.Config) -> int:
+    """The baseline loader gets as many worker processes as the DALI pipelines have threads."""
+    return cfg.train.pipelines * cfg.train.num_threads
+
+
 def time_baseline(sampler, fame_cfg, workers: int, steps: int, warmup: int) -> Timing:
     """The PyAV + NumPy loader; its CPU time (workers included, counted once they exit) per batch
     covers the warm-up batches and the workers' start too, so it errs on the high side."""
@@ -149,7 +154,7 @@ def profile(cfg: C.Config, device: torch.device, steps: int, warmup: int, repeat
                 fame_seconds, fame_calls, fame_clips = (fame_seconds + timer.seconds, fame_calls + timer.calls,
                                                         fame_clips + timer.clips)
         with _nvtx(device, "profile/baseline"):
-            timing = time_baseline(sampler, settings["fame_cfg"], cfg.train.num_threads, steps, warmup)
+            timing = time_baseline(sampler, settings["fame_cfg"], baseline_workers(cfg), steps, warmup)
         wall["baseline"] = min(wall["baseline"], timing.wall)
         cpu["baseline"].append(timing.cpu)
         gc.collect()
@@ -174,7 +179,8 @@ def profile(cfg: C.Config, device: torch.device, steps: int, warmup: int, repeat
               "full_vs_baseline_cpu": baseline_row["cpu_seconds_per_batch"] / full["cpu_seconds_per_batch"]}
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "cpu_cores": os.cpu_count(), "num_threads": cfg.train.num_threads, "prefetch": cfg.train.prefetch,
+        "cpu_cores": os.cpu_count(), "num_threads": cfg.train.num_threads, "pipelines": cfg.train.pipelines,
+        "baseline_workers": baseline_workers(cfg), "prefetch": cfg.train.prefetch,
         "batch_size": cfg.train.batch_size, "clip": dataclasses.asdict(cfg.clip),
         "fame": dataclasses.asdict(cfg.fame), "videos": len(sampler.videos), "steps_per_epoch": len(sampler),
         "steps": steps, "warmup": warmup, "repeats": repeats,
@@ -209,7 +215,8 @@ def format_table(result: dict) -> str:
               f"by CPU time (target >= {TARGET_VS_DECODE:.2f})",
               f"full / baseline:     {r['full_vs_baseline']:.2f} by clips/s, {r['full_vs_baseline_cpu']:.2f} "
               f"by CPU time (target >= {TARGET_VS_BASELINE:.2f})",
-              f"device {result['device']}, {result['num_threads']} DALI threads / baseline workers, "
+              f"device {result['device']}, {result['pipelines']} pipeline(s) x {result['num_threads']} DALI threads"
+              f" / {result['baseline_workers']} baseline workers, "
               f"batch {result['batch_size']} videos, best of {result['repeats']} x {result['steps']} batches"]
     return "\n".join(lines)
 

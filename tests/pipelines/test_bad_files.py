@@ -24,7 +24,8 @@ def corrupt(path):
 
 def truncated(path):
     write_vp9(path, coded_frames(0, GOOD_FRAMES))
-    data = open(path, "rb").read()
+    with open(path, "rb") as f:
+        data = f.read()
     with open(path, "wb") as f:
         f.write(data[: len(data) // 3])
 

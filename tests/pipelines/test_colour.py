@@ -6,12 +6,12 @@ import pytest
 from nvidia.dali import pipeline_def
 
 from pipelines.graphs import blur_clip, colour_clip
-from pipelines.params import AugParams
+from pipelines.params import AugParams, blur_weights
 
 CROP, FRAMES = 32, 3
 AUG = AugParams()
 BT601 = np.array([0.299, 0.587, 0.114])
-NAMES = ("brightness", "contrast", "saturation", "hue", "blur", "sigma")
+NAMES = ("brightness", "contrast", "saturation", "hue", "blur", "blur_weights")
 
 
 def run_colour(clips: list[np.ndarray], **draws) -> list[np.ndarray]:
@@ -19,6 +19,7 @@ def run_colour(clips: list[np.ndarray], **draws) -> list[np.ndarray]:
     n = len(clips)
     values = {"brightness": 1.0, "contrast": 1.0, "saturation": 1.0, "hue": 0.0, "blur": False, "sigma": 0.01}
     values.update(draws)
+    values["blur_weights"] = blur_weights(values.pop("sigma"), AUG.blur_window(CROP))
     feeds = [[np.asarray(values[name], dtype=bool if name == "blur" else np.float32)] * n for name in NAMES]
 
     @pipeline_def(enable_conditionals=True, batch_size=n, num_threads=1, device_id=None)
@@ -95,17 +96,20 @@ def test_blur_then_brightness_equals_brightness_then_blur_where_nothing_clamps()
 
 @pytest.mark.parametrize("sigma", [0.1, 0.8, 2.0])
 def test_cpu_blur_agrees_with_gaussian_blur_of_the_gpu_path(sigma):
-    """blur_clip on the CPU (two fn.filter passes) against fn.gaussian_blur (what the GPU path
-    runs), run here on the CPU: within a level, per-sample sigma honoured."""
+    """blur_clip on the CPU (two fn.filter passes of the sampler's weights) against
+    fn.gaussian_blur (what the GPU path runs), run here on the CPU: within a level, per-sample
+    sigma honoured."""
     clips = [random_clip(5), random_clip(6)]
     sigmas = [np.float32(sigma), np.float32(0.5)]
     window = AUG.blur_window(CROP)
+    weights = [blur_weights(s, window) for s in sigmas]
 
     @pipeline_def(batch_size=2, num_threads=1, device_id=None)
     def pipe():
         clip = fn.external_source(source=lambda: clips, batch=True, layout="FHWC")
         s = fn.external_source(source=lambda: sigmas, batch=True)
-        return blur_clip(clip, s, window), fn.gaussian_blur(clip, sigma=s, window_size=window)
+        w = fn.external_source(source=lambda: weights, batch=True)
+        return blur_clip(clip, w, window), fn.gaussian_blur(clip, sigma=s, window_size=window)
 
     ours, theirs = pipe().run()
     for i, s in enumerate(sigmas):

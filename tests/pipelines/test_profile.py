@@ -44,11 +44,13 @@ def test_profile_writes_a_table_and_json(tiny_data_root, tmp_path, capsys):
     cfg = tiny_config(tiny_data_root, f"run.dir={tmp_path}", "run.name=prof")
     path = profile.main(cfg, steps=1, warmup=0, repeats=1)
     assert path == os.path.join(tmp_path, "prof", profile.PROFILE_FILE)
-    result = json.load(open(path))
+    with open(path) as f:
+        result = json.load(f)
     assert [row["stage"] for row in result["stages"]] == [name for name, _, _ in profile.ROWS]
     assert all(row["clips_per_s"] > 0 and row["cpu_seconds_per_batch"] >= 0 for row in result["stages"])
     assert result["baseline"]["clips_per_s"] > 0 and result["fame_op"]["clips_per_s"] > 0
     assert set(result["ratios"]) >= {"full_vs_decode", "full_vs_baseline"}
+    assert result["baseline_workers"] == result["pipelines"] * result["num_threads"] == 4   # synthetic.yaml: 2 x 2
     out = capsys.readouterr().out
     assert "PyAV + NumPy baseline" in out and "full / decode alone" in out
     assert os.path.exists(os.path.join(tmp_path, "prof", "metrics.jsonl"))

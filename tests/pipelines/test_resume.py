@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import fame
+import pipelines.loader as loader_module
 from pipelines.loader import pretrain_loader
 from pipelines.params import AugParams
 
@@ -77,3 +78,47 @@ def test_a_state_from_another_batch_size_continues_at_the_same_share_of_the_epoc
     with caplog.at_level("WARNING"):
         loader.load_state_dict(state)
     assert loader.step == 1 and "batches not identical" in caplog.text
+
+
+@pytest.mark.parametrize("pipelines", [3, 5])   # 4 steps per epoch; 5: one pipeline runs none
+def test_pipelines_taking_turns_yield_the_batches_of_one_pipeline(coded_videos, pipelines):
+    reference = run(pretrain_loader(coded_videos, **SETTINGS))
+    assert len(reference) // EPOCHS % pipelines != 0   # a pass ends part-way through a round of turns
+    same(run(pretrain_loader(coded_videos, **SETTINGS, pipelines=pipelines)), reference)
+
+
+def test_pipelines_taking_turns_resume_and_break_off_like_one(coded_videos):
+    reference = run(pretrain_loader(coded_videos, **SETTINGS))
+    first = pretrain_loader(coded_videos, **SETTINGS, pipelines=2)
+    got = []
+    for batch in first:     # breaks off after step 0: the next pass starts at an odd step
+        got.append((0, batch.query.clone(), batch.key.clone(), batch.index.clone()))
+        break
+    for batch in first:
+        got.append((0, batch.query.clone(), batch.key.clone(), batch.index.clone()))
+        if len(got) == 3:
+            break
+    resumed = pretrain_loader(coded_videos, **SETTINGS, pipelines=2)
+    resumed.load_state_dict(first.state_dict())
+    same(got + run(resumed), reference)
+
+
+def test_pipelines_must_be_at_least_one(coded_videos):
+    with pytest.raises(ValueError, match="pipelines must be >= 1"):
+        pretrain_loader(coded_videos, **SETTINGS, pipelines=0)
+
+
+def test_pipelines_read_on_into_the_next_epoch_and_restart_only_elsewhere(coded_videos, monkeypatch):
+    builds, build_graph = [], loader_module.pretrain_graph
+
+    def counting_graph(*args, **kwargs):
+        builds.append(1)
+        return build_graph(*args, **kwargs)
+
+    monkeypatch.setattr(loader_module, "pretrain_graph", counting_graph)
+    loader = pretrain_loader(coded_videos, **SETTINGS, pipelines=2)
+    reference = run(loader)                 # epochs 0 and 1 back to back: one set of pipelines
+    assert len(builds) == 2
+    replay = run(loader, epochs=[1])        # epoch 1 again: the pipelines had read on into epoch 2
+    assert len(builds) == 4
+    same(replay, reference[len(reference) // 2:])

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from pipelines.params import AugParams, ClipGeometry
+from pipelines.params import AugParams, ClipGeometry, blur_weights
 from pipelines.sampler import (NO_BLUR_SIGMA, EvalClipSampler, PretrainSampler, draw_clip_starts, draw_colour,
                                draw_crop_window, epoch_order, equal_shard, split_shard, uniform_clip_starts,
                                union_frames)
@@ -109,6 +109,22 @@ def test_pretrain_plans_are_pure_functions_of_epoch_and_step():
         assert all(np.array_equal(x, y) for x, y in zip(a[name], b[name])), name
     assert len(set(int(s) for s in a["fame_seed"])) == 1
     assert not np.array_equal(np.stack(a["roi_start_q"]), np.stack(sampler.plan(2, 2)["roi_start_q"]))
+
+
+def test_blur_weights_are_the_drawn_sigma_over_the_crop_window():
+    aug = AugParams(blur_p=0.5)
+    plan = PretrainSampler(make_videos(8), GEOMETRY, aug, batch_size=8, seed=3).plan(0, 0)
+    window = aug.blur_window(GEOMETRY.crop)
+    for view in "qk":
+        assert {bool(b) for b in plan[f"blur_{view}"]} == {False, True}
+        for sigma, weights in zip(plan[f"sigma_{view}"], plan[f"blur_weights_{view}"]):
+            assert weights.shape == (window,) and weights.dtype == np.float32
+            np.testing.assert_allclose(weights, blur_weights(float(sigma), window), rtol=1e-5)   # sigma fed as float32
+    offsets = np.arange(window) - window // 2
+    weights = blur_weights(1.5, window)
+    assert weights.sum() == pytest.approx(1.0) and np.array_equal(weights, weights[::-1])
+    np.testing.assert_allclose(weights[1:] / weights[:-1], np.exp(-(2 * offsets[:-1] + 1) / (2 * 1.5**2)), rtol=1e-5)
+    assert np.array_equal(blur_weights(NO_BLUR_SIGMA, window), np.eye(window, dtype=np.float32)[window // 2])
 
 
 def test_a_sample_draws_the_same_whatever_the_world_size():
