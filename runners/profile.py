@@ -3,7 +3,8 @@
 Times the DALI pretraining pipeline without a model, cut after each stage:
 decode (both clips of every video), + crop/flip, + FAME (python stage), + colour
 augmentation and blur, + normalisation, + handing the batch to torch on the training
-device. Each row is clips/s (two clips per video) over --steps batches after --warmup,
+device. Each row is clips/s (two clips per video) over --steps batches after --warmup
+(at least as many as the loader can have in the making, so none of the timed ones is begun early),
 the best of --repeats rounds (rows interleaved, so load from other processes hits them
 alike), and the CPU time per batch (median; on a shared machine the steadier figure).
 A stage's cost is the growth in ms per batch over the row before (stages overlap in
@@ -29,6 +30,7 @@ import os
 import platform
 import statistics
 import time
+import warnings
 
 import torch
 
@@ -51,6 +53,7 @@ ROW_LABELS = {"decode": "decode 2 clips", "crop": "+ crop, flip", "fame": "+ FAM
 TARGET_VS_DECODE = 2 / 3     # full pipeline / decode alone
 TARGET_VS_BASELINE = 1.0     # full pipeline / PyAV + NumPy baseline
 GIB = 2**30
+BASELINE_PREFETCH = 2        # batches a worker of torch's DataLoader makes ahead (its default prefetch_factor)
 
 
 def parse_args(argv=None) -> tuple[C.Config, int, int, int]:
@@ -104,16 +107,28 @@ def baseline_workers(cfg: C.Config) -> int:
     return cfg.train.pipelines * cfg.train.num_threads
 
 
+def warmups(cfg: C.Config, warmup: int) -> tuple[int, int]:
+    """Untimed batches of the DALI rows and of the baseline: ``warmup``, and at least what the
+    loader can have in the making before the timer starts (a prefetch queue per pipeline,
+    BASELINE_PREFETCH per baseline worker), which would otherwise count as free batches."""
+    return (max(warmup, cfg.train.pipelines * cfg.train.prefetch),
+            max(warmup, baseline_workers(cfg) * BASELINE_PREFETCH))
+
+
 def time_baseline(sampler, fame_cfg, workers: int, steps: int, warmup: int) -> Timing:
     """The PyAV + NumPy loader; its CPU time (workers included, counted once they exit) per batch
-    covers the warm-up batches and the workers' start too, so it errs on the high side."""
+    covers the warm-up batches and the workers' start too, so it errs on the high side. Its
+    workers may outnumber the cores, as the DALI threads do: torch's warning about that is
+    not shown."""
     total = warmup + steps
     epochs = 1 + total // max(1, len(sampler))
     cpu = _cpu_seconds()
-    batches = iter(pyav_pretrain_loader(sampler, fame_cfg, epochs=epochs, num_workers=workers, batches=total))
-    wall = time_batches(batches, steps, warmup, lambda: None).wall
-    for _ in batches:          # exhausting the loader joins its workers, so their CPU time is counted
-        pass
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
+        batches = iter(pyav_pretrain_loader(sampler, fame_cfg, epochs=epochs, num_workers=workers, batches=total))
+        wall = time_batches(batches, steps, warmup, lambda: None).wall
+        for _ in batches:          # exhausting the loader joins its workers, so their CPU time is counted
+            pass
     return Timing(wall, (_cpu_seconds() - cpu) / total)
 
 
@@ -132,6 +147,7 @@ def profile(cfg: C.Config, device: torch.device, steps: int, warmup: int, repeat
     """Every row timed ``repeats`` times, rows interleaved so that outside load hits them alike."""
     synchronize = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     clips_per_batch = 2 * cfg.train.batch_size
+    dali_warmup, baseline_warmup = warmups(cfg, warmup)
     settings = pretrain_settings(cfg, device)
     videos = load_videos(cfg, cfg.data.train_list, 0, device)
     wall = {name: float("inf") for name in ROW_LABELS}
@@ -145,7 +161,7 @@ def profile(cfg: C.Config, device: torch.device, steps: int, warmup: int, repeat
             loader = pretrain_loader(videos, return_masks=False, stage=stage, raw=raw, fame_stage=timer, **settings)
             sampler = loader.sampler
             with _nvtx(device, f"profile/{name}"):
-                timing = time_batches(endless(loader), steps, warmup, synchronize)
+                timing = time_batches(endless(loader), steps, dali_warmup, synchronize)
             wall[name] = min(wall[name], timing.wall)
             cpu[name].append(timing.cpu)
             memory[name] = _memory_used_gib(device)
@@ -154,7 +170,7 @@ def profile(cfg: C.Config, device: torch.device, steps: int, warmup: int, repeat
                 fame_seconds, fame_calls, fame_clips = (fame_seconds + timer.seconds, fame_calls + timer.calls,
                                                         fame_clips + timer.clips)
         with _nvtx(device, "profile/baseline"):
-            timing = time_baseline(sampler, settings["fame_cfg"], baseline_workers(cfg), steps, warmup)
+            timing = time_baseline(sampler, settings["fame_cfg"], baseline_workers(cfg), steps, baseline_warmup)
         wall["baseline"] = min(wall["baseline"], timing.wall)
         cpu["baseline"].append(timing.cpu)
         gc.collect()
@@ -175,20 +191,25 @@ def profile(cfg: C.Config, device: torch.device, steps: int, warmup: int, repeat
     decode, full = rows[0], rows[-1]
     ratios = {"full_vs_decode": full["clips_per_s"] / decode["clips_per_s"],
               "full_vs_baseline": full["clips_per_s"] / baseline_row["clips_per_s"],
-              "full_vs_decode_cpu": decode["cpu_seconds_per_batch"] / full["cpu_seconds_per_batch"],
-              "full_vs_baseline_cpu": baseline_row["cpu_seconds_per_batch"] / full["cpu_seconds_per_batch"]}
+              "full_vs_decode_cpu": _ratio(decode["cpu_seconds_per_batch"], full["cpu_seconds_per_batch"]),
+              "full_vs_baseline_cpu": _ratio(baseline_row["cpu_seconds_per_batch"], full["cpu_seconds_per_batch"])}
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "cpu_cores": os.cpu_count(), "num_threads": cfg.train.num_threads, "pipelines": cfg.train.pipelines,
         "baseline_workers": baseline_workers(cfg), "prefetch": cfg.train.prefetch,
         "batch_size": cfg.train.batch_size, "clip": dataclasses.asdict(cfg.clip),
         "fame": dataclasses.asdict(cfg.fame), "videos": len(sampler.videos), "steps_per_epoch": len(sampler),
-        "steps": steps, "warmup": warmup, "repeats": repeats,
+        "steps": steps, "warmup": dali_warmup, "baseline_warmup": baseline_warmup, "repeats": repeats,
         "stages": rows, "fame_op": fame_op, "baseline": baseline_row, "ratios": ratios,
         "targets": {"full_vs_decode": TARGET_VS_DECODE, "full_vs_baseline": TARGET_VS_BASELINE,
                     "met": ratios["full_vs_decode"] >= TARGET_VS_DECODE
                     and ratios["full_vs_baseline"] >= TARGET_VS_BASELINE},
     }
+
+
+def _ratio(a: float, b: float) -> float:
+    """a / b; NaN where b is 0 (a few tiny batches can take less CPU time than the clock's tick)."""
+    return a / b if b > 0 else float("nan")
 
 
 def _table_row(label: str, clips_per_s: float, seconds: float, stage_seconds=None, cpu_seconds=None) -> str:

@@ -51,6 +51,7 @@ def test_profile_writes_a_table_and_json(tiny_data_root, tmp_path, capsys):
     assert result["baseline"]["clips_per_s"] > 0 and result["fame_op"]["clips_per_s"] > 0
     assert set(result["ratios"]) >= {"full_vs_decode", "full_vs_baseline"}
     assert result["baseline_workers"] == result["pipelines"] * result["num_threads"] == 4   # synthetic.yaml: 2 x 2
+    assert (result["warmup"], result["baseline_warmup"]) == (4, 8)   # what each can have in the making
     out = capsys.readouterr().out
     assert "PyAV + NumPy baseline" in out and "full / decode alone" in out
     assert os.path.exists(os.path.join(tmp_path, "prof", "metrics.jsonl"))
