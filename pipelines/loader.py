@@ -97,16 +97,16 @@ class _Feed:
     Steps are counted across epochs (position = epoch * steps_per_epoch + step); iteration i
     of the pipeline serves position ``first + i * every``, so ``every`` pipelines started at
     consecutive positions take turns. A pipeline is never reset: at the end of an epoch it
-    goes on with the next one.
+    goes on with the next one, or with the same one again where ``epoch`` pins it.
     """
 
-    def __init__(self, sampler, names: tuple[str, ...], first: int, every: int = 1):
+    def __init__(self, sampler, names: tuple[str, ...], first: int, every: int = 1, epoch: Optional[int] = None):
         self.sampler, self.names = sampler, names
-        self.first, self.every = first, every
+        self.first, self.every, self.epoch = first, every, epoch
 
     def __call__(self, info):
         epoch, step = divmod(self.first + info.iteration * self.every, self.sampler.steps_per_epoch)
-        plan = self.sampler.plan(epoch, step)
+        plan = self.sampler.plan(epoch if self.epoch is None else self.epoch, step)
         plan[ENCODED] = [read_encoded(self.sampler.videos[int(i)].path) for i in plan["index"]]
         return tuple(plan[name] for name in self.names)
 
@@ -117,21 +117,23 @@ class VideoLoader:
     ``pipelines`` copies of the graph take turns by step, each with its own threads. DALI
     runs the CPU operators of one pipeline one at a time, the python stage on a single
     thread, so a second pipeline keeps the cores busy meanwhile (README, pipeline profile).
-    The pipelines read ahead across the end of an epoch into the next one (short epochs do
-    not drain them); iterating from any other position (a replay, a restored state)
-    rebuilds them there. The batches are the same either way: each is a function of
-    (epoch, step) alone.
+    At the end of an epoch the pipelines read on into the pass expected next (short epochs
+    do not drain them): the next epoch, or with ``replay`` (test clips, iterated again
+    without ``set_epoch``) the same one again. Iterating from anywhere else (a replay of
+    a training epoch, a restored state) rebuilds them there. The batches are the same
+    either way: each is a function of (epoch, step) alone.
     """
 
     def __init__(self, sampler, make_graph: Callable[[_Feed], Graph], assemble: Callable[[dict], tuple],
-                 device: torch.device, pipelines: int = 1):
+                 device: torch.device, pipelines: int = 1, replay: bool = False):
         if pipelines < 1:
             raise ValueError(f"pipelines must be >= 1, got {pipelines}")
-        self.sampler, self.device, self.pipelines = sampler, torch.device(device), pipelines
+        self.sampler, self.device, self.pipelines, self.replay = sampler, torch.device(device), pipelines, replay
         self._make_graph, self._assemble = make_graph, assemble
         self.epoch, self.step = 0, 0
         self._graphs: list[Graph] = []
-        self._first = self._next = 0    # positions of the pipelines' first and next batch
+        self._next = (0, 0)      # (epoch, step) of the pipelines' next batch
+        self._served = 0         # batches taken from them so far
 
     def __len__(self) -> int:
         return self.sampler.steps_per_epoch
@@ -172,18 +174,17 @@ class VideoLoader:
     def close(self) -> None:
         self._graphs = []
 
-    def _position(self) -> int:
-        return self.epoch * len(self) + self.step
-
     def _pipelines(self) -> list[Graph]:
-        """The graphs whose next batch is the current position: the running ones if they are
+        """The graphs whose next batch is the current one: the running ones if they are
         there, else new ones started at it."""
-        if not self._graphs or self._next != self._position():
-            self._first = self._next = self._position()
-            feeds = [_Feed(self.sampler, (), self._first + turn, self.pipelines) for turn in range(self.pipelines)]
+        if not self._graphs or self._next != (self.epoch, self.step):
+            first = self.epoch * len(self) + self.step
+            feeds = [_Feed(self.sampler, (), first + turn, self.pipelines, self.epoch if self.replay else None)
+                     for turn in range(self.pipelines)]
             self._graphs = [self._make_graph(feed) for feed in feeds]
             for feed, graph in zip(feeds, self._graphs):
                 feed.names = graph.feeds
+            self._next, self._served = (self.epoch, self.step), 0
         return self._graphs
 
     def _run(self, pipe):
@@ -204,11 +205,19 @@ class VideoLoader:
         if len(self) == 0:
             return
         while self.step < len(self):
-            graph = self._pipelines()[(self._next - self._first) % self.pipelines]
+            graph = self._pipelines()[self._served % self.pipelines]
             outputs = self._run(graph.pipe)
-            self._next += 1
-            batch = self._assemble(dict(zip(graph.outputs, outputs)))
+            self._served += 1
+            try:
+                batch = self._assemble(dict(zip(graph.outputs, outputs)))
+            except Exception:
+                self.close()      # the pipelines are a batch ahead of the loader's position now
+                raise
             self.step += 1
+            if self.step < len(self):
+                self._next = (self.epoch, self.step)
+            else:
+                self._next = (self.epoch if self.replay else self.epoch + 1, 0)
             yield batch
 
 
@@ -298,4 +307,4 @@ def eval_clips_loader(videos: list[VideoMeta], *, device: str = "cpu", batch_siz
         index = _to_torch(outputs["index"], out_device).repeat_interleave(per_video)
         return EvalBatch(clips, label, index)
 
-    return VideoLoader(sampler, make_graph, assemble, out_device, pipelines)
+    return VideoLoader(sampler, make_graph, assemble, out_device, pipelines, replay=True)

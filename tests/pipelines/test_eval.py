@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import torch
 
+import pipelines.loader as loader_module
 from pipelines.loader import ClipBatch, EvalBatch, eval_clips_loader, train_clips_loader
 from pipelines.sampler import uniform_clip_starts
 from tests.pipelines.conftest import RAW_AUG, frame_numbers, video_number
@@ -38,11 +39,21 @@ def test_every_video_once_with_uniformly_spaced_clips(coded_videos):
         assert [list(c) for c in clips] == [list(s + STRIDE * np.arange(FRAMES)) for s in starts]
 
 
-def test_a_second_pass_sees_the_same_clips(coded_videos):
-    data = eval_loader(coded_videos)
+def test_a_second_pass_sees_the_same_clips(coded_videos, monkeypatch):
+    """... from the same pipelines, which read on into the replay."""
+    builds, build_graph = [], loader_module.eval_clip_graph
+
+    def counting_graph(*args, **kwargs):
+        builds.append(1)
+        return build_graph(*args, **kwargs)
+
+    monkeypatch.setattr(loader_module, "eval_clip_graph", counting_graph)
+    data = eval_loader(coded_videos, pipelines=2)
     first = [b.clips.clone() for b in data]
     second = [b.clips for b in data]
+    assert len(first) == len(second) == len(data) and len(data) % 2 == 1   # a pass ends part-way through the turns
     assert all(torch.equal(a, b) for a, b in zip(first, second))
+    assert len(builds) == 2
 
 
 def test_ranks_split_the_test_videos_without_overlap(coded_videos):
