@@ -5,7 +5,9 @@ import nvidia.dali.types as types
 import pytest
 from nvidia.dali import pipeline_def
 
-from pipelines.graphs import blur_clip, colour_clip
+import fame
+from pipelines.fame_stage import FameStage
+from pipelines.graphs import blur_clip, colour_clip, pretrain_graph, train_clip_graph
 from pipelines.params import AugParams, blur_weights
 
 CROP, FRAMES = 32, 3
@@ -116,3 +118,14 @@ def test_cpu_blur_agrees_with_gaussian_blur_of_the_gpu_path(sigma):
         a, b = np.asarray(ours[i]).astype(int), np.asarray(theirs[i]).astype(int)
         assert np.abs(a - b).max() <= 1
         np.testing.assert_allclose(a, gaussian_reference(clips[i], float(s), window), atol=1.0 + 1e-3)
+
+
+@pytest.mark.parametrize("device, reads, skips", [("cpu", "blur_weights", "sigma"), ("gpu", "sigma", "blur_weights")])
+def test_each_device_reads_one_form_of_the_blur(device, reads, skips):
+    """The graphs are defined (not built, so no GPU is needed) with the feeds of their device."""
+    stage = FameStage(fame.FameConfig())
+    graphs = [pretrain_graph(lambda info: None, device=device, batch_size=2, crop=CROP, aug=AUG, fame_stage=stage),
+              train_clip_graph(lambda info: None, device=device, batch_size=2, crop=CROP, aug=AUG)]
+    for graph, views in zip(graphs, (("_q", "_k"), ("",))):
+        for view in views:
+            assert reads + view in graph.feeds and skips + view not in graph.feeds
