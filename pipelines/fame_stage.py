@@ -15,7 +15,8 @@ query masks (HW uint8 in {0, 1}) when ``return_masks``.
 On the CPU, NumPy's BLAS runs single-threaded inside the stage (pipelines.blas). DALI
 runs the stage between its other operators, not beside them (a stage that sleeps 10 ms
 adds 10 ms to every batch), so its time adds to the pipeline's; splitting the batch over
-threads did not help (FAME's many small NumPy calls hold the GIL).
+threads did not help (FAME's many small NumPy calls hold the GIL). A second pipeline
+taking turns (``VideoLoader``'s ``pipelines``) runs its operators meanwhile.
 
 Backgrounds: "inter" takes another query clip of the batch (pick per ``cfg.pick``);
 "intra" takes the other clip of the same video: the key for the query, and the
