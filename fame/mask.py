@@ -22,7 +22,11 @@ def blur_kernel(crop: int, size_fraction: float = 0.1, sigma_fraction: float = 1
     22.400000000000002, int() of it 22), sigma = k / 3, as the published code computed them.
     """
     size = int(size_fraction * crop) // 2 * 2 + 1
-    sigma = size * sigma_fraction
+    return gaussian_weights(size, size * sigma_fraction)
+
+
+def gaussian_weights(size: int, sigma: float) -> np.ndarray:
+    """(size,) float64: the normalised Gaussian of ``sigma`` samples, centred in the window."""
     offsets = np.arange(size, dtype=np.float64) - size // 2
     weights = np.exp(-(offsets**2) / (2.0 * sigma**2))
     return weights / weights.sum()

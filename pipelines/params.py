@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fame.mask import gaussian_weights
+
 # Published normalisation of the Kinetics-trained video models (fame_spec.md).
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
@@ -85,9 +87,7 @@ IDENTITY_AUG = AugParams(crop_area=(1.0, 1.0), crop_aspect=(1.0, 1.0), flip_p=0.
 
 def blur_weights(sigma: float, window: int) -> np.ndarray:
     """(window,) float32: the normalised 1-D Gaussian of ``sigma`` pixels, centred in the window."""
-    offsets = np.arange(window, dtype=np.float64) - window // 2
-    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
-    return (weights / weights.sum()).astype(np.float32)
+    return gaussian_weights(window, sigma).astype(np.float32)
 
 
 @dataclass(frozen=True)

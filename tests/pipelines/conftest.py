@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from data.filelist import write_file_list
+import pipelines.loader as loader_module
 from data.index import build_index
 from pipelines.params import IDENTITY_AUG
 from pipelines.videos import videos_from_index
@@ -63,6 +64,19 @@ def static_frames(video: int) -> np.ndarray:
     yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
     frame = np.stack([RED_PER_X * xx, GREEN_PER_Y * yy + 3 * video, np.full_like(xx, 60 * video)], axis=-1)
     return np.repeat(frame[None].astype(np.uint8), STATIC_FRAMES, axis=0)
+
+
+def count_graph_builds(monkeypatch, builder: str) -> list:
+    """A list that gains an entry each time pipelines.loader builds a graph with ``builder``
+    (e.g. "pretrain_graph"): one per pipeline started."""
+    builds, build = [], getattr(loader_module, builder)
+
+    def counting(*args, **kwargs):
+        builds.append(builder)
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(loader_module, builder, counting)
+    return builds
 
 
 def frame_numbers(clip: torch.Tensor) -> np.ndarray:

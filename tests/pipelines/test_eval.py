@@ -5,10 +5,9 @@ import dataclasses
 import numpy as np
 import torch
 
-import pipelines.loader as loader_module
 from pipelines.loader import ClipBatch, EvalBatch, eval_clips_loader, train_clips_loader
 from pipelines.sampler import uniform_clip_starts
-from tests.pipelines.conftest import RAW_AUG, frame_numbers, video_number
+from tests.pipelines.conftest import RAW_AUG, count_graph_builds, frame_numbers, video_number
 
 FRAMES, STRIDE, CROP, CLIPS = 4, 3, 32, 3
 SPAN = STRIDE * (FRAMES - 1) + 1
@@ -41,13 +40,7 @@ def test_every_video_once_with_uniformly_spaced_clips(coded_videos):
 
 def test_a_second_pass_sees_the_same_clips(coded_videos, monkeypatch):
     """... from the same pipelines, which read on into the replay."""
-    builds, build_graph = [], loader_module.eval_clip_graph
-
-    def counting_graph(*args, **kwargs):
-        builds.append(1)
-        return build_graph(*args, **kwargs)
-
-    monkeypatch.setattr(loader_module, "eval_clip_graph", counting_graph)
+    builds = count_graph_builds(monkeypatch, "eval_clip_graph")
     data = eval_loader(coded_videos, pipelines=2)
     first = [b.clips.clone() for b in data]
     second = [b.clips for b in data]

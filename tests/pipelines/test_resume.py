@@ -3,9 +3,9 @@ import pytest
 import torch
 
 import fame
-import pipelines.loader as loader_module
 from pipelines.loader import pretrain_loader
 from pipelines.params import AugParams
+from tests.pipelines.conftest import count_graph_builds
 
 SETTINGS = dict(device="cpu", batch_size=2, frames=4, stride=2, crop=32, aug=AugParams(),
                 fame_cfg=fame.FameConfig(), seed=7)
@@ -109,13 +109,7 @@ def test_pipelines_must_be_at_least_one(coded_videos):
 
 
 def test_pipelines_read_on_into_the_next_epoch_and_restart_only_elsewhere(coded_videos, monkeypatch):
-    builds, build_graph = [], loader_module.pretrain_graph
-
-    def counting_graph(*args, **kwargs):
-        builds.append(1)
-        return build_graph(*args, **kwargs)
-
-    monkeypatch.setattr(loader_module, "pretrain_graph", counting_graph)
+    builds = count_graph_builds(monkeypatch, "pretrain_graph")
     loader = pretrain_loader(coded_videos, **SETTINGS, pipelines=2)
     reference = run(loader)                 # epochs 0 and 1 back to back: one set of pipelines
     assert len(builds) == 2
