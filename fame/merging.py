@@ -48,12 +48,12 @@ def _merge_numpy(clips, select, background, index):
     word = fg_bits.dtype
     all_ones = np.array(np.iinfo(word).max, dtype=word)
     scratch = np.empty((frames, height, width, channels), dtype=word)
+    bits = np.empty((batch, height, width, channels), dtype=word)
+    np.copyto(bits, np.where(select[:, :, :, None], all_ones, word.type(0)))
     for b in range(batch):
         source = bg_bits[index[b]] if background is None else bg_bits[b]
-        bits = np.where(select[b][:, :, None], all_ones, word.type(0))
-        bits = np.ascontiguousarray(np.broadcast_to(bits, (height, width, channels)))
         np.bitwise_xor(fg_bits[b], source, out=scratch)
-        scratch &= bits     # the same mask for every frame
+        scratch &= bits[b]     # the same mask for every frame
         np.bitwise_xor(source, scratch, out=out_bits[b])
     return out
 
