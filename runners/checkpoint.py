@@ -14,6 +14,8 @@ import torch
 log = logging.getLogger("fame")
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
+RUN = "run"              # checkpoint entry: facts of the run a resume must share (process count ...)
+MISSING = "<missing>"    # config_value of a key the config does not have
 
 
 def checkpoint_dir(run_dir: str) -> str:
@@ -58,11 +60,13 @@ def save_checkpoint(run_dir: str, state: dict, *, epoch_copy: Optional[int] = No
     return path
 
 
-def load_checkpoint(path: str, map_location="cpu") -> dict:
+def load_checkpoint(path: str) -> dict:
+    """The checkpoint's contents with every tensor on the CPU: load_state_dict moves them to
+    the parts' devices, and the RNG states must stay CPU tensors."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint '{path}' does not exist")
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
         raise ValueError(f"checkpoint '{path}' cannot be read: {e}") from e
 
@@ -77,21 +81,56 @@ def find_resume(run_dir: str, resume: str) -> Optional[str]:
     return resume
 
 
-def save_training(run_dir: str, parts: dict, *, step: int, epoch: int, config: dict,
+def save_training(run_dir: str, parts: dict, *, step: int, epoch: int, config: dict, run: dict,
                   epoch_copy: Optional[int] = None) -> str:
     """Checkpoint a training loop: every part's state_dict (model, optimizer, scheduler,
-    scaler, loader ...), the step, the epoch and the resolved config (RNG states added)."""
+    scaler, loader ...), the step, the epoch, the resolved config and ``run``, the facts a
+    resume must share that the config does not hold (RNG states added)."""
     state = {name: part.state_dict() for name, part in parts.items()}
-    return save_checkpoint(run_dir, {**state, "step": step, "epoch": epoch, "config": config}, epoch_copy=epoch_copy)
+    return save_checkpoint(run_dir, {**state, "step": step, "epoch": epoch, "config": config, RUN: run},
+                           epoch_copy=epoch_copy)
 
 
-def resume_training(run_dir: str, resume: str, parts: dict, map_location=None, check=None) -> int:
+def config_value(config: dict, key: str):
+    """The value at a dotted key ("train.lr") of a config dict; MISSING where it has none."""
+    node = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return MISSING
+        node = node[part]
+    return node
+
+
+def check_same_run(path: str, state: dict, config: dict, keys: tuple[str, ...], run: dict) -> None:
+    """Refuse to resume ``path`` into a run that differs from it in a config key of ``keys``
+    (a whole section for a key like "model") or in a ``run`` fact (e.g. the process count):
+    its weights, schedule, queue and loader position belong to the settings it was saved with."""
+    saved = state.get("config")
+    if not isinstance(saved, dict):
+        raise ValueError(f"cannot resume {path}: it holds no 'config' (not a training checkpoint of this project)")
+    differences = [f"config key '{key}' was {config_value(saved, key)!r}, now {config_value(config, key)!r}"
+                   for key in keys if config_value(saved, key) != config_value(config, key)]
+    saved_run = state.get(RUN, {})
+    differences += [f"{name} was {saved_run[name]!r}, now {value!r}"
+                    for name, value in run.items() if name in saved_run and saved_run[name] != value]
+    if differences:
+        raise ValueError(f"cannot resume {path}: " + "; ".join(differences) +
+                         ". Resume with the settings it was saved with, or start anew "
+                         "(another run.name, or train.resume=none).")
+
+
+def resume_training(run_dir: str, resume: str, parts: dict, check=None) -> int:
     """Restore the checkpoint train.resume names (see find_resume) into `parts` and the RNGs;
-    returns its step, or 0 when there is nothing to resume. `check(state)` may refuse it."""
+    returns its step, or 0 when there is nothing to resume. `check(path, state)` may refuse it."""
     path = find_resume(run_dir, resume)
     if path is None:
         return 0
-    state = load_checkpoint(path, map_location=map_location)
+    state = load_checkpoint(path)
+    missing = [name for name in (*parts, "step", "epoch", "rng") if name not in state]
+    if missing:
+        raise ValueError(f"cannot resume {path}: it has no {', '.join(repr(m) for m in missing)} "
+                         f"(a training checkpoint, checkpoints/{LAST}, has {', '.join(map(repr, parts))}, "
+                         "step, epoch and rng; backbone.pt is for `pretrained=`)")
     if check is not None:
         check(path, state)
     for name, part in parts.items():

@@ -29,7 +29,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from models.heads import Classifier
 from runners import checkpoint as ckpt
-from runners.common import amp_dtype, broadcast_buffers, end_run, open_logger, parse_cli, start_run
+from runners.common import (amp_dtype, broadcast_buffers, end_run, open_logger, parse_cli, start_run,
+                            write_run_config)
 from runners.config import Config, to_dict
 from runners.eval_data import build_test_clips_loader, build_train_clips_loader, check_list_labels
 from runners.evaluation import (build_eval_backbone, check_pretrained_path, evaluate_classifier,
@@ -40,6 +41,11 @@ log = logging.getLogger("fame")
 SGD_MOMENTUM = 0.9
 STEP_DECAY = 0.1
 PERCENT = 100.0
+# What a resumed run must share with its checkpoint, besides the pretrained file's content and the process count.
+RESUME_KEYS = ("seed", "pretrained", "data.root", "data.train_list", "data.num_classes", "data.min_frames",
+               "data.synthetic", "clip", "aug", "model.backbone", "model.width", "model.checkpoint", "eval.protocol",
+               "eval.epochs", "eval.batch_size", "eval.lr", "eval.weight_decay", "eval.dropout", "eval.schedule",
+               "eval.milestones")
 
 
 class VideoClassifier(nn.Module):
@@ -93,7 +99,7 @@ def train_step(model, clips, labels, optimizer, scaler, amp):
 def main(cfg: Config) -> dict:
     """Train and test; returns the results record (also <run>/results.json)."""
     check_pretrained_path(cfg)
-    cfg, run_dir, device, rank, world = start_run(cfg)
+    cfg, run_dir, device, rank, world = start_run(cfg, write_config=False)
     check_list_labels(cfg)
 
     model, pretrained = build_classifier(cfg, device)
@@ -110,13 +116,13 @@ def main(cfg: Config) -> dict:
     amp = amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
 
-    def same_protocol(path, state):
-        saved = state.get("config", {}).get("eval", {}).get("protocol")
-        if saved != cfg.eval.protocol:
-            raise ValueError(f"cannot resume {path}: it is a {saved} run, this is {cfg.eval.protocol} "
-                             f"(use another run.name or train.resume=none)")
+    run = {"world": world, "pretrained_sha256": pretrained["sha256"]}
+
+    def same_run(path, state):
+        ckpt.check_same_run(path, state, to_dict(cfg), RESUME_KEYS, run)
     parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler, "loader": train_loader}
-    step = ckpt.resume_training(run_dir, cfg.train.resume, parts, map_location=device, check=same_protocol)
+    step = ckpt.resume_training(run_dir, cfg.train.resume, parts, check=same_run)
+    write_run_config(cfg, run_dir, rank)
     ddp = DDP(model) if world > 1 else model
 
     logger = open_logger(cfg, run_dir, cfg.eval.protocol, rank)
@@ -124,7 +130,7 @@ def main(cfg: Config) -> dict:
     def save(epoch_copy=None):
         if rank == 0:
             ckpt.save_training(run_dir, parts, step=step, epoch=step // steps_per_epoch, config=to_dict(cfg),
-                               epoch_copy=epoch_copy)
+                               run=run, epoch_copy=epoch_copy)
 
     log.info("%s on %s (%s): %d steps/epoch x %d epochs on %s (world %d)", cfg.eval.protocol, cfg.data.train_list,
              pretrained["path"] or pretrained["init"] + " init", steps_per_epoch, cfg.eval.epochs, device, world)

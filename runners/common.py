@@ -15,6 +15,7 @@ import torch.distributed as dist
 from runners import config as C
 
 log = logging.getLogger("fame")
+RUN_CONFIG = "config.yaml"
 
 
 def cli_parser(description: str) -> argparse.ArgumentParser:
@@ -74,8 +75,9 @@ def broadcast_buffers(model: torch.nn.Module) -> None:
             dist.broadcast(buffer, src=0)
 
 
-def prepare_run_dir(cfg: C.Config, rank: int = 0) -> tuple[C.Config, str]:
-    """Fix run.name (agreed across ranks), create <run.dir>/<run.name>/, write config.yaml there."""
+def prepare_run_dir(cfg: C.Config, rank: int = 0, write_config: bool = True) -> tuple[C.Config, str]:
+    """Fix run.name (agreed across ranks), create <run.dir>/<run.name>/, write config.yaml
+    there (a runner that may resume writes it once the checkpoint has been accepted)."""
     name = [C.run_name(cfg)]
     if dist.is_initialized():
         dist.broadcast_object_list(name, src=0)
@@ -83,8 +85,15 @@ def prepare_run_dir(cfg: C.Config, rank: int = 0) -> tuple[C.Config, str]:
     run_dir = os.path.join(cfg.run.dir, cfg.run.name)
     if rank == 0:
         os.makedirs(run_dir, exist_ok=True)
-        C.dump_config(cfg, os.path.join(run_dir, "config.yaml"))
+    if write_config:
+        write_run_config(cfg, run_dir, rank)
     return cfg, run_dir
+
+
+def write_run_config(cfg: C.Config, run_dir: str, rank: int = 0) -> None:
+    """<run_dir>/config.yaml, the resolved config of the run (rank 0)."""
+    if rank == 0:
+        C.dump_config(cfg, os.path.join(run_dir, RUN_CONFIG))
 
 
 def ensure_data(cfg: C.Config, rank: int = 0) -> None:
@@ -131,12 +140,13 @@ class Run(NamedTuple):
     world: int
 
 
-def start_run(cfg: C.Config) -> Run:
-    """Device, process group, logging, run directory (config.yaml), seeds and data, in that order."""
+def start_run(cfg: C.Config, write_config: bool = True) -> Run:
+    """Device, process group, logging, run directory (config.yaml unless ``write_config`` is
+    False: see prepare_run_dir), seeds and data, in that order."""
     device = resolve_device(cfg.device)
     rank, world = init_distributed(device)
     setup_logging(rank)
-    cfg, run_dir = prepare_run_dir(cfg, rank)
+    cfg, run_dir = prepare_run_dir(cfg, rank, write_config)
     seed_everything(cfg.seed, rank)
     ensure_data(cfg, rank)
     return Run(cfg, run_dir, device, rank, world)

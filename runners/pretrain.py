@@ -20,13 +20,17 @@ from models.backbones import export_backbone_state
 from models.moco import contrastive_accuracy
 from runners import checkpoint as ckpt
 from runners.build import build_pretrain_loader
-from runners.common import end_run, open_logger, parse_cli, start_run
+from runners.common import end_run, open_logger, parse_cli, start_run, write_run_config
 from runners.config import Config, to_dict
 from runners.examples import fame_example_images
 from runners.moco_step import build_training, train_step
 from runners.schedule import lr_lambda
 
 log = logging.getLogger("fame")
+# What a resumed run must share with its checkpoint (a key names a whole section or one value).
+RESUME_KEYS = ("seed", "data.root", "data.train_list", "data.min_frames", "data.synthetic", "clip", "fame", "aug",
+               "model", "train.epochs", "train.batch_size", "train.lr", "train.momentum", "train.weight_decay",
+               "train.schedule", "train.warmup_epochs", "train.milestones", "train.lr_decay", "train.grad_clip")
 
 
 class Throughput:
@@ -55,7 +59,7 @@ def main(cfg: Config) -> str:
     if cfg.pretrained is not None:
         raise ValueError(f"config key 'pretrained' ('{cfg.pretrained}') is for the downstream runners and "
                          "runners.trial; pretraining starts from scratch (continue a run with train.resume)")
-    cfg, run_dir, device, rank, world = start_run(cfg)
+    cfg, run_dir, device, rank, world = start_run(cfg, write_config=False)
 
     loader = build_pretrain_loader(cfg, rank=rank, world=world, device=device)
     steps_per_epoch, total_steps = len(loader), len(loader) * cfg.train.epochs
@@ -67,7 +71,12 @@ def main(cfg: Config) -> str:
         cfg.train.schedule, steps_per_epoch, cfg.train.epochs, cfg.train.warmup_epochs,
         cfg.train.milestones, cfg.train.lr_decay))
     parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler, "loader": loader}
-    step = ckpt.resume_training(run_dir, cfg.train.resume, parts, map_location=device)
+    run = {"world": world}
+
+    def same_run(path, state):
+        ckpt.check_same_run(path, state, to_dict(cfg), RESUME_KEYS, run)
+    step = ckpt.resume_training(run_dir, cfg.train.resume, parts, check=same_run)
+    write_run_config(cfg, run_dir, rank)
     ddp = DDP(model, broadcast_buffers=False) if world > 1 else model   # queues agree by construction
 
     logger = open_logger(cfg, run_dir, "pretrain", rank)
@@ -75,7 +84,7 @@ def main(cfg: Config) -> str:
     def save(epoch_copy=None):
         if rank == 0:
             ckpt.save_training(run_dir, parts, step=step, epoch=step // steps_per_epoch, config=to_dict(cfg),
-                               epoch_copy=epoch_copy)
+                               run=run, epoch_copy=epoch_copy)
 
     log.info("run %s: %d steps/epoch x %d epochs on %s (world %d)", run_dir, steps_per_epoch,
              cfg.train.epochs, device, world)

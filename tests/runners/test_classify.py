@@ -82,8 +82,9 @@ def test_finetune_from_random_init_resumes_exactly(tmp_path, tiny_data_root):
     for key, value in ref["model"].items():
         assert torch.equal(again["model"][key], value), key
     assert resumed["metrics"] == record["metrics"]
-    with pytest.raises(ValueError, match="cannot resume .* it is a finetune run, this is linear"):
+    with pytest.raises(ValueError, match="cannot resume .*config key 'eval.protocol' was 'finetune', now 'linear'"):
         main(tiny(tmp_path, tiny_data_root, "run.name=ref", "eval.protocol=linear", "eval.epochs=2"))
+    assert C.load_config(str(tmp_path / "ref" / "config.yaml")).eval.protocol == "finetune"   # left as it was
 
 
 def test_test_clips_loader_covers_every_video_once_across_shards(tiny_data_root):
