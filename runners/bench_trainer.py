@@ -14,11 +14,10 @@ import time
 import torch
 
 from runners import config as C
-from runners.common import cli_parser, parse_cli_args, resolve_device, seed_everything, setup_logging
+from runners.common import GIB, cli_parser, parse_cli_args, resolve_device, seed_everything, setup_logging
 from runners.moco_step import build_training, train_step
 
 DEFAULT_STEPS, DEFAULT_WARMUP = 20, 5
-GIB = 2**30
 
 
 def random_views(cfg: C.Config, device: torch.device, memory_format: torch.memory_format):

@@ -29,8 +29,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from models.heads import Classifier
 from runners import checkpoint as ckpt
-from runners.common import (amp_dtype, broadcast_buffers, end_run, open_logger, parse_cli, start_run,
-                            write_run_config)
+from runners.common import (MIN_ELAPSED_S, amp_dtype, broadcast_buffers, end_run, open_logger, parse_cli,
+                            start_run, write_run_config)
 from runners.config import Config, to_dict
 from runners.eval_data import build_test_clips_loader, build_train_clips_loader, check_list_labels
 from runners.evaluation import (build_eval_backbone, check_pretrained_path, evaluate_classifier,
@@ -113,7 +113,7 @@ def main(cfg: Config) -> dict:
     optimizer = torch.optim.SGD(params, lr=cfg.eval.lr, momentum=SGD_MOMENTUM, weight_decay=cfg.eval.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(
         cfg.eval.schedule, steps_per_epoch, cfg.eval.epochs, milestones=cfg.eval.milestones, decay=STEP_DECAY))
-    amp = amp_dtype(cfg, device)
+    amp = amp_dtype(cfg.train.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
 
     run = {"world": world, "pretrained_sha256": pretrained["sha256"]}
@@ -146,9 +146,10 @@ def main(cfg: Config) -> dict:
             step += 1
             if step % cfg.train.log_every == 0 or step == total_steps:
                 now = time.perf_counter()
+                elapsed = max(now - t_last, MIN_ELAPSED_S)
                 metrics = {"train/loss": loss.item(), "lr": scheduler.get_last_lr()[0], "epoch": step / steps_per_epoch,
                            "train/clip_top1": PERCENT * topk_correct(logits.float(), labels, (1,))[1] / labels.numel(),
-                           "clips_per_s": cfg.eval.batch_size * world * cfg.train.log_every / max(now - t_last, 1e-9)}
+                           "clips_per_s": cfg.eval.batch_size * world * cfg.train.log_every / elapsed}
                 logger.log(metrics, step)
                 log.info("epoch %d step %d/%d loss %.4f clip top-1 %.1f lr %.4g", epoch, step, total_steps,
                          metrics["train/loss"], metrics["train/clip_top1"], metrics["lr"])

@@ -16,6 +16,8 @@ from runners import config as C
 
 log = logging.getLogger("fame")
 RUN_CONFIG = "config.yaml"
+GIB = 2**30
+MIN_ELAPSED_S = 1e-9     # floor of a measured duration that is divided by (a fast step can read as 0 s)
 
 
 def cli_parser(description: str) -> argparse.ArgumentParser:
@@ -118,9 +120,9 @@ def setup_logging(rank: int = 0) -> None:
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def amp_dtype(cfg: C.Config, device: torch.device) -> Optional[torch.dtype]:
-    """train.amp on a GPU; None (plain fp32) on the CPU."""
-    return AMP_DTYPES.get(cfg.train.amp) if device.type == "cuda" else None
+def amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype of ``amp`` (train.amp: bf16|fp16|none) on a GPU; None (plain fp32) on the CPU."""
+    return AMP_DTYPES.get(amp) if device.type == "cuda" else None
 
 
 def open_logger(cfg: C.Config, run_dir: str, job_type: str, rank: int = 0):

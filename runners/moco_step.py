@@ -50,7 +50,7 @@ def build_training(cfg: Config, device: torch.device, world: int = 1) -> Trainin
     model = build_model(cfg, device).to(memory_format=memory_format)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
                                 weight_decay=cfg.train.weight_decay)
-    amp = amp_dtype(cfg, device)
+    amp = amp_dtype(cfg.train.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     return Training(model, optimizer, scaler, amp, memory_format)
 

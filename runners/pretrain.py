@@ -20,7 +20,7 @@ from models.backbones import export_backbone_state
 from models.moco import contrastive_accuracy
 from runners import checkpoint as ckpt
 from runners.build import build_pretrain_loader
-from runners.common import end_run, open_logger, parse_cli, start_run, write_run_config
+from runners.common import GIB, MIN_ELAPSED_S, end_run, open_logger, parse_cli, start_run, write_run_config
 from runners.config import Config, to_dict
 from runners.examples import fame_example_images
 from runners.moco_step import build_training, train_step
@@ -49,7 +49,7 @@ class Throughput:
 
     def read(self) -> dict:
         now = time.perf_counter()
-        elapsed = max(now - self.start, 1e-9)
+        elapsed = max(now - self.start, MIN_ELAPSED_S)
         out = {"clips_per_s": self.clips_per_step * self.steps / elapsed, "data_wait": self.wait / elapsed}
         self.start, self.wait, self.steps = now, 0.0, 0
         return out
@@ -107,7 +107,7 @@ def main(cfg: Config) -> str:
                 metrics = {"loss": out.loss.item(), "acc1": acc1, "acc5": acc5, "lr": scheduler.get_last_lr()[0],
                            "epoch": step / steps_per_epoch, **meter.read()}
                 if device.type == "cuda":
-                    metrics["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+                    metrics["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / GIB
                 logger.log(metrics, step)
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc1=f"{acc1:.1f}",
                                 clips_s=f"{metrics['clips_per_s']:.0f}", wait=f"{metrics['data_wait']:.0%}")

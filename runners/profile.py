@@ -40,8 +40,8 @@ from pipelines.loader import pretrain_loader
 from runners import config as C
 from runners.build import pretrain_settings
 from runners.eval_data import load_videos
-from runners.common import (cli_parser, ensure_data, open_logger, parse_cli_args, prepare_run_dir, resolve_device,
-                            setup_logging)
+from runners.common import (GIB, cli_parser, ensure_data, open_logger, parse_cli_args, prepare_run_dir,
+                            resolve_device, setup_logging)
 
 PROFILE_FILE = "profile.json"
 DEFAULT_STEPS, DEFAULT_WARMUP, DEFAULT_REPEATS = 10, 2, 3
@@ -52,7 +52,6 @@ ROW_LABELS = {"decode": "decode 2 clips", "crop": "+ crop, flip", "fame": "+ FAM
               "normalise": "+ normalise", "to_torch": "+ to torch", "baseline": "PyAV + NumPy baseline"}
 TARGET_VS_DECODE = 2 / 3     # full pipeline / decode alone
 TARGET_VS_BASELINE = 1.0     # full pipeline / PyAV + NumPy baseline
-GIB = 2**30
 BASELINE_PREFETCH = 2        # batches a worker of torch's DataLoader makes ahead (its default prefetch_factor)
 
 

@@ -85,7 +85,7 @@ def main(cfg: Config) -> dict:
     backbone = build_eval_backbone(cfg)
     pretrained = load_pretrained_backbone(backbone, cfg)
     backbone = backbone.to(device)
-    amp = amp_dtype(cfg, device)
+    amp = amp_dtype(cfg.train.amp, device)
     gallery, gallery_labels = video_features(cfg, backbone, pretrained, "train", run_dir, rank, world, device, amp)
     query, query_labels = video_features(cfg, backbone, pretrained, "test", run_dir, rank, world, device, amp)
     metrics = retrieval_recall(query.to(device), query_labels, gallery.to(device), gallery_labels, cfg.eval.ks)
