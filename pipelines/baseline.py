@@ -25,6 +25,7 @@ from pipelines.sampler import NO_BLUR_SIGMA, PretrainSampler
 SEEK_GAP = 16             # frames: a longer jump between needed frames seeks instead of decoding through
 HALF_RANGE = 128.0        # contrast pivots around mid-grey, as in DALI's colour twist
 PIXEL_MAX = 255.0
+MIRRORED_BORDER = "mirror"    # SciPy's name for DALI's reflect 101 border
 # RGB <-> YIQ: hue rotates and saturation scales the chroma (I, Q) plane.
 RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 YIQ_TO_RGB = np.linalg.inv(RGB_TO_YIQ)
@@ -88,11 +89,12 @@ def colour_twist(clip: np.ndarray, brightness: float, contrast: float, saturatio
 
 
 def blur(clip: np.ndarray, sigma: float, window: int) -> np.ndarray:
-    """Separable Gaussian over H and W of a THWC clip, ``window`` pixels wide."""
+    """Separable Gaussian over H and W of a THWC clip, ``window`` pixels wide, mirrored borders
+    (SciPy's "mirror" is DALI's reflect 101: the edge pixel is not repeated)."""
     if sigma <= NO_BLUR_SIGMA:
         return clip
-    out = gaussian_filter1d(clip.astype(np.float32), sigma, axis=1, mode="reflect", radius=window // 2)
-    out = gaussian_filter1d(out, sigma, axis=2, mode="reflect", radius=window // 2)
+    out = gaussian_filter1d(clip.astype(np.float32), sigma, axis=1, mode=MIRRORED_BORDER, radius=window // 2)
+    out = gaussian_filter1d(out, sigma, axis=2, mode=MIRRORED_BORDER, radius=window // 2)
     return np.clip(np.rint(out), 0, PIXEL_MAX).astype(np.uint8)
 
 

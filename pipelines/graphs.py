@@ -34,7 +34,7 @@ import nvidia.dali.types as types
 from nvidia.dali import Pipeline, pipeline_def
 
 from pipelines.fame_stage import FameStage
-from pipelines.params import AugParams
+from pipelines.params import RGB_CHANNELS, AugParams
 from pipelines.sampler import FEEDS
 
 STAGES = ("decode", "crop", "fame", "augment", "full")
@@ -238,7 +238,7 @@ def _eval_clip_def(source, device, crop, clips_per_video, frames, aug):
     feeds = _inputs(source, feed_names("test"))
     clips = fn.sequence_rearrange(_decode(feeds, device), new_order=feeds["order"])
     clips = _normalise(_crop(clips, feeds, "", crop, aug), aug)
-    clips = fn.reshape(clips, shape=[3, clips_per_video, frames, crop, crop], layout="")
+    clips = fn.reshape(clips, shape=[RGB_CHANNELS, clips_per_video, frames, crop, crop], layout="")
     return fn.transpose(clips, perm=[1, 0, 2, 3, 4]), feeds["label"], feeds["index"]
 
 

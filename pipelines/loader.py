@@ -31,9 +31,13 @@ from pipelines.fame_stage import FameStage
 from pipelines.graphs import ENCODED, Graph, eval_clip_graph, pretrain_graph, train_clip_graph
 from pipelines.params import AugParams, ClipGeometry
 from pipelines.sampler import EvalClipSampler, PretrainSampler, TrainClipSampler
-from pipelines.videos import VideoMeta, warn_single_clip_videos
+from pipelines.videos import VideoMeta, require_clip_room, warn_single_clip_videos
 
 log = logging.getLogger(__name__)
+
+RECHECK_HINT = "a file may have changed since it was indexed, re-check it with data.index"
+SHARD_KEYS = ("world", "num_videos")    # what fixes the epoch order and each rank's slice of it
+STATE_KEYS = ("seed", "epoch", "step", "batch_size", *SHARD_KEYS)
 
 
 class PretrainBatch(NamedTuple):
@@ -68,6 +72,10 @@ class EvalBatch(NamedTuple):
     video_index: torch.Tensor
 
 
+def _pairs(values: dict) -> str:
+    return ", ".join(f"{key}={value}" for key, value in values.items())
+
+
 def output_device(device: str, device_id: int = 0) -> torch.device:
     return torch.device("cuda", device_id) if device == "gpu" else torch.device("cpu")
 
@@ -81,6 +89,20 @@ def _to_torch(tensor_list, device: torch.device) -> torch.Tensor:
             # (queued asynchronously) still read this batch.
             return torch.from_dlpack(tensor).clone()
     return torch.from_dlpack(tensor).to(device, non_blocking=True)
+
+
+class BatchInputError(RuntimeError):
+    """Drawing the plan or reading the files of one batch failed; the message names that batch.
+
+    DALI calls the feed ahead of the batch being run (prefetch), so this error can surface
+    while an earlier batch runs: only the batch in the message is the one that failed.
+    """
+
+
+def batch_paths(sampler, epoch: int, step: int) -> str:
+    """The video paths of one batch of ``sampler``, comma-separated."""
+    _, video_ids = sampler.batch_positions(epoch, step)
+    return ", ".join(sampler.videos[int(v)].path for v in video_ids)
 
 
 def read_encoded(path: str) -> np.ndarray:
@@ -97,7 +119,8 @@ class _Feed:
     Steps are counted across epochs (position = epoch * steps_per_epoch + step); iteration i
     of the pipeline serves position ``first + i * every``, so ``every`` pipelines started at
     consecutive positions take turns. A pipeline is never reset: at the end of an epoch it
-    goes on with the next one, or with the same one again where ``epoch`` pins it.
+    goes on with the next one, or with the same one again where ``epoch`` pins it. A failure
+    to draw a plan or read a file is raised as a BatchInputError naming that batch.
     """
 
     def __init__(self, sampler, names: tuple[str, ...], first: int, every: int = 1, epoch: Optional[int] = None):
@@ -106,7 +129,16 @@ class _Feed:
 
     def __call__(self, info):
         epoch, step = divmod(self.first + info.iteration * self.every, self.sampler.steps_per_epoch)
-        plan = self.sampler.plan(epoch if self.epoch is None else self.epoch, step)
+        if self.epoch is not None:
+            epoch = self.epoch
+        try:
+            return self._inputs(epoch, step)
+        except Exception as error:
+            raise BatchInputError(f"cannot prepare the batch of epoch {epoch} step {step} (videos: "
+                                  f"{batch_paths(self.sampler, epoch, step)}): {error}; {RECHECK_HINT}") from error
+
+    def _inputs(self, epoch: int, step: int) -> tuple:
+        plan = self.sampler.plan(epoch, step)
         plan[ENCODED] = [read_encoded(self.sampler.videos[int(i)].path) for i in plan["index"]]
         return tuple(plan[name] for name in self.names)
 
@@ -156,20 +188,37 @@ class VideoLoader:
                 "num_videos": self.num_videos}
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue where ``state`` (from ``state_dict``) left off.
+
+        A state saved with another batch size continues at the same share of the epoch (the
+        epoch order and this rank's slice of it do not depend on the batch size). Another
+        seed, number of processes or number of videos is refused: the epoch order or the
+        rank's slice would differ, so the remaining batches would not be the ones left.
+        """
+        missing = [key for key in STATE_KEYS if key not in state]
+        if missing:
+            raise ValueError(f"loader state lacks {', '.join(missing)} (it has {', '.join(sorted(state))}); "
+                             f"it needs {', '.join(STATE_KEYS)}")
         if state["seed"] != self.sampler.seed:
             raise ValueError(f"loader state has seed {state['seed']} but this loader uses seed "
                              f"{self.sampler.seed}: the resumed batches would differ; use the same seed")
-        geometry = {k: state.get(k) for k in ("batch_size", "world", "num_videos")}
-        current = {"batch_size": self.sampler.batch_size, "world": self.sampler.world,
-                   "num_videos": self.num_videos}
+        self._check_shards(state)
         step = int(state["step"])
-        if geometry != current:
-            old_global = geometry["batch_size"] * geometry["world"]
-            step = min(len(self), step * old_global // (current["batch_size"] * current["world"]))
-            log.warning("loader state was saved with %s, now %s: continuing epoch %d at step %d of %d "
-                        "(same videos seen, batches not identical)", geometry, current, state["epoch"],
-                        step, len(self))
+        if state["batch_size"] != self.sampler.batch_size:
+            step = min(len(self), step * state["batch_size"] // self.sampler.batch_size)
+            log.warning("loader state was saved with batch_size %d, now %d: continuing epoch %d at step %d of %d "
+                        "(same epoch order, batches not identical)", state["batch_size"], self.sampler.batch_size,
+                        state["epoch"], step, len(self))
         self.epoch, self.step = int(state["epoch"]), step
+
+    def _check_shards(self, state: dict) -> None:
+        """Refuse a state whose epoch order or rank slices differ from this loader's."""
+        saved = {key: state[key] for key in SHARD_KEYS}
+        current = {key: self.state_dict()[key] for key in SHARD_KEYS}
+        if saved != current:
+            raise ValueError(f"loader state was saved with {_pairs(saved)} but this run has {_pairs(current)}: "
+                             "each process would read other videos than the ones left; resume with the same "
+                             "number of processes and videos, or start anew with train.resume=none")
 
     def close(self) -> None:
         self._graphs = []
@@ -188,16 +237,18 @@ class VideoLoader:
         return self._graphs
 
     def _run(self, pipe):
-        """One batch from the pipeline; a failure names the videos of the batch it happened in."""
+        """One batch from the pipeline; a failure names the videos of the batch it happened in
+        (a feed's BatchInputError already names its own batch, possibly a later one)."""
         try:
             return pipe.run()
+        except BatchInputError:
+            self.close()
+            raise
         except Exception as error:
             self.close()
-            _, video_ids = self.sampler.batch_positions(self.epoch, self.step)
-            paths = ", ".join(self.sampler.videos[int(v)].path for v in video_ids)
             raise RuntimeError(f"the input pipeline failed at epoch {self.epoch} step {self.step} on a batch "
-                               f"of these videos: {paths}; a file may have changed since it was indexed, "
-                               f"re-check it with data.index. Cause: {error}") from error
+                               f"of these videos: {batch_paths(self.sampler, self.epoch, self.step)}; "
+                               f"{RECHECK_HINT}. Cause: {error}") from error
 
     def __iter__(self):
         if self.step >= len(self):
@@ -237,6 +288,7 @@ def pretrain_loader(videos: list[VideoMeta], *, device: str = "cpu", batch_size:
     the python stage, so its timing can be read afterwards.
     """
     geometry = ClipGeometry(frames, stride, crop)
+    require_clip_room(videos, geometry.span, "pretraining")
     warn_single_clip_videos(videos, geometry.span, "pretraining")
     sampler = PretrainSampler(videos, geometry, aug, batch_size=batch_size, seed=seed, rank=rank, world=world)
     if fame_stage is None and fame_cfg is not None and fame_cfg.variant != "none":
@@ -263,6 +315,7 @@ def train_clips_loader(videos: list[VideoMeta], *, device: str = "cpu", batch_si
                        pipelines: int = 1) -> VideoLoader:
     """Linear probe / finetuning: one random clip per video with a random view. Yields ClipBatch."""
     geometry = ClipGeometry(frames, stride, crop)
+    require_clip_room(videos, geometry.span, "training clips")
     sampler = TrainClipSampler(videos, geometry, aug, batch_size=batch_size, seed=seed, rank=rank, world=world)
     out_device = output_device(device, device_id)
 
@@ -284,10 +337,11 @@ def eval_clips_loader(videos: list[VideoMeta], *, device: str = "cpu", batch_siz
     """Testing / feature extraction: ``clips_per_video`` uniformly spaced clips of every video,
     centre crop, list order, each video exactly once per pass (the last batch may be smaller;
     nothing is padded). ``batch_size`` counts clips: a batch holds batch_size //
-    clips_per_video videos (at least one). Only ``aug.mean`` / ``aug.std`` are used.
+    clips_per_video videos (at least one). Of ``aug`` only ``mean``, ``std`` and ``antialias`` are used.
     Yields EvalBatch. Ranks read near-equal disjoint slices, so their lengths may differ by one.
     """
     geometry = ClipGeometry(frames, stride, crop)
+    require_clip_room(videos, geometry.span, "test clips")
     videos_per_batch = max(1, batch_size // clips_per_video)
     options = {} if centre_fraction is None else {"centre_fraction": centre_fraction}
     sampler = EvalClipSampler(videos, geometry, clips_per_video=clips_per_video,

@@ -80,7 +80,8 @@ class AugParams:
             raise ValueError(f"AugParams.mean/std must be 3 values each, std > 0; got {self.mean!r}, {self.std!r}")
 
 
-# No randomness beyond the clip position: full frame, no flip, no colour change, no blur.
+# No randomness beyond the clip position: the largest centred square of the frame (the whole
+# frame only when it is square), no flip, no colour change, no blur. For tests.
 IDENTITY_AUG = AugParams(crop_area=(1.0, 1.0), crop_aspect=(1.0, 1.0), flip_p=0.0, grayscale_p=0.0,
                          jitter_p=0.0, blur_p=0.0)
 

@@ -73,14 +73,28 @@ def videos_from_index(index, *, min_frames: int, device: str, skip_bad: bool = F
     return [VideoMeta(r.path, int(r.label), int(r.frames), int(r.width), int(r.height)) for r in kept]
 
 
+def _prefix(source: str) -> str:
+    return f"{source}: " if source else ""
+
+
+def require_clip_room(videos: Sequence[VideoMeta], span: int, source: str = "") -> None:
+    """Raise ValueError naming every video with fewer frames than one clip spans (path, frames)."""
+    short = [v for v in videos if v.frames < span]
+    if short:
+        listed = ", ".join(f"{v.path} ({v.frames} frames)" for v in short)
+        raise ValueError(f"{_prefix(source)}{len(short)} videos are shorter than a clip, which spans {span} "
+                         f"frames: {listed}; index them with min_frames >= {span} or leave them out")
+
+
 def warn_single_clip_videos(videos: Iterable[VideoMeta], span: int, source: str = "") -> int:
-    """Log the videos too short for two different clip starts; returns how many there are.
+    """Log the videos with room for exactly one clip start; returns how many there are.
 
     Such a video gives both pretraining clips the same start (frame 0), deterministically.
+    Videos with no room for a clip at all are ``require_clip_room``'s to refuse.
     """
-    short = [v for v in videos if v.frames - span + 1 < 2]
-    if short:
-        shown = ", ".join(v.path for v in short[:NAMES_IN_MESSAGES])
+    single = [v for v in videos if v.frames == span]
+    if single:
+        shown = ", ".join(v.path for v in single[:NAMES_IN_MESSAGES])
         log.warning("%s%d videos have room for one clip start only (%d frames span a clip); both clips "
-                    "of each start at frame 0: %s", f"{source}: " if source else "", len(short), span, shown)
-    return len(short)
+                    "of each start at frame 0: %s", _prefix(source), len(single), span, shown)
+    return len(single)

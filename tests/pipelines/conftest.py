@@ -6,6 +6,8 @@ lossless; the RGB <-> YUV conversion moves values by at most 3), so a frame's nu
 and its video survive decoding, cropping, flipping and resizing.
 Static videos: every frame the same horizontal / vertical gradient (red = 4 x, green =
 5 y plus a per-video offset), for crop geometry and temporal consistency.
+Textured videos: every frame the same grey sine pattern (a per-video phase), which any
+blur changes at every pixel; grey, so the decoders' chroma upsampling does not enter.
 """
 from __future__ import annotations
 
@@ -31,6 +33,9 @@ CODED_FRAMES = (30, 30, 30, 30, 30, 24, 20, 18, 30)   # frames of coded video 0,
 NUM_CLASSES = 3
 RED_PER_X, GREEN_PER_Y = 4, 5
 STATIC_FRAMES, NUM_STATIC = 12, 4
+NUM_TEXTURED = 4
+TEXTURE_MEAN, TEXTURE_AMPLITUDE = 128, 100
+TEXTURE_PERIOD_X, TEXTURE_PERIOD_Y = 6, 5     # pixels
 LOSSLESS_VP9 = {"lossless": "1", "deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0",
                 "auto-alt-ref": "0", "g": str(GOP), "keyint_min": str(GOP)}
 
@@ -64,6 +69,13 @@ def static_frames(video: int) -> np.ndarray:
     yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
     frame = np.stack([RED_PER_X * xx, GREEN_PER_Y * yy + 3 * video, np.full_like(xx, 60 * video)], axis=-1)
     return np.repeat(frame[None].astype(np.uint8), STATIC_FRAMES, axis=0)
+
+
+def textured_frames(video: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
+    pattern = np.sin(2 * np.pi * xx / TEXTURE_PERIOD_X + video) * np.sin(2 * np.pi * yy / TEXTURE_PERIOD_Y)
+    grey = np.round(TEXTURE_MEAN + TEXTURE_AMPLITUDE * pattern).astype(np.uint8)
+    return np.repeat(np.repeat(grey[None, ..., None], 3, axis=-1), STATIC_FRAMES, axis=0)
 
 
 def count_graph_builds(monkeypatch, builder: str) -> list:
@@ -124,4 +136,12 @@ def coded_videos(coded_list):
 def static_videos(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("static"))
     list_path = _dataset(root, "static", [static_frames(v) for v in range(NUM_STATIC)], list(range(NUM_STATIC)))
+    return videos_from_index(build_index(list_path, cache=False), min_frames=1, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def textured_videos(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("textured"))
+    list_path = _dataset(root, "textured", [textured_frames(v) for v in range(NUM_TEXTURED)],
+                         [v % NUM_CLASSES for v in range(NUM_TEXTURED)])
     return videos_from_index(build_index(list_path, cache=False), min_frames=1, device="cpu")

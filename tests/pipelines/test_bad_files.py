@@ -9,12 +9,15 @@ import pytest
 from data.filelist import write_file_list
 from data.index import build_index
 from data.video_io import write_video
-from pipelines.loader import pretrain_loader
-from pipelines.videos import VideoMeta, videos_from_index
+from pipelines.loader import eval_clips_loader, pretrain_loader, train_clips_loader
+from pipelines.videos import VideoMeta, videos_from_index, warn_single_clip_videos
 from tests.pipelines.conftest import FPS, GOP, coded_frames, write_vp9
 
 SPAN = 7           # frames 4, stride 2
+CLIP_SETTINGS = dict(device="cpu", batch_size=1, frames=4, stride=2, crop=32)   # SPAN frames a clip
 GOOD_FRAMES = 30
+GOOD_VIDEOS = 3
+DAMAGE_SEED = 0    # its epoch order puts the damaged video last
 
 
 def corrupt(path):
@@ -95,14 +98,46 @@ def test_nothing_usable_left_is_an_error(tmp_path):
         videos_from_index(index, min_frames=GOOD_FRAMES + 1, device="cpu", skip_bad=True)
 
 
+def listed_video(name: str, frames: int) -> VideoMeta:
+    """A video as an index lists it; the file is never opened."""
+    return VideoMeta(f"/data/{name}", 0, frames, 64, 48)
+
+
+@pytest.mark.parametrize("builder", [pretrain_loader, train_clips_loader, eval_clips_loader])
+def test_every_video_shorter_than_a_clip_is_named_up_front(builder):
+    videos = [listed_video("long.webm", GOOD_FRAMES), listed_video("short_a.webm", SPAN - 1),
+              listed_video("short_b.webm", 2)]
+    with pytest.raises(ValueError) as error:
+        builder(videos, **CLIP_SETTINGS)
+    message = str(error.value)
+    assert f"/data/short_a.webm ({SPAN - 1} frames)" in message and "/data/short_b.webm (2 frames)" in message
+    assert f"spans {SPAN} frames" in message and "long.webm" not in message
+
+
+def test_only_videos_with_room_for_exactly_one_start_are_warned_about(caplog):
+    videos = [listed_video("exact.webm", SPAN), listed_video("short.webm", SPAN - 1),
+              listed_video("long.webm", SPAN + 1)]
+    with caplog.at_level("WARNING"):
+        assert warn_single_clip_videos(videos, SPAN) == 1
+    assert "exact.webm" in caplog.text and "short.webm" not in caplog.text and "long.webm" not in caplog.text
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("damage", ["truncated", "missing"])
-def test_a_file_damaged_after_indexing_fails_naming_it(tmp_path, damage):
-    good = write_vp9(str(tmp_path / "good.webm"), coded_frames(1, GOOD_FRAMES))
+def test_a_file_damaged_after_indexing_fails_naming_its_own_batch(tmp_path, damage):
+    """The damaged file sits in the last of several batches: the feed reads it ahead (DALI
+    prefetches) while an earlier batch runs, yet the error names its batch, not that one."""
+    good = [write_vp9(str(tmp_path / f"good{v}.webm"), coded_frames(v, GOOD_FRAMES)) for v in range(GOOD_VIDEOS)]
     bad = str(tmp_path / "later.webm")
     if damage == "truncated":
         truncated(bad)
-    videos = [VideoMeta(good, 0, GOOD_FRAMES, 64, 48), VideoMeta(bad, 1, GOOD_FRAMES, 64, 48)]
-    loader = pretrain_loader(videos, device="cpu", batch_size=2, frames=4, stride=2, crop=32)
-    with pytest.raises((RuntimeError, OSError), match="later.webm"):
-        list(loader)
+    videos = [VideoMeta(path, 0, GOOD_FRAMES, 64, 48) for path in good] + [VideoMeta(bad, 1, GOOD_FRAMES, 64, 48)]
+    loader = pretrain_loader(videos, device="cpu", batch_size=1, frames=4, stride=2, crop=32, seed=DAMAGE_SEED)
+    bad_step = [int(loader.sampler.batch_positions(0, step)[1][0]) for step in range(len(loader))].index(len(good))
+    assert len(loader) >= 3 and bad_step == len(loader) - 1
+    with pytest.raises((RuntimeError, OSError)) as error:
+        for _ in loader:
+            pass
+    message = str(error.value)
+    assert "later.webm" in message and f"epoch 0 step {bad_step} " in message
+    assert "good" not in message

@@ -7,10 +7,13 @@ import torch
 
 from pipelines.loader import ClipBatch, EvalBatch, eval_clips_loader, train_clips_loader
 from pipelines.sampler import uniform_clip_starts
-from tests.pipelines.conftest import RAW_AUG, count_graph_builds, frame_numbers, video_number
+from tests.pipelines.conftest import (GREEN_PER_Y, RAW_AUG, RED_PER_X, count_graph_builds, frame_numbers,
+                                      video_number)
 
 FRAMES, STRIDE, CROP, CLIPS = 4, 3, 32, 3
 SPAN = STRIDE * (FRAMES - 1) + 1
+CENTRE_FRACTION = 0.5
+POSITION_TOLERANCE = 0.5    # frame pixels; averaged over a row or column the codec's level errors stay far below
 
 
 def eval_loader(videos, **options):
@@ -29,6 +32,7 @@ def test_every_video_once_with_uniformly_spaced_clips(coded_videos):
     for batch in got:
         assert isinstance(batch, EvalBatch)
         assert batch.clips.shape[1:] == (3, FRAMES, CROP, CROP) and batch.clips.dtype == torch.float32
+        assert len(batch.label) == len(batch.video_index) == len(batch.clips)
         for clip, label, video in zip(batch.clips, batch.label, batch.video_index):
             assert video_number(clip) == int(video) and int(label) == coded_videos[int(video)].label
             clips_of[int(video)].append(frame_numbers(clip))
@@ -56,11 +60,21 @@ def test_ranks_split_the_test_videos_without_overlap(coded_videos):
     assert sorted(seen[0] + seen[1]) == list(range(len(coded_videos)))
 
 
+def resize_positions(start: float, side: float) -> np.ndarray:
+    """Frame coordinates the CROP output pixels sample when [start, start + side) is resized to CROP."""
+    return start + (np.arange(CROP) + 0.5) * side / CROP - 0.5
+
+
 def test_centre_crop_is_centred(static_videos):
-    batch = next(iter(eval_loader(static_videos, aug=RAW_AUG, centre_fraction=0.5)))
-    red = batch.clips[0, 0, 0].mean(dim=0).numpy()
-    centre = static_videos[0].width / 2
-    assert abs(red.mean() / 4 - (centre - 0.5)) < 1.0
+    batch = next(iter(eval_loader(static_videos, aug=RAW_AUG, centre_fraction=CENTRE_FRACTION)))
+    video = static_videos[0]
+    assert int(batch.video_index[0]) == 0      # no green offset
+    side = CENTRE_FRACTION * min(video.width, video.height)
+    x = batch.clips[0, 0, 0].mean(dim=0).numpy() / RED_PER_X
+    y = batch.clips[0, 1, 0].mean(dim=1).numpy() / GREEN_PER_Y
+    for got, length in ((x, video.width), (y, video.height)):
+        expected = resize_positions((length - side) / 2, side)
+        assert abs(got[0] - expected[0]) < POSITION_TOLERANCE and abs(got[-1] - expected[-1]) < POSITION_TOLERANCE
 
 
 def test_training_clips_one_random_clip_per_video(coded_videos):
@@ -73,6 +87,7 @@ def test_training_clips_one_random_clip_per_video(coded_videos):
     assert len(set(seen)) == len(seen)
     for batch in got:
         assert isinstance(batch, ClipBatch) and batch.clip.shape == (4, 3, FRAMES, CROP, CROP)
+        assert len(batch.index) == len(batch.label) == 4
         for clip, index in zip(batch.clip, batch.index):
             numbers = frame_numbers(clip)
             assert video_number(clip) == int(index)

@@ -105,6 +105,7 @@ def test_augmentation_is_temporally_consistent(static_videos):
 
 def own_pixels(batch_clips, index):
     """Fraction of pixels per clip whose green code is the clip's own video."""
+    assert len(batch_clips) == len(index) > 0
     return np.array([(green_codes(clip) == int(i)).mean() for clip, i in zip(batch_clips, index)])
 
 

@@ -60,6 +60,7 @@ def test_a_finished_epoch_replays_unless_the_epoch_moves_on(coded_videos):
     loader = pretrain_loader(coded_videos, **SETTINGS)
     first = [b.index.clone() for b in loader]
     again = [b.index.clone() for b in loader]
+    assert len(again) == len(first) > 0
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     loader.set_epoch(1)
     assert loader.state_dict()["step"] == 0
@@ -74,10 +75,35 @@ def test_a_state_from_another_seed_is_refused(coded_videos):
 
 def test_a_state_from_another_batch_size_continues_at_the_same_share_of_the_epoch(coded_videos, caplog):
     loader = pretrain_loader(coded_videos, **SETTINGS)
-    state = dict(loader.state_dict(), step=2, batch_size=1)
+    state = dict(loader.state_dict(), epoch=1, step=2, batch_size=1)
     with caplog.at_level("WARNING"):
         loader.load_state_dict(state)
-    assert loader.step == 1 and "batches not identical" in caplog.text
+    assert (loader.epoch, loader.step) == (1, 1)
+    assert "batch_size 1, now 2" in caplog.text and "batches not identical" in caplog.text
+
+
+@pytest.mark.parametrize("key, saved", [("world", 2), ("num_videos", 10)])
+def test_a_state_from_another_number_of_processes_or_videos_is_refused(coded_videos, caplog, key, saved):
+    loader = pretrain_loader(coded_videos, **SETTINGS)
+    state = dict(loader.state_dict(), step=2, batch_size=1, **{key: saved})
+    current = loader.state_dict()[key]
+    assert current != saved
+    with caplog.at_level("WARNING"), pytest.raises(ValueError) as error:
+        loader.load_state_dict(state)
+    message = str(error.value)
+    assert f"saved with world={state['world']}, num_videos={state['num_videos']}" in message
+    assert f"this run has world=1, num_videos={len(coded_videos)}" in message
+    assert "same number of processes and videos" in message and "train.resume=none" in message
+    assert (loader.epoch, loader.step) == (0, 0) and not caplog.text
+
+
+def test_a_state_missing_keys_is_refused_naming_them(coded_videos):
+    loader = pretrain_loader(coded_videos, **SETTINGS)
+    state = {key: value for key, value in loader.state_dict().items() if key not in ("world", "num_videos")}
+    with pytest.raises(ValueError, match="loader state lacks world, num_videos"):
+        loader.load_state_dict(state)
+    with pytest.raises(ValueError, match="loader state lacks seed, epoch, step"):
+        loader.load_state_dict({"batch_size": 2, "world": 1, "num_videos": len(coded_videos)})
 
 
 @pytest.mark.parametrize("pipelines", [3, 5])   # 4 steps per epoch; 5: one pipeline runs none

@@ -4,10 +4,10 @@ import math
 import numpy as np
 import pytest
 
-from pipelines.params import AugParams, ClipGeometry, blur_weights
-from pipelines.sampler import (NO_BLUR_SIGMA, EvalClipSampler, PretrainSampler, draw_clip_starts, draw_colour,
-                               draw_crop_window, epoch_order, equal_shard, split_shard, uniform_clip_starts,
-                               union_frames)
+from pipelines.params import IDENTITY_AUG, AugParams, ClipGeometry, blur_weights
+from pipelines.sampler import (NO_BLUR_SIGMA, EvalClipSampler, PretrainSampler, Window, draw_clip_starts,
+                               draw_colour, draw_crop_window, epoch_order, equal_shard, split_shard,
+                               uniform_clip_starts, union_frames)
 from pipelines.videos import VideoMeta
 
 GEOMETRY = ClipGeometry(frames=4, stride=2, crop=32)
@@ -77,6 +77,13 @@ def test_crop_window_falls_back_to_a_centred_window():
     assert (w.x, w.y, w.width, w.height) == (8.0, 0.0, 48.0, 48.0)
 
 
+@pytest.mark.parametrize("width, height, window", [(64, 48, Window(8.0, 0.0, 48.0, 48.0)),
+                                                   (40, 40, Window(0.0, 0.0, 40.0, 40.0))])
+def test_identity_aug_crops_the_largest_centred_square(width, height, window):
+    rng = np.random.default_rng(0)
+    assert draw_crop_window(rng, width, height, IDENTITY_AUG.crop_area, IDENTITY_AUG.crop_aspect) == window
+
+
 def test_flipped_roi_swaps_x():
     w = draw_crop_window(np.random.default_rng(0), 64, 48, (0.5, 0.5), (1.0, 1.0))
     start, end = w.roi(flip=False)
@@ -106,6 +113,7 @@ def test_pretrain_plans_are_pure_functions_of_epoch_and_step():
     assert len(sampler) == 3
     a, b = sampler.plan(1, 2), sampler.plan(1, 2)
     for name in a:
+        assert len(a[name]) == len(b[name]) == sampler.batch_size, name
         assert all(np.array_equal(x, y) for x, y in zip(a[name], b[name])), name
     assert len(set(int(s) for s in a["fame_seed"])) == 1
     assert not np.array_equal(np.stack(a["roi_start_q"]), np.stack(sampler.plan(2, 2)["roi_start_q"]))
