@@ -14,7 +14,8 @@ import time
 import torch
 
 from runners import config as C
-from runners.common import GIB, cli_parser, parse_cli_args, resolve_device, seed_everything, setup_logging
+from runners.common import (CLIPS_PER_VIDEO, GIB, cli_parser, parse_cli_args, resolve_device, seed_everything,
+                            setup_logging)
 from runners.moco_step import build_training, train_step
 
 DEFAULT_STEPS, DEFAULT_WARMUP = 20, 5
@@ -49,7 +50,7 @@ def time_train_steps(cfg: C.Config, device: torch.device, steps: int = DEFAULT_S
         "clip": [cfg.clip.frames, cfg.clip.crop, cfg.clip.crop], "amp": str(amp).replace("torch.", "") if amp else "fp32",
         "channels_last": memory_format == torch.channels_last_3d, "symmetric": cfg.model.symmetric,
         "steps": steps, "warmup": warmup, "seconds_per_step": seconds,
-        "clips_per_s": 2 * cfg.train.batch_size / seconds, "final_loss": out.loss.item(),
+        "clips_per_s": CLIPS_PER_VIDEO * cfg.train.batch_size / seconds, "final_loss": out.loss.item(),
         "gpu_max_memory_gib": torch.cuda.max_memory_allocated(device) / GIB if device.type == "cuda" else None,
     }
 

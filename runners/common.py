@@ -17,6 +17,7 @@ from runners import config as C
 log = logging.getLogger("fame")
 RUN_CONFIG = "config.yaml"
 GIB = 2**30
+CLIPS_PER_VIDEO = 2      # pretraining reads two clips of every video: the query and the key
 MIN_ELAPSED_S = 1e-9     # floor of a measured duration that is divided by (a fast step can read as 0 s)
 
 

@@ -20,7 +20,8 @@ from models.backbones import export_backbone_state
 from models.moco import contrastive_accuracy
 from runners import checkpoint as ckpt
 from runners.build import build_pretrain_loader
-from runners.common import GIB, MIN_ELAPSED_S, end_run, open_logger, parse_cli, start_run, write_run_config
+from runners.common import (CLIPS_PER_VIDEO, GIB, MIN_ELAPSED_S, end_run, open_logger, parse_cli, start_run,
+                            write_run_config)
 from runners.config import Config, to_dict
 from runners.examples import fame_example_images
 from runners.moco_step import build_training, train_step
@@ -88,7 +89,7 @@ def main(cfg: Config) -> str:
 
     log.info("run %s: %d steps/epoch x %d epochs on %s (world %d)", run_dir, steps_per_epoch,
              cfg.train.epochs, device, world)
-    meter = Throughput(clips_per_step=2 * cfg.train.batch_size * world)
+    meter = Throughput(clips_per_step=CLIPS_PER_VIDEO * cfg.train.batch_size * world)
     bar = tqdm(total=total_steps, initial=step, unit="step", desc=cfg.run.name, dynamic_ncols=True,
                disable=True if rank else None)       # None: only on a terminal; log lines otherwise
     out = None                                       # stays None when a finished run is resumed

@@ -40,8 +40,8 @@ from pipelines.loader import pretrain_loader
 from runners import config as C
 from runners.build import pretrain_settings
 from runners.eval_data import load_videos
-from runners.common import (GIB, cli_parser, ensure_data, open_logger, parse_cli_args, prepare_run_dir,
-                            resolve_device, setup_logging)
+from runners.common import (CLIPS_PER_VIDEO, GIB, cli_parser, ensure_data, open_logger, parse_cli_args,
+                            prepare_run_dir, resolve_device, setup_logging)
 
 PROFILE_FILE = "profile.json"
 DEFAULT_STEPS, DEFAULT_WARMUP, DEFAULT_REPEATS = 10, 2, 3
@@ -145,7 +145,7 @@ def _memory_used_gib(device: torch.device):
 def profile(cfg: C.Config, device: torch.device, steps: int, warmup: int, repeats: int) -> dict:
     """Every row timed ``repeats`` times, rows interleaved so that outside load hits them alike."""
     synchronize = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    clips_per_batch = 2 * cfg.train.batch_size
+    clips_per_batch = CLIPS_PER_VIDEO * cfg.train.batch_size
     dali_warmup, baseline_warmup = warmups(cfg, warmup)
     settings = pretrain_settings(cfg, device)
     videos = load_videos(cfg, cfg.data.train_list, 0, device)
