@@ -1,9 +1,10 @@
 """FAME: foreground-background merging of video clips (CVPR 2022, Sec. 3.2), NumPy or CuPy.
 
 Layouts
-- clips: NTHWC, (B, T, H, W, 3), uint8 in 0..255 or floating point in 0..1, T >= 2,
-  NumPy or CuPy (every result stays on the input's device; CuPy is imported only when a
-  CuPy array comes in, so the package imports on machines without a GPU).
+- clips: NTHWC, (B, T, H, W, 3), uint8 in 0..255 or floating point in 0..1 (the colour
+  statistics clip float values outside that range), T >= 2, NumPy or CuPy (every result
+  stays on the input's device; CuPy is imported only when a CuPy array comes in, so the
+  package imports on machines without a GPU).
 - masks: (B, H, W) uint8 in {0, 1}, one mask per clip, constant over time.
 
 API

@@ -41,7 +41,11 @@ def count_per_clip(xp, index, length: int, weights=None):
 
 
 def check_clips(clips, name: str = "clips") -> tuple[int, int, int, int]:
-    """Assert the NTHWC layout and dtype; return (B, T, H, W)."""
+    """Assert the NTHWC layout and dtype; return (B, T, H, W).
+
+    Float values are read as 0..1 and not checked here (that would sync a CuPy array to the
+    host); the colour statistics clip the mean frame to [0, 1] (fame.motion).
+    """
     shape = tuple(getattr(clips, "shape", ()))
     if len(shape) != 5 or shape[-1] != CHANNELS:
         raise ValueError(f"{name} must be {CLIP_LAYOUT} with 3 colour channels last; got shape {shape}")

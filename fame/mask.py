@@ -18,8 +18,8 @@ NORMALISE_EPS = 1e-8
 def blur_kernel(crop: int, size_fraction: float = 0.1, sigma_fraction: float = 1.0 / 3.0) -> np.ndarray:
     """Normalised 1-D Gaussian: size k = int(size_fraction * crop) // 2 * 2 + 1, sigma = k * sigma_fraction.
 
-    The published values give k = 11 for a 112 crop and k = 23 for 224 (0.1 * 224 is
-    22.400000000000002, int() of it 22), sigma = k / 3, as the published code computed them.
+    With the published fractions this gives k = 11 at a 112 crop and k = 23 at 224, sigma = k / 3,
+    as the published code computed them.
     """
     size = int(size_fraction * crop) // 2 * 2 + 1
     return gaussian_weights(size, size * sigma_fraction)

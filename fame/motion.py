@@ -1,5 +1,9 @@
 """Seed region S (eq. 2) and the time-mean frame, from NTHWC clips (uint8 0..255 or float 0..1).
 
+Float clips are read as 0..1: the mean frame is clipped to [0, 1] (in place, no host sync) so
+that the colour statistics see only valid colours; S uses the values as given. Float clips
+narrower than float32 (float16) are summed in float32.
+
 Camera-motion compensation (beyond the paper, which names moving cameras as a limitation):
 - "median": each frame pair's channel-summed difference minus its median over the frame,
   clipped at 0, so a uniform global change does not light up the whole frame;
@@ -33,6 +37,19 @@ def _accumulator_dtype(xp, count: int):
     return xp.uint16 if count * UINT8_MAX <= UINT16_MAX else xp.uint32
 
 
+def _float_accumulator_dtype(dtype):
+    """The clips' float dtype, widened to float32 when narrower (float16 sums lose precision fast)."""
+    return np.promote_types(dtype, np.float32)
+
+
+def _clip_to_unit_range(mean, clips_dtype):
+    """Clip the mean frame of float clips to [0, 1] in place; a uint8 clip's mean lies there already."""
+    if np.dtype(clips_dtype) != np.uint8:
+        xp = array_module(mean)
+        xp.clip(mean, 0, 1, out=mean)
+    return mean
+
+
 def frame_statistics(clips, camera_compensation=False):
     """(B, T, H, W, 3) -> seed region S (B, H, W) and time-mean frame (B, H, W, 3), float32.
 
@@ -58,7 +75,7 @@ def mean_frame(clips):
     total = clips.sum(axis=1, dtype=_accumulator_dtype(xp, frames) if clips.dtype == np.uint8 else xp.float32)
     mean = total.astype(xp.float32)
     mean /= xp.float32(frames / intensity_scale(clips.dtype))
-    return mean
+    return _clip_to_unit_range(mean, clips.dtype)
 
 
 def _plain_statistics(clips):
@@ -80,7 +97,7 @@ def _plain_statistics(clips):
         part *= xp.float32(scale / (frames - 1))
         mean[start:stop] = total
         mean[start:stop] /= xp.float32(frames / scale)  # a division keeps e.g. 2040 / 4080 exactly 0.5
-    return seed, mean
+    return seed, _clip_to_unit_range(mean, clips.dtype)
 
 
 def _accumulate_frames(clips):
@@ -101,11 +118,12 @@ def _accumulate_frames(clips):
             xp.add(total_diff, high, out=total_diff)
             xp.add(total, clips[:, t + 1], out=total)
         return total_diff, total
-    total_diff = xp.zeros(frame_shape, dtype=clips.dtype)
-    total = clips[:, 0].copy()
+    accumulator = _float_accumulator_dtype(clips.dtype)
+    total_diff = xp.zeros(frame_shape, dtype=accumulator)
+    total = clips[:, 0].astype(accumulator)
     step = xp.empty_like(total_diff)
     for t in range(frames - 1):
-        xp.subtract(clips[:, t + 1], clips[:, t], out=step)
+        xp.subtract(clips[:, t + 1], clips[:, t], out=step, dtype=accumulator)
         xp.abs(step, out=step)
         total_diff += step
         total += clips[:, t + 1]

@@ -3,7 +3,10 @@
 f_q, f_k: query and momentum key encoders, each backbone + projection head +
 L2 normalisation. θ_k ← m θ_k + (1 - m) θ_q (``momentum_update``, parameters
 only; the key encoder's BN running statistics come from its own forwards).
-The queue holds K normalised keys as columns of a (dim, K) buffer.
+The queue holds K normalised keys as columns of a (dim, K) buffer. Its initial random keys
+come from a generator seeded with QUEUE_SEED, not the global RNG: the processes of a run
+seed their global RNGs differently (seed + rank) and DDP(broadcast_buffers=False) does not
+broadcast buffers, yet they must share one queue.
 
 InfoNCE for queries q and keys k (both (N, dim), unit norm):
     l_pos = q·k (N, 1), l_neg = q·queue (N, K), logits = [l_pos, l_neg] / T,
@@ -47,6 +50,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.heads import ProjectionHead
+
+QUEUE_SEED = 0  # the initial queue's seed, the same on every process
 
 
 class MoCoOutput(NamedTuple):
@@ -105,6 +110,12 @@ def contrastive_accuracy(logits: torch.Tensor, labels: torch.Tensor, topk=(1, 5)
     return tuple(hits[:, : min(k, max_k)].any(dim=1).float().mean() * 100.0 for k in topk)
 
 
+def initial_queue(dim: int, K: int) -> torch.Tensor:
+    """(dim, K) random unit-norm keys, drawn from their own generator: the same whatever the global RNG."""
+    generator = torch.Generator().manual_seed(QUEUE_SEED)
+    return F.normalize(torch.randn(dim, K, generator=generator), dim=0)
+
+
 class MoCo(nn.Module):
     def __init__(
         self,
@@ -152,7 +163,7 @@ class MoCo(nn.Module):
         for theta_k in self.f_k.parameters():
             theta_k.requires_grad_(False)
 
-        self.register_buffer("queue", F.normalize(torch.randn(dim, K), dim=0))
+        self.register_buffer("queue", initial_queue(dim, K))
         self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
 
     @property

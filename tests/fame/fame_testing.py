@@ -11,6 +11,7 @@ NOISE_LEVELS = 2  # uint8 sensor noise amplitude, so static pixels are not exact
 OBJECT_FRACTION = 0.3  # object side as a fraction of the frame side
 PAN_STEP = 2  # background pan per frame, pixels, in the camera-motion clips
 OBJECT_SPEED_DIVISOR = 56  # object speed: size // 56 pixels per frame (2 at 112, 4 at 224)
+PATCH = 24  # side of the static patches of out-of-range colour
 
 
 @lru_cache(maxsize=None)
@@ -83,3 +84,17 @@ def iou(first: np.ndarray, second: np.ndarray) -> float:
     first, second = first.astype(bool), second.astype(bool)
     union = np.logical_or(first, second).sum()
     return 1.0 if union == 0 else float(np.logical_and(first, second).sum() / union)
+
+
+def with_static_patches_outside_the_unit_range(clips):
+    """Float copies of uint8 clips, with patches static over time at colours outside [0, 1].
+
+    Static patches have no frame differences and the mean of their clipped frames is their
+    clipped mean, so the clips give the same statistics as np.clip(clips, 0, 1) when the
+    mean frame is clipped, and colour-bin indices outside [0, bins**3) when it is not.
+    """
+    clips = (clips / 255).astype(np.float32)
+    clips[0, :, :PATCH, :PATCH] = [1.5, -0.5, 0.2]  # unclipped colour bin past the clip's last one
+    clips[1, :, -PATCH:, -PATCH:] = [-0.3, 0.9, 0.1]  # unclipped colour bin before the clip's first one
+    clips[2, :, :PATCH, -PATCH:] = [1.1, 1.02, -0.01]
+    return clips

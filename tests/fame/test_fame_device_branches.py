@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fame_testing import with_static_patches_outside_the_unit_range
 
 import fame
 from fame import arrays, colour, mask, merging, motion, select
@@ -49,3 +50,12 @@ def test_device_branch_merge_and_augment(natural_112, request):
     backgrounds = clips[::-1].copy()
     keep = masks.astype(bool)[:, None, :, :, None]
     np.testing.assert_array_equal(fame.merge(clips, masks, backgrounds), np.where(keep, clips, backgrounds))
+
+
+def test_device_branch_keeps_out_of_range_colours_in_their_own_clip(natural_112, request):
+    """The scatter-add (CuPy) histogram raises no error for a bin index outside the clip: it would count
+    the pixel in a neighbouring clip, so float colours outside [0, 1] must be clipped first."""
+    clips = with_static_patches_outside_the_unit_range(natural_112[0])
+    expected = fame.foreground_mask(np.clip(clips, 0, 1))
+    request.getfixturevalue("device_branches")
+    np.testing.assert_array_equal(fame.foreground_mask(clips), expected)

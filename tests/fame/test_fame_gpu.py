@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fame_testing import iou
+from fame_testing import iou, with_static_patches_outside_the_unit_range
 
 import fame
+from fame.motion import frame_statistics
 
 pytestmark = pytest.mark.gpu
 MIN_IOU = 0.99
@@ -43,6 +44,19 @@ def test_cupy_options_run_and_agree(cupy, options, panning_112):
     assert np.mean([iou(g, e) for g, e in zip(got, expected)]) >= 0.98
 
 
+def test_cupy_clips_float_colours_outside_the_unit_range(cupy, natural_112):
+    clips = with_static_patches_outside_the_unit_range(natural_112[0])
+    expected = cupy.asnumpy(fame.foreground_mask(cupy.asarray(np.clip(clips, 0, 1))))
+    np.testing.assert_array_equal(cupy.asnumpy(fame.foreground_mask(cupy.asarray(clips))), expected)
+
+
+def test_cupy_float16_clips_accumulate_in_float32(cupy, natural_112):
+    clips = cupy.asarray((natural_112[0] / 255).astype(np.float16))
+    for got, expected in zip(frame_statistics(clips), frame_statistics(clips.astype(cupy.float32))):
+        assert got.dtype == cupy.float32
+        np.testing.assert_allclose(cupy.asnumpy(got), cupy.asnumpy(expected), rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])
 def test_cupy_merge_is_exact(cupy, dtype):
     rng = np.random.default_rng(0)
@@ -59,10 +73,17 @@ def test_cupy_merge_is_exact(cupy, dtype):
 
 def test_cupy_augment_stays_on_the_device(cupy, natural_112):
     clips, _ = natural_112
-    merged, masks = fame.augment(cupy.asarray(clips), fame.FameConfig(), np.random.default_rng(0))
+    cfg = fame.FameConfig()
+    merged, masks = fame.augment(cupy.asarray(clips), cfg, np.random.default_rng(0))
     assert isinstance(merged, cupy.ndarray) and isinstance(masks, cupy.ndarray)
-    expected, expected_masks = fame.augment(clips, fame.FameConfig(), np.random.default_rng(0))
-    assert iou(cupy.asnumpy(masks).ravel(), expected_masks.ravel()) >= MIN_IOU
+    merged, masks = cupy.asnumpy(merged), cupy.asnumpy(masks)
+    expected, expected_masks = fame.augment(clips, cfg, np.random.default_rng(0))
+    assert iou(masks.ravel(), expected_masks.ravel()) >= MIN_IOU
+    # The same generator picks the same backgrounds on either device.
+    backgrounds = fame.pick_backgrounds(len(clips), np.random.default_rng(0), cfg.pick)
+    np.testing.assert_array_equal(merged, fame.merge(clips, masks, backgrounds))
+    if np.array_equal(masks, expected_masks):
+        np.testing.assert_array_equal(merged, expected)
 
 
 @pytest.mark.parametrize("branches", ["one", "both"])

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fame_testing import iou
+from fame_testing import iou, with_static_patches_outside_the_unit_range
 
 import fame
 from fame.colour import hue_saturation_value
 from fame.mask import blur_kernel, soft_mask
+from fame.motion import frame_statistics
 from fame.select import otsu_fraction, top_k_mask
 
 
@@ -94,12 +95,16 @@ def test_static_and_constant_clips_give_valid_masks(kind, dtype):
     cfg = fame.FameConfig()
     soft = soft_mask(clips, cfg)
     assert np.isfinite(soft).all()
-    for beta in (0.5, "auto"):
-        masks = fame.foreground_mask(clips, beta=beta)
-        assert set(np.unique(masks)) <= {0, 1}
     assert (fame.foreground_mask(clips).sum(axis=(1, 2)) == 128).all()
-    merged, _ = fame.augment(clips, cfg, np.random.default_rng(0))
-    assert np.isfinite(merged.astype(np.float64)).all()
+    batch, _, height, width, _ = clips.shape
+    auto = fame.FameConfig(beta="auto")
+    otsu = otsu_fraction(soft.reshape(batch, height * width), auto.otsu_bins)
+    fractions = np.clip(otsu, auto.beta_min, auto.beta_max)
+    auto_masks = fame.foreground_mask(clips, beta="auto")
+    np.testing.assert_array_equal(auto_masks.sum(axis=(1, 2)), np.floor(fractions * height * width).astype(int))
+    merged, masks = fame.augment(clips, cfg, np.random.default_rng(0))
+    keep = masks.astype(bool)[:, None, :, :, None]
+    np.testing.assert_array_equal(merged, np.where(keep, clips, clips[::-1]))  # a batch of 2 swaps its clips
 
 
 def test_constant_scores_break_ties_by_lower_index():
@@ -124,6 +129,24 @@ def test_uint8_and_float_inputs_give_the_same_mask(natural_112):
     assert min(agreement) >= 0.99 and np.mean(agreement) >= 0.995
     from_float64 = fame.foreground_mask(clips / 255.0)
     assert min((a == b).mean() for a, b in zip(from_uint8, from_float64)) >= 0.99
+
+
+@pytest.mark.parametrize("beta", [0.5, "auto"])
+def test_float_colours_outside_the_unit_range_are_clipped(beta, natural_112):
+    clips = with_static_patches_outside_the_unit_range(natural_112[0])
+    clipped = np.clip(clips, 0, 1)
+    cfg = fame.FameConfig(beta=beta)
+    np.testing.assert_array_equal(soft_mask(clips, cfg), soft_mask(clipped, cfg))
+    np.testing.assert_array_equal(fame.foreground_mask(clips, beta=beta), fame.foreground_mask(clipped, beta=beta))
+
+
+def test_float16_clips_accumulate_in_float32():
+    clips = random_clips(batch=2, frames=32, height=8, width=8, dtype=np.float16, seed=4)
+    seed, mean = frame_statistics(clips)
+    seed_32, mean_32 = frame_statistics(clips.astype(np.float32))
+    assert seed.dtype == mean.dtype == np.float32
+    np.testing.assert_allclose(seed, seed_32, rtol=1e-6)
+    np.testing.assert_allclose(mean, mean_32, rtol=1e-6)
 
 
 # ---------------------------------------------------------------- merge
@@ -263,8 +286,9 @@ def test_mask_finds_the_moving_object(natural_112):
 def test_otsu_fraction_splits_a_bimodal_row():
     values = np.concatenate([np.full(70, 0.1), np.full(30, 0.9)])[None, :]
     assert otsu_fraction(values)[0] == pytest.approx(0.3)
-    constant = np.full((1, 50), 0.4)
-    assert 0.0 <= otsu_fraction(constant)[0] <= 1.0
+    # A constant row has no between-class variance: the fraction above level 0, all or nothing.
+    constant = np.stack([np.full(50, 0.4), np.zeros(50)])
+    assert otsu_fraction(constant).tolist() == [1.0, 0.0]
 
 
 def test_auto_beta_count_follows_otsu_and_the_clamp(natural_112):
@@ -322,7 +346,7 @@ def test_hsv_matches_colorsys():
 
 
 def test_blur_kernel_follows_the_published_rule():
-    # int(0.1 * 224) is 22 in floating point, so the rule gives 23 taps at 224 (11 at 112).
+    # int(0.1 * crop) // 2 * 2 + 1: int(11.2) = 11 -> 11 taps at 112, int(22.4) = 22 -> 23 taps at 224.
     assert blur_kernel(112).size == 11 and blur_kernel(224).size == 23
     assert blur_kernel(224).sum() == pytest.approx(1.0)
     sigma = 23 / 3

@@ -46,6 +46,16 @@ def test_queue_starts_normalised_with_pointer_zero():
     assert int(moco.queue_ptr) == 0
 
 
+def test_initial_queue_does_not_depend_on_the_global_rng():
+    """Processes seed their global RNGs differently (seed + rank) but must start from one queue."""
+    queues = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        queues.append(MoCo(TinyBackbone(), dim=DIM, K=16, head="linear").queue)
+    assert torch.equal(queues[0], queues[1])
+    assert not torch.equal(queues[0][:, 0], queues[0][:, 1])
+
+
 def test_enqueue_writes_at_pointer_and_wraps():
     moco = make_moco(K=8)
     first, second, third = torch.randn(4, DIM), torch.randn(4, DIM), torch.randn(4, DIM)
@@ -180,15 +190,28 @@ def test_gradients_reach_query_encoder_only():
     assert all(p.grad is None for p in moco.f_k.parameters())
 
 
-@pytest.mark.parametrize("backbone, mode", [(TinyBackbone, "train"), (TinyBNBackbone, "eval")])
-def test_shuffle_bn_restores_key_order(backbone, mode):
-    moco = make_moco(backbone=backbone, K=12, shuffle_bn_groups=3)
-    moco.train(mode == "train")
+def test_shuffle_bn_restores_key_order():
+    """Without BN a key does not depend on its sub-batch, so shuffled keys come back as f_k(x) in order."""
+    moco = make_moco(backbone=TinyBackbone, K=12, shuffle_bn_groups=3)
+    moco.train()
     x2 = clips(6, 9)
     with torch.no_grad():
         expected = moco.f_k(x2)
         keys = moco._encode_k(x2)
     torch.testing.assert_close(keys, expected)
+
+
+def test_eval_mode_encodes_keys_without_shuffling():
+    """Shuffle-BN is for training only: in eval mode no permutation is drawn from the global RNG."""
+    moco = make_moco(backbone=TinyBNBackbone, K=12, shuffle_bn_groups=3)
+    moco.eval()
+    x2 = clips(6, 9)
+    rng_state = torch.get_rng_state()
+    with torch.no_grad():
+        keys = moco._encode_k(x2)
+    assert torch.equal(torch.get_rng_state(), rng_state)
+    with torch.no_grad():
+        torch.testing.assert_close(keys, moco.f_k(x2))
 
 
 def test_single_process_shuffle_bn_encodes_keys_in_random_sub_batches():
@@ -228,19 +251,21 @@ def test_batch_smaller_than_shuffle_groups_raises():
         moco(clips(2, 12), clips(2, 13))
 
 
+RANKED_LOGITS = [
+    [5.0, 1.0, 2.0, 0.0, 0.0, 0.0, 0.0],  # positive ranked 1st
+    [1.0, 5.0, 2.0, 3.0, 4.0, 0.0, 0.0],  # positive ranked 5th
+    [0.0, 5.0, 2.0, 3.0, 4.0, 1.0, 6.0],  # positive ranked 7th
+    [1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0],  # positive ranked 2nd
+]
+RANKED_TOP1, RANKED_TOP5 = 25.0, 75.0
+
+
 def test_contrastive_accuracy():
-    logits = torch.tensor(
-        [
-            [5.0, 1.0, 2.0, 0.0, 0.0, 0.0, 0.0],  # positive ranked 1st
-            [1.0, 5.0, 2.0, 3.0, 4.0, 0.0, 0.0],  # positive ranked 5th
-            [0.0, 5.0, 2.0, 3.0, 4.0, 1.0, 6.0],  # positive ranked 7th
-            [1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0],  # positive ranked 2nd
-        ]
-    )
+    logits = torch.tensor(RANKED_LOGITS)
     labels = torch.zeros(4, dtype=torch.long)
     top1, top5 = contrastive_accuracy(logits, labels, topk=(1, 5))
-    assert top1.item() == pytest.approx(25.0)
-    assert top5.item() == pytest.approx(75.0)
+    assert top1.item() == pytest.approx(RANKED_TOP1)
+    assert top5.item() == pytest.approx(RANKED_TOP5)
     (top10,) = contrastive_accuracy(logits, labels, topk=(10,))
     assert top10.item() == pytest.approx(100.0)
 
@@ -266,8 +291,10 @@ def run_mixed_precision_step(device):
     assert moco.queue.dtype == torch.float32 and moco.queue.device.type == device.type
     torch.testing.assert_close(moco.queue[:, :8].norm(dim=0), torch.ones(8, device=device), atol=1e-2, rtol=0)
     assert int(moco.queue_ptr) == 8
-    top1, top5 = contrastive_accuracy(out.logits, out.labels)
-    assert 0.0 <= top1.item() <= top5.item() <= 100.0
+    ranked = torch.tensor(RANKED_LOGITS, dtype=out.logits.dtype, device=device)
+    top1, top5 = contrastive_accuracy(ranked, torch.zeros(4, dtype=torch.long, device=device))
+    assert top1.device.type == device.type
+    assert (top1.item(), top5.item()) == (RANKED_TOP1, RANKED_TOP5)
 
 
 def test_bfloat16_autocast_step_on_cpu():

@@ -1,9 +1,12 @@
 """MoCo under torch.distributed: 2 CPU processes on gloo, cross-process shuffle-BN and all-gathered keys."""
 
+import warnings
+
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from moco_test_nets import TinyBackbone, TinyBNBackbone
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from models.moco import MoCo
 
@@ -13,6 +16,7 @@ CLIP = (3, 2, 4, 4)
 DIM = 3
 K = 16  # WORLD x BATCH x 2 views = 8 keys per step
 STEPS = 4
+SEED = 0  # each process seeds its global RNG with SEED + rank, as the runners do
 
 
 def gather(tensor):
@@ -21,10 +25,28 @@ def gather(tensor):
     return parts
 
 
+def build_moco(rank, backbone, **options):
+    """MoCo built from a rank-seeded global RNG and wrapped as runners/pretrain.py does.
+
+    DDP(broadcast_buffers=False) broadcasts rank 0's parameters but no buffers, so the queue
+    must already be the same on every process when MoCo builds it.
+    """
+    torch.manual_seed(SEED + rank)
+    moco = MoCo(backbone(), dim=DIM, K=K, T=0.2, head="linear", **options)
+    queues = gather(moco.queue)
+    assert torch.equal(queues[0], queues[1]), "initial queues differ across differently seeded processes"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # broadcast_buffers is deprecated, not yet replaced
+        DDP(moco, broadcast_buffers=False)
+    for name, tensor in moco.state_dict().items():
+        copies = gather(tensor)
+        assert torch.equal(copies[0], copies[1]), f"{name} differs across processes after DDP's initial sync"
+    return moco.train()
+
+
 def check_without_bn(rank):
     """Without BN a key does not depend on its batch, so shuffled keys must equal local keys in order."""
-    torch.manual_seed(0)
-    moco = MoCo(TinyBackbone(), dim=DIM, K=K, T=0.2, head="linear", symmetric=True).train()
+    moco = build_moco(rank, TinyBackbone, symmetric=True)
     torch.manual_seed(100 + rank)
     x1, x2 = torch.randn(BATCH, *CLIP), torch.randn(BATCH, *CLIP)
     with torch.no_grad():
@@ -39,8 +61,7 @@ def check_without_bn(rank):
 
 def check_batch_negatives(rank):
     """Each query's in-batch negatives are every process's keys but its own positive."""
-    torch.manual_seed(0)
-    moco = MoCo(TinyBackbone(), dim=DIM, K=K, T=0.2, head="linear", symmetric=False, batch_negatives=True).train()
+    moco = build_moco(rank, TinyBackbone, symmetric=False, batch_negatives=True)
     torch.manual_seed(300 + rank)
     x1, x2 = torch.randn(BATCH, *CLIP), torch.randn(BATCH, *CLIP)
     with torch.no_grad():
@@ -55,8 +76,7 @@ def check_batch_negatives(rank):
 
 def check_with_bn(rank):
     """With BN each key must come from a per-process sub-batch of a freshly shuffled global batch."""
-    torch.manual_seed(0)
-    moco = MoCo(TinyBNBackbone(), dim=DIM, K=K, T=0.2, head="linear", symmetric=False).train()
+    moco = build_moco(rank, TinyBNBackbone, symmetric=False)
     torch.manual_seed(200 + rank)
     x1, x2 = torch.randn(BATCH, *CLIP), torch.randn(BATCH, *CLIP)
     x2_all = torch.cat(gather(x2))
