@@ -27,7 +27,7 @@ import time
 
 from runners import config as C
 from runners.report import markdown_table, summarize
-from runners.sweep import expand_grid, run_trials
+from runners.sweep import expand_grid, parse_seeds, run_trials
 from runners.trial import TRIAL_FILE
 
 VARIANT_KEY = "fame.variant"
@@ -114,21 +114,17 @@ def write_outputs(out_base: str, record: dict, table: str) -> tuple[str, str]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="configs/benchmark.yaml", help="the benchmark experiment")
-    p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
+    p.add_argument("--seeds", type=parse_seeds, default="0", help="comma-separated seeds, e.g. 0,1,2")
     p.add_argument("--name", help="run-name prefix and output file stem (default benchmark-<time>)")
     p.add_argument("overrides", nargs="*", help="key=value applied to both methods")
     a = p.parse_args(argv)
     name = a.name or f"benchmark-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    try:
-        seeds = [int(s) for s in a.seeds.split(",")]
-    except ValueError:
-        p.error(f"--seeds: expected comma-separated integers, got {a.seeds!r}")
     bad = [o for o in a.overrides if o.startswith((VARIANT_KEY + "=", "seed=", "run.name=", "pretrained="))]
     if bad:
         p.error(f"{bad[0]}: the benchmark sets {VARIANT_KEY}, seed and run.name itself and pretrains both methods")
     try:
         cfg = C.load_config(a.config, a.overrides)
-        trials = expand_grid(benchmark_sweep(name), a.config, seeds, a.overrides)
+        trials = expand_grid(benchmark_sweep(name), a.config, a.seeds, a.overrides)
     except C.ConfigError as e:
         p.error(str(e))
 
@@ -147,7 +143,7 @@ def main(argv=None) -> int:
     records = read_trial_records(cfg.run.dir, trials)
     rows = benchmark_rows(records)
     table = markdown_table(rows, ["method"])
-    record = {"name": name, "config": a.config, "seeds": seeds, "overrides": a.overrides,
+    record = {"name": name, "config": a.config, "seeds": a.seeds, "overrides": a.overrides,
               "machine": machine_description(cfg.device), "seconds": seconds, "trial_seconds": trial_seconds,
               "rows": rows, "trials": records}
     md_path, json_path = write_outputs(os.path.join(cfg.run.dir, name), record, table)

@@ -22,19 +22,25 @@ def checkpoint_dir(run_dir: str) -> str:
     return os.path.join(run_dir, CHECKPOINT_DIR)
 
 
-def save_atomic(obj, path: str) -> None:
-    """torch.save to a temp file in the same folder, fsync, then rename over path."""
+def write_atomic(path: str, write, mode: str = "wb") -> None:
+    """Call ``write(f)`` on a temp file in path's folder, fsync, then rename it over path:
+    a reader sees the old file or the new one, never a part."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
+        with open(tmp, mode) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def save_atomic(obj, path: str) -> None:
+    """torch.save obj to path atomically (see write_atomic)."""
+    write_atomic(path, lambda f: torch.save(obj, f))
 
 
 def rng_state() -> dict:

@@ -126,6 +126,7 @@ def main(cfg: Config) -> dict:
     ddp = DDP(model) if world > 1 else model
 
     logger = open_logger(cfg, run_dir, cfg.eval.protocol, rank)
+    logger.truncate_after(step)      # the steps after the checkpoint are logged again
 
     def save(epoch_copy=None):
         if rank == 0:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import math
 import os
 import types
 import typing
@@ -29,7 +30,8 @@ class ConfigError(ValueError):
 
 
 def _range(lo=None, hi=None, *, lo_open=False):
-    """Field metadata: the allowed closed interval [lo, hi] (lo open if lo_open)."""
+    """Field metadata: the allowed closed interval [lo, hi] (lo open if lo_open); on a list
+    field it bounds every element."""
     return {"range": (lo, hi, lo_open)}
 
 
@@ -153,7 +155,7 @@ class EvalConfig:
     dropout: float = field(default=0.7, metadata=_range(0.0, 1.0))
     schedule: Literal["cosine", "step"] = "step"
     milestones: list[int] = field(default_factory=lambda: [60, 120])
-    ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20, 50])
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20, 50], metadata=_range(1))   # every k
     # runners.trial: also linear-probe on the synthetic data's sibling whose training split
     # has class-independent backgrounds (<data.root>-unbiased), a control for the probe's shortcut
     unbiased_probe: bool = False
@@ -206,6 +208,17 @@ def _describe(tp) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _float_from_text(text: str, bad: ConfigError) -> float:
+    """A finite float written as text: YAML 1.1 reads 1e-4 (no dot in the mantissa) as a string."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise bad from None
+    if not math.isfinite(value):
+        raise bad
+    return value
+
+
 def _coerce(key: str, tp, value, meta) -> Any:
     """Return value as type tp, or raise ConfigError naming key and the allowed values."""
     origin = typing.get_origin(tp)
@@ -240,7 +253,7 @@ def _coerce(key: str, tp, value, meta) -> Any:
             if len(value) != len(args):
                 raise bad
             return tuple(_coerce(f"{key}[{i}]", a, v, {}) for i, (a, v) in enumerate(zip(args, value)))
-        return [_coerce(f"{key}[{i}]", args[0], v, {}) for i, v in enumerate(value)]
+        return [_coerce(f"{key}[{i}]", args[0], v, meta) for i, v in enumerate(value)]
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -249,6 +262,8 @@ def _coerce(key: str, tp, value, meta) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad
     elif tp is float:
+        if isinstance(value, str):
+            value = _float_from_text(value, bad)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
         value = float(value)
@@ -280,6 +295,15 @@ def _build(cls, tree: dict, prefix: str = ""):
             tp = inner[0]
         kwargs[name] = _coerce(prefix + name, tp, value, dict(fields[name].metadata))
     return cls(**kwargs)
+
+
+def _check_backbone(name: str) -> None:
+    """model.backbone must name a backbone of models/backbones.py's registry. Imported here,
+    not at the top, so that reading this module stays free of torch."""
+    from models.backbones import backbone_names
+    known = backbone_names()
+    if name not in known:
+        raise ConfigError(f"config key 'model.backbone': unknown backbone {name!r}; known backbones: {', '.join(known)}")
 
 
 def _check_relations(cfg: Config) -> None:
@@ -353,6 +377,7 @@ def apply_overrides(tree: dict, overrides: list[str]) -> dict:
 
 def build_config(tree: dict) -> Config:
     cfg = _build(Config, tree)
+    _check_backbone(cfg.model.backbone)
     _check_relations(cfg)
     return cfg
 

@@ -1,7 +1,10 @@
 """The one place that writes metrics: metrics.jsonl in the run directory and W&B.
 
 W&B runs offline by default (wandb.mode), so nothing leaves the machine until
-the user runs `wandb sync`. Only rank 0 logs.
+the user runs `wandb sync`. Only rank 0 logs. A run resumed at step s calls
+truncate_after(s) first, so the steps it repeats are not in metrics.jsonl twice.
+Records (trial.json) are written with write_json_atomic: a reader sees the old
+file or the new one, never a part.
 """
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ import time
 from typing import Optional
 
 import numpy as np
+
+from runners.checkpoint import write_atomic
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -45,6 +50,18 @@ class Logger:
     @property
     def wandb_dir(self) -> Optional[str]:
         return self._wandb.dir if self._wandb is not None else None
+
+    def truncate_after(self, step: int) -> None:
+        """Drop the metrics.jsonl records of steps after ``step``: a run resumed from its
+        checkpoint at ``step`` logs them again. The file is rewritten atomically."""
+        if not self.enabled:
+            return
+        path = os.path.join(self.run_dir, METRICS_FILE)
+        with open(path) as f:
+            kept = _lines_up_to(f.readlines(), step, path)
+        self._file.close()
+        write_text_atomic(path, "".join(kept))
+        self._file = open(path, "a")
 
     def log(self, metrics: dict, step: int) -> None:
         if not self.enabled:
@@ -84,6 +101,34 @@ class Logger:
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None
+
+
+def _lines_up_to(lines: list[str], step: int, path: str) -> list[str]:
+    """The metrics.jsonl lines of steps <= step. A last line that is not JSON (a write a
+    crash cut short) is dropped; one elsewhere raises, naming the file."""
+    kept = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break
+            raise ValueError(f"{path}: line {number} is not a JSON record") from None
+        if row["step"] <= step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    return kept
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Write text to path atomically (checkpoint.write_atomic)."""
+    write_atomic(path, lambda f: f.write(text), mode="w")
+
+
+def write_json_atomic(obj, path: str) -> None:
+    """obj as indented JSON at path, written atomically (see write_text_atomic)."""
+    write_text_atomic(path, json.dumps(obj, indent=1))
 
 
 def _wandb_id(run_dir: str, name: str) -> str:

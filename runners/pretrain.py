@@ -81,6 +81,7 @@ def main(cfg: Config) -> str:
     ddp = DDP(model, broadcast_buffers=False) if world > 1 else model   # queues agree by construction
 
     logger = open_logger(cfg, run_dir, "pretrain", rank)
+    logger.truncate_after(step)      # the steps after the checkpoint are logged again
 
     def save(epoch_copy=None):
         if rank == 0:

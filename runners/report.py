@@ -14,6 +14,7 @@ import statistics
 import sys
 from collections import defaultdict
 
+from runners.config import ConfigError
 from runners.sweep import read_sweep
 
 TRIAL_FILE = "trial.json"
@@ -34,7 +35,10 @@ def collect_trials(runs_dir: str, sweep_name: str) -> list[dict]:
     rows = []
     for path in sorted(glob.glob(os.path.join(runs_dir, "*", TRIAL_FILE))):
         with open(path) as f:
-            row = json.load(f)
+            try:
+                row = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"trial record '{path}' is not valid JSON ({e}); rerun its trial") from None
         if row.get("sweep") == sweep_name:
             rows.append(row)
     return rows
@@ -108,7 +112,10 @@ def main(argv=None) -> int:
     p.add_argument("--runs", default="runs", help="the run.dir the trials wrote to")
     p.add_argument("--metric", default=PLOT_METRIC, help="the metric to plot")
     a = p.parse_args(argv)
-    sweep = read_sweep(a.sweep)
+    try:
+        sweep = read_sweep(a.sweep)
+    except ConfigError as e:
+        p.error(str(e))
     keys = list(sweep["parameters"])
     trials = collect_trials(a.runs, sweep["name"])
     if not trials:

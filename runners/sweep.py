@@ -4,12 +4,17 @@ The sweep files are in W&B's sweep format (method: grid, parameters as config
 keys), so with a W&B server the same file also works as
 `wandb sweep configs/sweeps/beta.yaml` + `wandb agent ID`. Locally every grid
 point x seed runs `runners.trial` (pretrain + linear probe + retrieval) as
-its own process, `--parallel N` at a time, named <sweep>-<key=value...>-s<seed>,
-grouped in W&B under the sweep's name and tagged with its settings.
+its own process, `--parallel N` at a time, named
+<sweep>-<config stem>-<key=value...>[-x<hash>]-s<seed> (<hash>: of the extra
+key=value overrides given to every trial, when there are any, less those that
+only place or log a run), grouped in W&B under the sweep's name and tagged with
+its settings. A sweep run again under the same names resumes its trials, so
+another base config or other extra overrides must give other names.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import os
 import subprocess
@@ -21,6 +26,13 @@ import yaml
 from runners import config as C
 
 
+# Extra overrides that leave a trial's result alone (where it is written, how it is logged):
+# they do not enter its name, so moving run.dir or muting W&B still resumes the same trials.
+NAME_NEUTRAL_OVERRIDES = ("run.dir=", "wandb.")
+EXTRA_HASH_CHARS = 6
+NO_CONFIG_STEM = "defaults"
+
+
 class Trial(NamedTuple):
     name: str
     params: dict
@@ -28,9 +40,25 @@ class Trial(NamedTuple):
     overrides: list
 
 
+def parse_seeds(text: str) -> list[int]:
+    """--seeds: comma-separated distinct non-negative integers, e.g. 0,1,2 (an argparse type)."""
+    try:
+        seeds = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, e.g. 0,1,2, got {text!r}") from None
+    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct non-negative seeds, got {text!r}")
+    return seeds
+
+
 def read_sweep(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise C.ConfigError(f"sweep file '{path}' does not exist")
     with open(path) as f:
-        sweep = yaml.safe_load(f)
+        try:
+            sweep = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise C.ConfigError(f"sweep file '{path}': not valid YAML: {e}") from None
     if not isinstance(sweep, dict) or not isinstance(sweep.get("parameters"), dict) or not sweep["parameters"]:
         raise C.ConfigError(f"sweep file '{path}': needs a 'parameters' mapping of config keys to {{values: [...]}}")
     if sweep.get("method", "grid") != "grid":
@@ -46,15 +74,27 @@ def _fmt(v) -> str:
     return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
 
 
+def name_prefix(sweep_name: str, config: str | None, extra: list[str] = ()) -> str:
+    """<sweep>-<config stem>[-x<hash of the extra overrides>]: what tells this sweep's trials
+    from those of the same sweep file run on another base config or with other overrides."""
+    stem = os.path.splitext(os.path.basename(config))[0] if config else NO_CONFIG_STEM
+    changing = [o for o in extra if not o.startswith(NAME_NEUTRAL_OVERRIDES)]
+    if not changing:
+        return f"{sweep_name}-{stem}"
+    digest = hashlib.sha256("\n".join(changing).encode()).hexdigest()[:EXTRA_HASH_CHARS]
+    return f"{sweep_name}-{stem}-x{digest}"
+
+
 def expand_grid(sweep: dict, config: str, seeds: list[int], extra: list[str] = ()) -> list[Trial]:
     """Every grid point x seed as a Trial; each is validated against the schema before anything runs."""
     keys = list(sweep["parameters"])
+    prefix = name_prefix(sweep["name"], config, extra)
     trials = []
     for values in itertools.product(*(sweep["parameters"][k]["values"] for k in keys)):
         params = dict(zip(keys, values))
         for seed in seeds:
             label = "-".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in params.items())
-            name = f"{sweep['name']}-{label}-s{seed}"
+            name = f"{prefix}-{label}-s{seed}"
             overrides = [*extra, *(f"{k}={_fmt(v)}" for k, v in params.items()), f"seed={seed}",
                          f"run.name={name}", f"wandb.group={sweep['name']}",
                          f"wandb.tags=[{', '.join(f'{k}={_fmt(v)}' for k, v in params.items())}]"]
@@ -84,13 +124,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sweep", required=True, help="configs/sweeps/NAME.yaml")
     p.add_argument("--config", default="configs/synthetic.yaml", help="the base experiment")
-    p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
+    p.add_argument("--seeds", type=parse_seeds, default="0", help="comma-separated seeds, e.g. 0,1,2")
     p.add_argument("--parallel", type=int, default=1, help="trials at a time")
     p.add_argument("--dry-run", action="store_true", help="list the trials and stop")
     p.add_argument("overrides", nargs="*", help="key=value applied to every trial")
     a = p.parse_args(argv)
     try:
-        trials = expand_grid(read_sweep(a.sweep), a.config, [int(s) for s in a.seeds.split(",")], a.overrides)
+        trials = expand_grid(read_sweep(a.sweep), a.config, a.seeds, a.overrides)
     except C.ConfigError as e:
         p.error(str(e))
     for t in trials:

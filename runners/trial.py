@@ -31,12 +31,16 @@ from runners import classify, pretrain, retrieve
 from runners.common import parse_cli, prepare_run_dir
 from runners.config import Config, DataConfig, run_name
 from runners.evaluation import check_pretrained_path
+from runners.logger import write_json_atomic
 from runners.visualize import caam_in_box
 
 BOOKKEEPING = ("run.", "wandb.", "seed=")
 TRIAL_FILE = "trial.json"
 UNBIASED_SUFFIX = "-unbiased"
 CAAM_VIDEOS = 64   # test clips scored for caam/energy_in_box on synthetic data
+# The probes and retrieval resume from their own run directories, whatever train.resume
+# named for pretraining (a MoCo checkpoint does not load into a classifier).
+DOWNSTREAM_RESUME = "auto"
 
 
 def unbiased_data(data: DataConfig) -> DataConfig:
@@ -70,7 +74,8 @@ def run_trial(cfg: Config, params: dict) -> dict:
 
     def downstream(suffix, data=cfg.data, **eval_changes):
         return dataclasses.replace(cfg, pretrained=backbone, run=dataclasses.replace(cfg.run, name=f"{name}-{suffix}"),
-                                   data=data, eval=dataclasses.replace(cfg.eval, **eval_changes))
+                                   data=data, eval=dataclasses.replace(cfg.eval, **eval_changes),
+                                   train=dataclasses.replace(cfg.train, resume=DOWNSTREAM_RESUME))
     results = {"linear": classify.main(downstream("linear", protocol="linear")),
                "retrieval": retrieve.main(downstream("retrieval"))}
     if cfg.eval.unbiased_probe:
@@ -82,8 +87,7 @@ def run_trial(cfg: Config, params: dict) -> dict:
         metrics.update({f"caam/{k}_pct": 100 * v for k, v in caam_in_box(backbone, cfg, CAAM_VIDEOS).items()})
     record = {"sweep": cfg.wandb.group or "adhoc", "name": name, "params": params, "seed": cfg.seed,
               "metrics": metrics, "run_dir": run_dir, "backbone": backbone}
-    with open(os.path.join(run_dir, TRIAL_FILE), "w") as f:
-        json.dump(record, f, indent=1)
+    write_json_atomic(record, os.path.join(run_dir, TRIAL_FILE))
     return record
 
 

@@ -8,6 +8,8 @@
 Clips are read with PyAV (a few videos; no training pipeline needed): the
 middle clip.frames x clip.stride window, short side resized to clip.crop and
 centre-cropped. PNGs land in <run.dir>/<run.name>/ and are logged to W&B.
+The CAAM backbones run on the config's device (runners.common.resolve_device);
+their maps come back to the CPU.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from data.filelist import read_file_list
 from data.video_io import read_video
 from models.backbones import apply_backbone_state
 from runners.build import fame_config
-from runners.common import open_logger, prepare_run_dir
+from runners.common import open_logger, prepare_run_dir, resolve_device
 from runners.evaluation import backbone_state_from_file, build_eval_backbone
 from runners.config import Config, ConfigError, data_path, load_config, with_run_name
 
@@ -39,6 +41,7 @@ VARIANTS = ("gauss", "seed", "grid", "fame")
 DEFAULT_VIDEOS = {"masks": 4, "caam": 4, "kernels": 4, "mask-quality": 64}
 QUALITY_BETAS = (0.3, 0.5, 0.7, AUTO_BETA)
 HEAT = "inferno"
+CPU = torch.device("cpu")
 VIOLIN_POINTS = 4_000
 matplotlib.use("Agg")
 log = logging.getLogger(__name__)
@@ -247,12 +250,13 @@ def last_feature_map(backbone: torch.nn.Module, x: torch.Tensor) -> torch.Tensor
 
 
 def caam(backbone: torch.nn.Module, clips_ncthw: torch.Tensor) -> torch.Tensor:
-    """Class-agnostic activation map: channel-summed last activation, mean over time, upsampled, in [0, 1]."""
+    """Class-agnostic activation map: channel-summed last activation, mean over time, upsampled,
+    in [0, 1], on the CPU (backbone and clips on one device)."""
     a = last_feature_map(backbone, clips_ncthw).relu().sum(1).mean(1, keepdim=True)   # (N, 1, H', W')
     a = F.interpolate(a, size=clips_ncthw.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
     lo = a.flatten(1).min(1).values.view(-1, 1, 1)
     hi = a.flatten(1).max(1).values.view(-1, 1, 1)
-    return (a - lo) / (hi - lo + 1e-8)
+    return ((a - lo) / (hi - lo + 1e-8)).cpu()
 
 
 def energy_in_box(maps: torch.Tensor, boxes) -> list[float]:
@@ -272,8 +276,9 @@ def caam_in_box(path: str, cfg: Config, videos: int) -> dict:
     if boxes is None:
         log.warning("no CAAM score: %s has no object boxes (annotations.json)", cfg.data.root)
         return {}
+    device = resolve_device(cfg.device)
     try:
-        maps = caam(load_for_figures(path, cfg), normalise(clips, cfg))
+        maps = caam(load_for_figures(path, cfg, device), normalise(clips, cfg).to(device))
     except ValueError as e:
         log.warning("no CAAM score for %s: %s", path, e)
         return {}
@@ -289,12 +294,12 @@ def normalise(clips: np.ndarray, cfg: Config) -> torch.Tensor:
     return (x - mean) / std
 
 
-def load_for_figures(path: str, cfg: Config) -> torch.nn.Module:
-    """A backbone from backbone.pt or a pretraining checkpoint (its query encoder)."""
+def load_for_figures(path: str, cfg: Config, device: torch.device = CPU) -> torch.nn.Module:
+    """A backbone from backbone.pt or a pretraining checkpoint (its query encoder), in eval mode on device."""
     state, _, _ = backbone_state_from_file(path)
     backbone = build_eval_backbone(cfg)
     apply_backbone_state(backbone, state, name=cfg.model.backbone, source=path)
-    return backbone.eval()
+    return backbone.to(device).eval()
 
 
 # --------------------------------------------------------------- kernels ----
@@ -364,12 +369,13 @@ def main(argv=None) -> int:
         save_grid(mask_panels(clips, cfg), out, [f"class {l}" for l in labels_])
     elif a.figure == "caam":
         clips, _, boxes = read_clips(cfg, videos)
-        x = normalise(clips, cfg)
+        device = resolve_device(cfg.device)
+        x = normalise(clips, cfg).to(device)
         t = clips.shape[1] // 2
         columns = [("frame", list(clips[:, t]))]
         scores = {}
         for label, path in zip(labels, a.ckpt):
-            maps = caam(load_for_figures(path, cfg), x)
+            maps = caam(load_for_figures(path, cfg, device), x)
             heat = (matplotlib.colormaps[HEAT](maps.numpy())[..., :3] * 255).astype(np.uint8)
             columns.append((label, [(0.5 * clips[i, t] + 0.5 * heat[i]).astype(np.uint8) for i in range(len(clips))]))
             if boxes is not None:

@@ -35,6 +35,13 @@ def test_benchmark_refuses_to_override_what_it_compares(capsys, override):
     assert f"{override}: the benchmark sets fame.variant" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("seeds", ["0,a", "0,0"])
+def test_bad_seeds_are_a_usage_error_as_in_the_sweep(capsys, seeds):
+    with pytest.raises(SystemExit) as e:
+        benchmark.main(["--config", TINY, "--seeds", seeds])
+    assert e.value.code == 2 and "argument --seeds: expected" in capsys.readouterr().err
+
+
 def test_tiny_benchmark_end_to_end(tmp_path):
     runs, data = tmp_path / "runs", tmp_path / "data"
     code = benchmark.main(["--config", TINY, "--seeds", "0", "--name", "bench", f"run.dir={runs}",

@@ -68,6 +68,22 @@ def test_overrides_parse_yaml_values_and_win_over_files(tmp_path):
     assert cfg.model.checkpoint is None and cfg.fame.camera_compensation == "phase"
 
 
+def test_float_fields_accept_exponents_that_yaml_reads_as_text(tmp_path):
+    cfg = C.load_config(None, ["train.weight_decay=1e-4", "fame.beta=5e-1", "eval.lr=2.5E-2"])
+    assert (cfg.train.weight_decay, cfg.fame.beta, cfg.eval.lr) == (1e-4, 0.5, 0.025)
+    assert C.load_config(write(tmp_path, "x.yaml", {"train": {"lr": "3e-3"}})).train.lr == 0.003
+    with pytest.raises(C.ConfigError, match=r"'fame.beta': 2.0 is outside"):
+        C.load_config(None, ["fame.beta=2e0"])
+    with pytest.raises(C.ConfigError, match="'model.symmetric'"):
+        C.load_config(None, ["model.symmetric=1e0"])
+
+
+def test_every_registered_backbone_is_a_valid_model_backbone():
+    from models.backbones import backbone_names
+    for name in backbone_names():
+        assert C.load_config(None, [f"model.backbone={name}"]).model.backbone == name
+
+
 def test_int_is_accepted_for_float_but_not_the_reverse():
     assert C.load_config(None, ["train.lr=1"]).train.lr == 1.0
     with pytest.raises(C.ConfigError, match="'train.epochs'"):
@@ -96,6 +112,12 @@ def test_int_is_accepted_for_float_but_not_the_reverse():
     ("train.resume=/no/such/ckpt.pt", r"'train.resume'.*/no/such/ckpt.pt"),
     ("noequals", r"expected key=value"),
     ("eval.unbiased_probe=true", r"'eval.unbiased_probe'.*data.synthetic"),
+    ("eval.ks=[0,5]", r"'eval.ks\[0\]': 0 is outside the allowed range \[1, inf\]"),
+    ("eval.ks=[1,-5]", r"'eval.ks\[1\]'.*outside"),
+    ("model.backbone=resnet9000", r"'model.backbone': unknown backbone 'resnet9000'; known backbones: .*small3d"),
+    ("train.weight_decay=1e-4x", r"'train.weight_decay'.*expected float"),
+    ("train.lr=nan", r"'train.lr'.*expected float"),
+    ("train.epochs=1e2", r"'train.epochs'.*expected int"),
 ])
 def test_validation_errors_name_the_key(override, message):
     with pytest.raises(C.ConfigError, match=message):

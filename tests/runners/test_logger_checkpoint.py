@@ -1,4 +1,5 @@
 import glob
+import json
 import os
 
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 from runners import checkpoint as ckpt
-from runners.logger import Logger, read_metrics
+from runners.logger import METRICS_FILE, Logger, read_metrics, write_json_atomic
 
 
 def test_offline_wandb_and_metrics_jsonl(tmp_path):
@@ -35,6 +36,39 @@ def test_only_rank_zero_writes(tmp_path):
     logger.log({"loss": 1.0}, step=1)
     logger.close()
     assert not (tmp_path / "r1").exists()
+
+
+def test_resume_drops_the_steps_it_logs_again(tmp_path):
+    logger = Logger(str(tmp_path), config={}, name="x", mode="disabled")
+    for step in (1, 2, 3, 4):
+        logger.log({"loss": float(step)}, step=step)
+    logger.close()
+    with open(tmp_path / METRICS_FILE, "a") as f:
+        f.write('{"step": 5, "lo')                  # the line a crash cut short
+    resumed = Logger(str(tmp_path), config={}, name="x", mode="disabled")
+    resumed.truncate_after(2)                        # the checkpoint was at step 2
+    resumed.log({"loss": 3.5}, step=3)
+    resumed.close()
+    assert [(r["step"], r["loss"]) for r in read_metrics(str(tmp_path))] == [(1, 1.0), (2, 2.0), (3, 3.5)]
+    assert os.listdir(tmp_path) == [METRICS_FILE]
+
+
+def test_corrupt_metrics_line_before_the_end_is_named(tmp_path):
+    (tmp_path / METRICS_FILE).write_text('{"step": 1}\nnot json\n{"step": 2}\n')
+    logger = Logger(str(tmp_path), config={}, name="x", mode="disabled")
+    with pytest.raises(ValueError, match=f"{METRICS_FILE}: line 2 is not a JSON record"):
+        logger.truncate_after(1)
+    logger.close()
+
+
+def test_atomic_json_keeps_the_old_file_on_failure(tmp_path):
+    path = str(tmp_path / "trial.json")
+    write_json_atomic({"step": 1}, path)
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        write_json_atomic({"step": 2, "bad": object()}, path)
+    with open(path) as f:
+        assert json.load(f) == {"step": 1}
+    assert os.listdir(tmp_path) == ["trial.json"]
 
 
 class Unpicklable:

@@ -99,15 +99,24 @@ def test_non_finite_loss_stops_with_the_step(tmp_path, tiny_data_root, monkeypat
 
 @pytest.mark.parametrize("override, message", [
     ("model.backbone=resnet9000", "unknown backbone 'resnet9000'"),
-    ("model.K=66", "config key 'model.K'"),
-    ("train.batch_size=64", "config key 'train.batch_size'"),
     ("pretrained=runs/x/backbone.pt", "config key 'pretrained'"),
 ])
-def test_bad_config_fails_early(tmp_path, tiny_data_root, override, message):
+def test_bad_config_fails_before_the_run_directory_is_made(tmp_path, tiny_data_root, override, message):
     from runners.pretrain import main
     with pytest.raises(ValueError, match=message):
         main(tiny(tmp_path, tiny_data_root, "run.name=bad", override))
-    assert not (tmp_path / "bad" / "checkpoints").exists()
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.K=66", "config key 'model.K'"),               # depends on the number of processes
+    ("train.batch_size=64", "config key 'train.batch_size'"),   # depends on the number of videos
+])
+def test_settings_that_depend_on_the_run_fail_before_training(tmp_path, tiny_data_root, override, message):
+    from runners.pretrain import main
+    with pytest.raises(ValueError, match=message):
+        main(tiny(tmp_path, tiny_data_root, "run.name=bad", override))
+    assert not (tmp_path / "bad" / "checkpoints").exists() and not (tmp_path / "bad" / "metrics.jsonl").exists()
 
 
 def test_two_process_gloo_run(tmp_path, tiny_data_root):

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 
 import pytest
 from PIL import Image
@@ -30,9 +31,49 @@ def test_beta_grid_applies_keys_seeds_and_group():
     t = next(t for t in trials if t.params == {"fame.beta": 0.3, "fame.branches": "both"} and t.seed == 2)
     cfg = C.load_config(BASE, t.overrides)
     assert (cfg.fame.beta, cfg.fame.branches, cfg.seed) == (0.3, "both", 2)
-    assert cfg.run.name == t.name == "beta-beta=0.3-branches=both-s2"
+    assert cfg.run.name == t.name == "beta-synthetic_tiny-beta=0.3-branches=both-s2"
     assert cfg.wandb.group == "beta" and "fame.beta=0.3" in cfg.wandb.tags
     assert len({t.name for t in trials}) == len(trials)
+
+
+def test_trial_names_tell_base_configs_and_extra_overrides_apart(tmp_path):
+    """A sweep run again under the same names resumes the finished trials, so another base
+    config or other extra overrides must not reuse them; where runs go and how they are logged
+    leave the names alone."""
+    s = sweep.read_sweep(os.path.join(SWEEPS, "beta.yaml"))
+    other = tmp_path / "other.yaml"
+    other.write_text(f"inherit: {BASE}\n")
+
+    def names(config, *extra):
+        return [t.name for t in sweep.expand_grid(s, config, [0], list(extra))]
+    plain = names(BASE)
+    assert plain[0] == "beta-synthetic_tiny-beta=1.0-branches=one-s0"
+    assert names(BASE) == plain
+    assert names(BASE, f"run.dir={tmp_path}", "wandb.mode=disabled") == plain
+    variants = [plain, names(str(other)), names(BASE, "train.epochs=3"), names(BASE, "train.epochs=2")]
+    assert len({n for v in variants for n in v}) == 4 * len(plain)
+    assert names(str(other))[0] == "beta-other-beta=1.0-branches=one-s0"
+    assert names(BASE, "train.epochs=3") == names(BASE, "train.epochs=3", f"run.dir={tmp_path}")
+    assert re.fullmatch(r"beta-synthetic_tiny-x[0-9a-f]{6}-beta=1.0-branches=one-s0", names(BASE, "train.epochs=3")[0])
+
+
+@pytest.mark.parametrize("seeds", ["0,a", "", "1,1", "-1"])
+def test_bad_seeds_are_a_usage_error(capsys, seeds):
+    with pytest.raises(SystemExit) as e:
+        sweep.main(["--sweep", os.path.join(SWEEPS, "beta.yaml"), "--config", BASE, "--seeds", seeds, "--dry-run"])
+    assert e.value.code == 2 and "--seeds: expected" in capsys.readouterr().err
+
+
+def test_seeds_parse_as_a_list():
+    assert sweep.parse_seeds("0,1,2") == [0, 1, 2] and sweep.parse_seeds(" 3") == [3]
+
+
+@pytest.mark.parametrize("main", [sweep.main, report.main])
+def test_missing_sweep_file_is_named(tmp_path, capsys, main):
+    missing = str(tmp_path / "nope.yaml")
+    with pytest.raises(SystemExit) as e:
+        main(["--sweep", missing])
+    assert e.value.code == 2 and f"sweep file '{missing}' does not exist" in capsys.readouterr().err
 
 
 def test_invalid_key_or_value_is_rejected_before_running(tmp_path):
@@ -80,3 +121,61 @@ def test_report_columns_leave_out_counts_and_keep_recall_order():
     names = ["retrieval/R@10", "retrieval/R@1", "linear/videos", "retrieval/gallery", "linear/video_top1",
              "retrieval/R@5", "linear/clips", "retrieval/queries"]
     assert report.metric_columns(names) == ["linear/video_top1", "retrieval/R@1", "retrieval/R@5", "retrieval/R@10"]
+
+
+def test_truncated_trial_record_is_named(tmp_path):
+    fabricate(tmp_path, "beta", {"fame.beta": 1.0, "fame.branches": "one"}, 0, 40.0)
+    broken = tmp_path / "broken" / "trial.json"
+    broken.parent.mkdir()
+    broken.write_text('{"sweep": "beta", "par')
+    with pytest.raises(ValueError, match=f"trial record '{re.escape(str(broken))}' is not valid JSON"):
+        report.collect_trials(str(tmp_path), "beta")
+
+
+# ------------------------------------------------------------------ trial ----
+@pytest.fixture
+def fake_stages(monkeypatch, tmp_path):
+    """runners.trial with its stages replaced: pretraining makes the run directory, the probes
+    and retrieval return a metric, and every stage's config is kept in ``configs``."""
+    from runners import trial
+    configs = {}
+
+    def pretrain(cfg):
+        configs["pretrain"] = cfg
+        run_dir = os.path.join(cfg.run.dir, cfg.run.name)
+        os.makedirs(run_dir, exist_ok=True)
+        return run_dir
+
+    def downstream(cfg):
+        configs[cfg.run.name] = cfg
+        return {"metrics": {"top1": 50.0}}
+    monkeypatch.setattr(trial.pretrain, "main", pretrain)
+    monkeypatch.setattr(trial.classify, "main", downstream)
+    monkeypatch.setattr(trial.retrieve, "main", downstream)
+    monkeypatch.setattr(trial, "caam_in_box", lambda *args: {})
+    return trial, configs
+
+
+def test_downstream_runs_resume_from_their_own_directories(tmp_path, fake_stages):
+    trial, configs = fake_stages
+    checkpoint = tmp_path / "elsewhere.pt"
+    checkpoint.write_bytes(b"a MoCo checkpoint")
+    cfg = C.load_config(BASE, [f"run.dir={tmp_path}", "run.name=t", f"train.resume={checkpoint}",
+                               "eval.unbiased_probe=true"])
+    trial.run_trial(cfg, {})
+    assert configs["pretrain"].train.resume == str(checkpoint)
+    assert set(configs) == {"pretrain", "t-linear", "t-retrieval", "t-linear-unbiased"}
+    assert all(configs[name].train.resume == "auto" for name in configs if name != "pretrain")
+
+
+def test_trial_record_is_replaced_whole_or_not_at_all(tmp_path, fake_stages):
+    """A record that fails half-way through its writing leaves the previous trial.json readable."""
+    import datetime
+    trial, _ = fake_stages
+    cfg = C.load_config(BASE, [f"run.dir={tmp_path}", "run.name=t", "wandb.group=beta"])
+    trial.run_trial(cfg, {"fame.beta": 0.5})
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        trial.run_trial(cfg, {"fame.beta": 0.5, "when": datetime.date(2024, 1, 1)})
+    rows = report.collect_trials(str(tmp_path), "beta")
+    assert [r["params"] for r in rows] == [{"fame.beta": 0.5}]
+    assert sorted(os.listdir(tmp_path / "t")) == [trial.TRIAL_FILE]

@@ -2,11 +2,13 @@ import json
 import os
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from models.backbones import build_backbone, export_backbone_state
 from runners import visualize
+from runners.config import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, "configs", "synthetic_tiny.yaml")
@@ -29,14 +31,47 @@ def test_masks_figure_has_every_variant_column(tmp_path, tiny_data_root):
 def test_caam_compares_checkpoints_and_scores_the_box(tmp_path, tiny_data_root):
     paths = []
     for seed in (0, 1):
-        torch.manual_seed(seed)
-        path = tmp_path / f"b{seed}.pt"
-        torch.save(export_backbone_state(build_backbone("small3d", width=8)), path)
-        paths += ["--ckpt", str(path)]
+        paths += ["--ckpt", save_small3d(tmp_path / f"b{seed}.pt", seed)]
     (w, h), _ = run("caam", tmp_path, tiny_data_root, *paths, "--label", "a", "--label", "b", "--videos", "2")
     assert w >= 3 * 120 and h >= 2 * 120
     scores = json.loads((tmp_path / "caam" / "caam_energy.json").read_text())
     assert set(scores) == {"a", "b"} and all(0.0 <= v <= 1.0 for v in scores.values())
+
+
+def save_small3d(path, seed=0):
+    torch.manual_seed(seed)
+    torch.save(export_backbone_state(build_backbone("small3d", width=8)), path)
+    return str(path)
+
+
+def test_caam_in_box_runs_on_the_configured_device(tmp_path, tiny_data_root, monkeypatch):
+    """The backbone and the clips go to resolve_device(cfg.device) (here the meta device,
+    which stands in for a GPU); the score comes from the maps caam returns."""
+    meta = torch.device("meta")
+    asked, seen = [], {}
+
+    def resolve(setting):
+        asked.append(setting)
+        return meta
+
+    def uniform_caam(backbone, x):
+        seen.update(backbone=next(backbone.parameters()).device, clips=x.device)
+        return torch.ones(x.shape[0], *x.shape[-2:])
+    monkeypatch.setattr(visualize, "resolve_device", resolve)
+    monkeypatch.setattr(visualize, "caam", uniform_caam)
+    cfg = load_config(TINY, [f"data.root={tiny_data_root}", "device=gpu"])
+    scores = visualize.caam_in_box(save_small3d(tmp_path / "b.pt"), cfg, 2)
+    assert asked == ["gpu"] and seen == {"backbone": meta, "clips": meta}
+    assert scores["energy_in_box"] == pytest.approx(scores["box_fraction"])   # a map with no preference
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_caam_in_box_on_the_gpu_matches_the_cpu(tmp_path, tiny_data_root):
+    path = save_small3d(tmp_path / "b.pt")
+    scores = {device: visualize.caam_in_box(path, load_config(TINY, [f"data.root={tiny_data_root}",
+                                                                     f"device={device}"]), 2)
+              for device in ("cpu", "gpu")}
+    assert scores["gpu"]["energy_in_box"] == pytest.approx(scores["cpu"]["energy_in_box"], abs=1e-3)
 
 
 def test_energy_in_box_is_the_fraction_inside():
