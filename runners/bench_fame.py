@@ -22,6 +22,7 @@ import fame
 from fame.mask import masks_from_config, smoothed_statistics, soft_mask_from
 from fame.motion import frame_statistics
 from fame.select import top_k_mask
+from runners.machine import cpu_model
 
 FRAMES = 16
 SIZES = (112, 224)
@@ -31,17 +32,6 @@ DTYPES = ("float32", "uint8")
 DEFAULT_REPEATS = 5
 PART_BATCH = {"numpy": 32, "cupy": 64}
 SEED = 0
-
-
-def describe_cpu() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def cupy_device():
@@ -100,7 +90,7 @@ def run_benchmarks(repeats: int) -> dict:
                                  "median_s": median, "clips_per_s": batch / median,
                                  "best_clips_per_s": batch / min(seconds)})
                     del clips
-    machine = {"cpu": describe_cpu(), "cores": os.cpu_count(), "gpu": gpu_name,
+    machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "gpu": gpu_name,
                "load_average_1min": os.getloadavg()[0], "python": platform.python_version(), "numpy": np.__version__}
     return {"machine": machine, "repeats": repeats, "config": "FameConfig() defaults", "results": rows}
 
@@ -142,7 +132,7 @@ def run_parts(repeats: int) -> dict:
                 rows.append({"backend": backend, "frames": FRAMES, "size": size, "batch": PART_BATCH[backend],
                              "part": name, "host_ms": 1e3 * host, "gpu_ms": None if gpu is None else 1e3 * gpu})
             del clips
-    machine = {"cpu": describe_cpu(), "cores": os.cpu_count(), "gpu": gpu_name, "numpy": np.__version__}
+    machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "gpu": gpu_name, "numpy": np.__version__}
     return {"machine": machine, "repeats": repeats, "config": "FameConfig() defaults, uint8", "parts": rows}
 
 

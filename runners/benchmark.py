@@ -20,12 +20,12 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 
 from runners import config as C
+from runners.machine import cpu_model
 from runners.report import markdown_table, summarize
 from runners.sweep import expand_grid, parse_seeds, run_trials
 from runners.trial import TRIAL_FILE
@@ -35,7 +35,6 @@ BASELINE, FAME = "none", "fame"
 METHOD_LABELS = {BASELINE: "MoCo baseline", FAME: "MoCo + FAME"}
 GAP_LABEL = "gap (FAME - baseline)"
 TABLE_METRICS = ("linear/video_top1", "retrieval/R@1", "linear_unbiased/video_top1", "caam/energy_in_box_pct")
-CPUINFO = "/proc/cpuinfo"
 
 
 def benchmark_sweep(name: str) -> dict:
@@ -45,11 +44,7 @@ def benchmark_sweep(name: str) -> dict:
 
 def machine_description(device: str) -> str:
     """CPU model and core count (and the GPU when the runs use one)."""
-    model = platform.processor() or platform.machine()
-    if os.path.isfile(CPUINFO):
-        with open(CPUINFO) as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        model = names[0] if names else model
+    model = cpu_model()
     text = f"{model}, {os.cpu_count()} cores"
     if device != "cpu":
         import torch

@@ -27,7 +27,6 @@ import gc
 import itertools
 import json
 import os
-import platform
 import statistics
 import time
 import warnings
@@ -40,6 +39,7 @@ from pipelines.loader import pretrain_loader
 from runners import config as C
 from runners.build import pretrain_settings
 from runners.eval_data import load_videos
+from runners.machine import cpu_model
 from runners.common import (CLIPS_PER_VIDEO, GIB, cli_parser, ensure_data, open_logger, parse_cli_args,
                             prepare_run_dir, resolve_device, setup_logging)
 
@@ -193,7 +193,7 @@ def profile(cfg: C.Config, device: torch.device, steps: int, warmup: int, repeat
               "full_vs_decode_cpu": _ratio(decode["cpu_seconds_per_batch"], full["cpu_seconds_per_batch"]),
               "full_vs_baseline_cpu": _ratio(baseline_row["cpu_seconds_per_batch"], full["cpu_seconds_per_batch"])}
     return {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
         "cpu_cores": os.cpu_count(), "num_threads": cfg.train.num_threads, "pipelines": cfg.train.pipelines,
         "baseline_workers": baseline_workers(cfg), "prefetch": cfg.train.prefetch,
         "batch_size": cfg.train.batch_size, "clip": dataclasses.asdict(cfg.clip),
