@@ -68,8 +68,8 @@ PARALLEL ?= 1
 sweep: $(STAMP)  ## run an ablation grid locally: SWEEP=configs/sweeps/x.yaml CONFIG=... SEEDS=0,1,2 PARALLEL=N
 	$(PY) -m runners.sweep --sweep $(SWEEP) --config $(CONFIG) --seeds $(SEEDS) --parallel $(PARALLEL) $(ARGS)
 
-report: $(STAMP)  ## markdown table + PNG plot of a finished sweep: SWEEP=...
-	$(PY) -m runners.report --sweep $(SWEEP) $(ARGS)
+report: $(STAMP)  ## markdown table + PNG plot of a finished sweep: SWEEP=... CONFIG=... ARGS="<the sweep's overrides>"
+	$(PY) -m runners.report --sweep $(SWEEP) --config $(CONFIG) $(ARGS)
 
 BENCH_CONFIG ?= configs/benchmark.yaml
 benchmark: $(STAMP)  ## background-bias benchmark: baseline vs FAME, linear probe + retrieval (SEEDS=0,1,2)

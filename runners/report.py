@@ -1,8 +1,11 @@
-"""Read an ablation without a server: `python -m runners.report --sweep configs/sweeps/beta.yaml`.
+"""Read an ablation without a server: `python -m runners.report --sweep configs/sweeps/beta.yaml [--config X] [key=value ...]`.
 
-Collects the trial.json of every run of the sweep under run.dir, and writes
-<runs>/<sweep>.md (a table: one row per setting, mean ± std over seeds for
-each metric) and <runs>/<sweep>.png (bars with the seeds' spread).
+Takes the --config and key=value overrides the sweep ran with (runners.sweep), so
+it reads exactly that sweep's trials: those under run.dir named
+<sweep>-<config stem>[-x<hash>]-..., not those of the same sweep file run on
+another base config or with other overrides. Writes <run.dir>/<that prefix>.md
+(a table: one row per setting, mean ± std over seeds for each metric) and .png
+(bars with the seeds' spread).
 """
 from __future__ import annotations
 
@@ -14,11 +17,12 @@ import statistics
 import sys
 from collections import defaultdict
 
-from runners.config import ConfigError
-from runners.sweep import read_sweep
+from runners import config as C
+from runners.sweep import DEFAULT_BASE_CONFIG, SEED_MARK, expand_grid, name_prefix, read_sweep
 
 TRIAL_FILE = "trial.json"
 PLOT_METRIC = "linear/video_top1"
+ANY_SEED = 0    # trial_stems expands the grid with one seed and drops it from the names
 # Trial metrics that count things (test videos, clips, gallery size) rather than measure them.
 COUNT_SUFFIXES = ("/videos", "/clips", "/queries", "/gallery")
 
@@ -31,7 +35,14 @@ def metric_columns(names) -> list[str]:
     return sorted((n for n in set(names) if not n.endswith(COUNT_SUFFIXES)), key=order)
 
 
-def collect_trials(runs_dir: str, sweep_name: str) -> list[dict]:
+def trial_stems(sweep: dict, config: str, extra: list[str]) -> set[str]:
+    """The names runners.sweep gives this sweep's trials on ``config`` with ``extra``, less their -s<seed>."""
+    return {t.name.removesuffix(f"{SEED_MARK}{ANY_SEED}") for t in expand_grid(sweep, config, [ANY_SEED], extra)}
+
+
+def collect_trials(runs_dir: str, sweep_name: str, stems: set[str] | None = None) -> list[dict]:
+    """The trial records of sweep ``sweep_name`` under runs_dir; with ``stems`` (trial_stems),
+    only the trials of that base config and those extra overrides."""
     rows = []
     for path in sorted(glob.glob(os.path.join(runs_dir, "*", TRIAL_FILE))):
         with open(path) as f:
@@ -39,7 +50,8 @@ def collect_trials(runs_dir: str, sweep_name: str) -> list[dict]:
                 row = json.load(f)
             except json.JSONDecodeError as e:
                 raise ValueError(f"trial record '{path}' is not valid JSON ({e}); rerun its trial") from None
-        if row.get("sweep") == sweep_name:
+        if row.get("sweep") == sweep_name and (stems is None or
+                                               str(row.get("name", "")).rpartition(SEED_MARK)[0] in stems):
             rows.append(row)
     return rows
 
@@ -109,25 +121,30 @@ def plot(summary: list[dict], keys: list[str], metric: str, path: str, title: st
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sweep", required=True)
-    p.add_argument("--runs", default="runs", help="the run.dir the trials wrote to")
+    p.add_argument("--config", default=DEFAULT_BASE_CONFIG, help="the base experiment the sweep ran on")
     p.add_argument("--metric", default=PLOT_METRIC, help="the metric to plot")
+    p.add_argument("overrides", nargs="*", help="the key=value overrides the sweep was given (run.dir among them)")
     a = p.parse_args(argv)
     try:
         sweep = read_sweep(a.sweep)
-    except ConfigError as e:
+        runs = C.load_config(a.config, a.overrides).run.dir
+        stems = trial_stems(sweep, a.config, a.overrides)
+    except C.ConfigError as e:
         p.error(str(e))
     keys = list(sweep["parameters"])
-    trials = collect_trials(a.runs, sweep["name"])
+    prefix = name_prefix(sweep["name"], a.config, a.overrides)
+    trials = collect_trials(runs, sweep["name"], stems)
     if not trials:
-        print(f"no {TRIAL_FILE} of sweep '{sweep['name']}' under {a.runs}/: run `make sweep SWEEP={a.sweep}` first",
-              file=sys.stderr)
+        print(f"no {TRIAL_FILE} of trials {prefix}-* under {runs}/: run `make sweep SWEEP={a.sweep} "
+              f"CONFIG={a.config}` with the same overrides first", file=sys.stderr)
         return 1
     summary = sorted(summarize(trials, keys), key=lambda entry: grid_position(entry["params"], sweep["parameters"]))
     table = markdown_table(summary, keys)
-    md, png = (os.path.join(a.runs, f"{sweep['name']}.{ext}") for ext in ("md", "png"))
+    md, png = (os.path.join(runs, f"{prefix}.{ext}") for ext in ("md", "png"))
     with open(md, "w") as f:
-        f.write(f"### Sweep `{sweep['name']}`\n\n{table}")
-    plot(summary, keys, a.metric, png, sweep["name"])
+        f.write(f"### Sweep `{sweep['name']}` on `{a.config}`{' ' + ' '.join(a.overrides) if a.overrides else ''}\n\n"
+                f"{table}")
+    plot(summary, keys, a.metric, png, prefix)
     print(table + f"\nwrote {md} and {png}")
     return 0
 

@@ -5,7 +5,7 @@ keys), so with a W&B server the same file also works as
 `wandb sweep configs/sweeps/beta.yaml` + `wandb agent ID`. Locally every grid
 point x seed runs `runners.trial` (pretrain + linear probe + retrieval) as
 its own process, `--parallel N` at a time, named
-<sweep>-<config stem>-<key=value...>[-x<hash>]-s<seed> (<hash>: of the extra
+<sweep>-<config stem>[-x<hash>]-<key=value...>-s<seed> (<hash>: of the extra
 key=value overrides given to every trial, when there are any, less those that
 only place or log a run), grouped in W&B under the sweep's name and tagged with
 its settings. A sweep run again under the same names resumes its trials, so
@@ -31,6 +31,8 @@ from runners import config as C
 NAME_NEUTRAL_OVERRIDES = ("run.dir=", "wandb.")
 EXTRA_HASH_CHARS = 6
 NO_CONFIG_STEM = "defaults"
+DEFAULT_BASE_CONFIG = "configs/synthetic.yaml"
+SEED_MARK = "-s"    # a trial name ends with -s<seed>
 
 
 class Trial(NamedTuple):
@@ -94,7 +96,7 @@ def expand_grid(sweep: dict, config: str, seeds: list[int], extra: list[str] = (
         params = dict(zip(keys, values))
         for seed in seeds:
             label = "-".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in params.items())
-            name = f"{prefix}-{label}-s{seed}"
+            name = f"{prefix}-{label}{SEED_MARK}{seed}"
             overrides = [*extra, *(f"{k}={_fmt(v)}" for k, v in params.items()), f"seed={seed}",
                          f"run.name={name}", f"wandb.group={sweep['name']}",
                          f"wandb.tags=[{', '.join(f'{k}={_fmt(v)}' for k, v in params.items())}]"]
@@ -123,7 +125,7 @@ def run_trials(trials: list[Trial], config: str, parallel: int = 1) -> list[int]
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sweep", required=True, help="configs/sweeps/NAME.yaml")
-    p.add_argument("--config", default="configs/synthetic.yaml", help="the base experiment")
+    p.add_argument("--config", default=DEFAULT_BASE_CONFIG, help="the base experiment")
     p.add_argument("--seeds", type=parse_seeds, default="0", help="comma-separated seeds, e.g. 0,1,2")
     p.add_argument("--parallel", type=int, default=1, help="trials at a time")
     p.add_argument("--dry-run", action="store_true", help="list the trials and stop")

@@ -89,10 +89,13 @@ def test_invalid_key_or_value_is_rejected_before_running(tmp_path):
         sweep.read_sweep(str(bad))
 
 
-def fabricate(runs, sweep_name, params, seed, top1):
-    d = runs / f"{sweep_name}-{seed}-{params['fame.beta']}-{params['fame.branches']}"
+def fabricate(runs, sweep_name, params, seed, top1, prefix=None):
+    """A trial.json as runners.trial writes it, named as runners.sweep names trials (by default on BASE)."""
+    label = "-".join(f"{key.split('.')[-1]}={value}" for key, value in params.items())
+    name = f"{prefix or sweep.name_prefix(sweep_name, BASE)}-{label}-s{seed}"
+    d = runs / f"{name}-{params['fame.branches']}"
     d.mkdir(parents=True)
-    (d / "trial.json").write_text(json.dumps({"sweep": sweep_name, "params": params, "seed": seed,
+    (d / "trial.json").write_text(json.dumps({"sweep": sweep_name, "name": name, "params": params, "seed": seed,
                                               "metrics": {"linear/video_top1": top1, "retrieval/R@1": top1 / 2}}))
 
 
@@ -102,18 +105,25 @@ def test_report_table_and_plot_from_fabricated_results(tmp_path):
         fabricate(runs, "beta", {"fame.beta": 1.0, "fame.branches": "one"}, seed, 40 + delta)
         fabricate(runs, "beta", {"fame.beta": 0.5, "fame.branches": "one"}, seed, 70 + delta)
     fabricate(runs, "other", {"fame.beta": 0.5, "fame.branches": "one"}, 0, 99.0)
-    assert report.main(["--sweep", os.path.join(SWEEPS, "beta.yaml"), "--runs", str(runs)]) == 0
-    md = (runs / "beta.md").read_text()
+    fabricate(runs, "beta", {"fame.beta": 0.5, "fame.branches": "one"}, 2, 98.0,     # another base config
+              prefix=sweep.name_prefix("beta", "configs/benchmark.yaml"))
+    fabricate(runs, "beta", {"fame.beta": 0.5, "fame.branches": "one"}, 3, 97.0,     # other extra overrides
+              prefix=sweep.name_prefix("beta", BASE, ["train.epochs=3"]))
+    assert report.main(["--sweep", os.path.join(SWEEPS, "beta.yaml"), "--config", BASE, f"run.dir={runs}"]) == 0
+    md = (runs / f"{sweep.name_prefix('beta', BASE)}.md").read_text()
     assert "| 1.0 | one | 2 | 40.0 ± 1.4 | 20.0 ± 0.7 |" in md
     assert "| 0.5 | one | 2 | 70.0 ± 1.4 | 35.0 ± 0.7 |" in md
-    assert "99" not in md
+    assert "99" not in md and "98" not in md and "97" not in md
     assert md.index("| 1.0 | one |") < md.index("| 0.5 | one |")   # the sweep file's order, not the runs'
-    with Image.open(runs / "beta.png") as im:
+    with Image.open(runs / f"{sweep.name_prefix('beta', BASE)}.png") as im:
         assert im.size[0] > 300 and im.size[1] > 200
+    assert report.main(["--sweep", os.path.join(SWEEPS, "beta.yaml"), "--config", BASE, f"run.dir={runs}",
+                        "train.epochs=3"]) == 0
+    assert "97.0" in (runs / f"{sweep.name_prefix('beta', BASE, ['train.epochs=3'])}.md").read_text()
 
 
 def test_report_without_trials_says_what_to_run(tmp_path, capsys):
-    assert report.main(["--sweep", os.path.join(SWEEPS, "beta.yaml"), "--runs", str(tmp_path)]) == 1
+    assert report.main(["--sweep", os.path.join(SWEEPS, "beta.yaml"), "--config", BASE, f"run.dir={tmp_path}"]) == 1
     assert "make sweep SWEEP=" in capsys.readouterr().err
 
 
