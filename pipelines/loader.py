@@ -88,7 +88,12 @@ def _to_torch(tensor_list, device: torch.device) -> torch.Tensor:
             # A device copy: DALI may recycle its output buffers while torch's kernels
             # (queued asynchronously) still read this batch.
             return torch.from_dlpack(tensor).clone()
-    return torch.from_dlpack(tensor).to(device, non_blocking=True)
+    host = torch.from_dlpack(tensor)
+    if device.type == "cuda":
+        # Staged through torch's pinned memory: the copy runs asynchronously, and torch keeps
+        # that buffer until it is done, where DALI could reuse its own meanwhile.
+        return host.pin_memory().to(device, non_blocking=True)
+    return host
 
 
 class BatchInputError(RuntimeError):
