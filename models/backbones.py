@@ -28,7 +28,7 @@ import torchvision.models.video as tv_video
 from torch import nn
 
 from models.i3d import I3D
-from models.layout import check_video_layout
+from models.layout import RGB_CHANNELS, check_video_layout
 
 # Keys of the classification heads that torchvision checkpoints carry and backbones do not.
 HEAD_KEY_PREFIXES = ("fc.", "classifier.")
@@ -99,7 +99,7 @@ class Small3D(nn.Module):
         if width < 1 or depth < 1:
             raise ValueError(f"small3d needs width >= 1 and depth >= 1, got width={width}, depth={depth}")
         blocks = []
-        in_channels = 3
+        in_channels = RGB_CHANNELS
         for index in range(depth):
             out_channels = width * 2**index
             stride = (1, 2, 2) if index == 0 else (2, 2, 2)
@@ -192,9 +192,12 @@ class LoadReport(NamedTuple):
 
 
 def _strip_wrapper_prefixes(state: dict) -> dict:
-    for prefix in WRAPPER_KEY_PREFIXES:
-        if state and all(key.startswith(prefix) for key in state):
-            state = {key[len(prefix):]: value for key, value in state.items()}
+    """Drop the prefixes wrappers (DDP, torch.compile) put on every key, nested in any order."""
+    while state:
+        prefix = next((p for p in WRAPPER_KEY_PREFIXES if all(key.startswith(p) for key in state)), None)
+        if prefix is None:
+            return state
+        state = {key[len(prefix):]: value for key, value in state.items()}
     return state
 
 

@@ -32,6 +32,8 @@ DTYPES = ("float32", "uint8")
 DEFAULT_REPEATS = 5
 PART_BATCH = {"numpy": 32, "cupy": 64}
 SEED = 0
+MS_PER_S = 1000.0
+UINT8_MAX = 255
 
 
 def cupy_device():
@@ -49,7 +51,7 @@ def cupy_device():
 
 def make_clips(batch: int, size: int, dtype: str, rng: np.random.Generator) -> np.ndarray:
     clips = rng.integers(0, 256, size=(batch, FRAMES, size, size, 3), dtype=np.uint8)
-    return clips if dtype == "uint8" else clips.astype(np.float32) / np.float32(255)
+    return clips if dtype == "uint8" else clips.astype(np.float32) / np.float32(UINT8_MAX)
 
 
 def timed_calls(call, repeats: int, synchronize=lambda: None) -> list[float]:
@@ -130,7 +132,7 @@ def run_parts(repeats: int) -> dict:
             for name, function, args in fame_parts(clips, cfg, np.random.default_rng(SEED)):
                 host, gpu = time_part(function, args, repeats, module)
                 rows.append({"backend": backend, "frames": FRAMES, "size": size, "batch": PART_BATCH[backend],
-                             "part": name, "host_ms": 1e3 * host, "gpu_ms": None if gpu is None else 1e3 * gpu})
+                             "part": name, "host_ms": MS_PER_S * host, "gpu_ms": None if gpu is None else MS_PER_S * gpu})
             del clips
     machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "gpu": gpu_name, "numpy": np.__version__}
     return {"machine": machine, "repeats": repeats, "config": "FameConfig() defaults, uint8", "parts": rows}
@@ -154,7 +156,7 @@ def print_table(report: dict) -> None:
     for row in report["results"]:
         clip = f"{row['frames']}x{row['size']}x{row['size']}"
         print(f"{row['backend']:8} {clip:>12} {row['batch']:>6} {row['dtype']:>8} {row['clips_per_s']:>10.1f} "
-              f"{row['best_clips_per_s']:>10.1f} {row['median_s'] * 1e3:>10.1f}")
+              f"{row['best_clips_per_s']:>10.1f} {row['median_s'] * MS_PER_S:>10.1f}")
 
 
 def main(argv=None) -> None:

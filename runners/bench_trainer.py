@@ -13,17 +13,19 @@ import time
 
 import torch
 
+from models.layout import RGB_CHANNELS
 from runners import config as C
 from runners.common import (CLIPS_PER_VIDEO, GIB, cli_parser, parse_cli_args, resolve_device, seed_everything,
                             setup_logging)
 from runners.moco_step import build_training, train_step
 
 DEFAULT_STEPS, DEFAULT_WARMUP = 20, 5
+MS_PER_S = 1000.0
 
 
 def random_views(cfg: C.Config, device: torch.device, memory_format: torch.memory_format):
     """Query and key batches, NCTHW float32, standard normal like normalised pixels."""
-    shape = (cfg.train.batch_size, 3, cfg.clip.frames, cfg.clip.crop, cfg.clip.crop)
+    shape = (cfg.train.batch_size, RGB_CHANNELS, cfg.clip.frames, cfg.clip.crop, cfg.clip.crop)
     return tuple(torch.randn(shape, device=device).contiguous(memory_format=memory_format) for _ in range(2))
 
 
@@ -58,9 +60,10 @@ def time_train_steps(cfg: C.Config, device: torch.device, steps: int = DEFAULT_S
 def format_result(r: dict) -> str:
     frames, height, width = r["clip"]
     memory = f", peak GPU memory {r['gpu_max_memory_gib']:.1f} GiB" if r["gpu_max_memory_gib"] is not None else ""
-    return (f"MoCo step, {r['backbone']}, batch {r['batch_size']} x 2 clips of {frames}x{height}x{width}, "
+    return (f"MoCo step, {r['backbone']}, batch {r['batch_size']} x {CLIPS_PER_VIDEO} clips of "
+            f"{frames}x{height}x{width}, "
             f"{r['amp']}{', channels-last' if r['channels_last'] else ''} on {r['device']}: "
-            f"{r['clips_per_s']:.1f} clips/s ({1000 * r['seconds_per_step']:.1f} ms/step, "
+            f"{r['clips_per_s']:.1f} clips/s ({MS_PER_S * r['seconds_per_step']:.1f} ms/step, "
             f"mean of {r['steps']} after {r['warmup']}){memory}")
 
 

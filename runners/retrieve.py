@@ -14,33 +14,53 @@ clip settings: rerunning with the same run.name and other eval.ks is free.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 
 import torch
 import torch.distributed as dist
 
+from data.filelist import read_file_list
 from runners import checkpoint as ckpt
 from runners.common import amp_dtype, end_run, open_logger, parse_cli, start_run
 from runners.config import Config, data_path, to_dict
 from runners.eval_data import build_test_clips_loader, check_list_labels
-from runners.evaluation import (build_eval_backbone, check_pretrained_path, extract_video_features, file_sha256,
-                                load_pretrained_backbone, results_record, retrieval_recall, write_results)
+from runners.evaluation import (SHA_HEX_CHARS, build_eval_backbone, check_pretrained_path, extract_video_features,
+                                file_sha256, load_pretrained_backbone, results_record, retrieval_recall,
+                                write_results)
 
 log = logging.getLogger("fame")
 PROTOCOL = "retrieval"
 SPLITS = {"train": "train_list", "test": "val_list"}
 
 
-def feature_cache_key(cfg: Config, pretrained: dict, list_name: str) -> dict:
-    """Everything the cached features of one list depend on."""
+def videos_fingerprint(list_path: str) -> str:
+    """A hash of every listed video's path, size and modification time (or its absence): the
+    same list over regenerated or replaced videos gives another fingerprint."""
+    digest = hashlib.sha256()
+    for entry in read_file_list(list_path):
+        try:
+            stat = os.stat(entry.path)
+            digest.update(f"{entry.path} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+        except FileNotFoundError:
+            digest.update(f"{entry.path} missing\n".encode())
+    return digest.hexdigest()[:SHA_HEX_CHARS]
+
+
+def feature_cache_key(cfg: Config, pretrained: dict, list_name: str, device: torch.device, amp) -> dict:
+    """Everything the cached features of one list depend on: the weights, the model, the clips,
+    the videos themselves, and the device and autocast dtype they were computed with."""
     list_path = data_path(cfg, list_name)
+    checkpoint = cfg.model.checkpoint
     return {"pretrained_sha256": pretrained["sha256"], "init": pretrained["init"],
             "seed": cfg.seed if pretrained["sha256"] is None else None,      # random init depends on it
-            "backbone": cfg.model.backbone, "width": cfg.model.width, "model_checkpoint": cfg.model.checkpoint,
+            "backbone": cfg.model.backbone, "width": cfg.model.width, "model_checkpoint": checkpoint,
+            "model_checkpoint_sha256": file_sha256(checkpoint) if checkpoint else None,
             "clip": to_dict(cfg)["clip"], "clips_per_video": cfg.eval.clips_per_video,
             "mean": list(cfg.aug.mean), "std": list(cfg.aug.std),
-            "list": os.path.abspath(list_path), "list_sha256": file_sha256(list_path)}
+            "list": os.path.abspath(list_path), "list_sha256": file_sha256(list_path),
+            "videos": videos_fingerprint(list_path), "device": device.type, "amp": str(amp)}
 
 
 def read_cached_features(path: str, key: dict):
@@ -58,7 +78,7 @@ def video_features(cfg: Config, backbone, pretrained: dict, split: str, run_dir:
                    device: torch.device, amp):
     """(features (V, D) L2-normalised, labels (V,)) of one split, from the cache or extracted on all ranks."""
     list_name = getattr(cfg.data, SPLITS[split])
-    key = feature_cache_key(cfg, pretrained, list_name)
+    key = feature_cache_key(cfg, pretrained, list_name, device, amp)
     path = os.path.join(run_dir, f"features_{split}.pt")
     found = [read_cached_features(path, key) if rank == 0 else None]
     if dist.is_initialized():

@@ -110,10 +110,13 @@ def test_checkpoint_option_loads_a_torchvision_state_dict(tmp_path):
         assert torch.equal(value, reference.state_dict()[key]), key
 
 
-def test_wrapper_prefix_is_stripped(built):
-    state = {f"module.{key}": value for key, value in export_backbone_state(built("small3d")).items()}
-    report = apply_backbone_state(build_backbone("small3d"), state)
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "_orig_mod.module.", "module._orig_mod."])
+def test_wrapper_prefixes_are_stripped(built, prefix):
+    exported = export_backbone_state(built("small3d"))
+    backbone = build_backbone("small3d")
+    report = apply_backbone_state(backbone, {f"{prefix}{key}": value for key, value in exported.items()})
     assert report.ignored_keys == []
+    assert all(torch.equal(backbone.state_dict()[key], value) for key, value in exported.items())
 
 
 def test_loading_another_architecture_fails_clearly(built):

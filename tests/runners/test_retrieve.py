@@ -5,6 +5,7 @@ import os
 import pytest
 import torch
 
+from data.filelist import read_file_list
 from runners import evaluation as E
 from tests.runners.test_classify import ROOT, pretrained_run, tiny
 
@@ -49,6 +50,25 @@ def test_retrieval_reports_recall_and_reuses_cached_features(tmp_path, tiny_data
     refreshed = torch.load(run_dir / "features_test.pt", weights_only=False)
     assert refreshed["key"]["pretrained_sha256"] == E.file_sha256(last_pt)
     assert torch.allclose(refreshed["features"], cached["test"]["features"], atol=1e-5)
+
+
+def test_feature_cache_key_follows_the_videos_device_and_autocast(tmp_path, tiny_data_root):
+    """The same list over a replaced video, another device or another autocast dtype needs new features."""
+    import shutil
+    import runners.retrieve as R
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data_root, data)
+    cfg = tiny(tmp_path, str(data))
+    pretrained = {"sha256": None, "init": "random"}
+    cpu = torch.device("cpu")
+    key = R.feature_cache_key(cfg, pretrained, cfg.data.val_list, cpu, None)
+    assert R.feature_cache_key(cfg, pretrained, cfg.data.val_list, cpu, None) == key
+    assert R.feature_cache_key(cfg, pretrained, cfg.data.val_list, torch.device("meta"), None) != key
+    assert R.feature_cache_key(cfg, pretrained, cfg.data.val_list, cpu, torch.bfloat16) != key
+    video = read_file_list(os.path.join(data, cfg.data.val_list))[0].path
+    with open(video, "ab") as f:                         # the file changes, the list does not
+        f.write(b"\0")
+    assert R.feature_cache_key(cfg, pretrained, cfg.data.val_list, cpu, None) != key
 
 
 def test_retrieval_rejects_a_missing_checkpoint(tmp_path, tiny_data_root):

@@ -19,6 +19,13 @@ def test_step_decay_at_milestones():
     assert f(60 * 4) == pytest.approx(0.1) and f(120 * 4) == pytest.approx(0.01)
 
 
-def test_unknown_schedule_fails():
+def test_step_warmup_ramps_to_the_decayed_rate_of_a_milestone_inside_it():
+    f = lr_lambda("step", steps_per_epoch=4, epochs=10, warmup_epochs=2, milestones=(1,), decay=0.1)
+    assert f(0) == pytest.approx(0.125) and f(3) == pytest.approx(0.5)       # before the milestone
+    assert f(4) == pytest.approx(0.1 * 5 / 8) and f(7) == pytest.approx(0.1)  # after it: never above 0.1
+    assert f(8) == pytest.approx(0.1) and max(f(s) for s in range(4, 40)) == pytest.approx(0.1)
+
+
+def test_unknown_schedule_fails_when_built():
     with pytest.raises(ValueError, match="unknown schedule 'linear'"):
-        lr_lambda("linear", 1, 1)(0)
+        lr_lambda("linear", 1, 1)
