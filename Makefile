@@ -9,6 +9,9 @@ ARGS ?=
 NPROC ?= 1
 PY := $(VENV)/bin/python
 REQS := $(if $(filter 13,$(CUDA)),requirements-cuda13.txt,requirements.txt)
+# The CUDA-specific wheels of the other setting, removed before installing: both DALI wheels
+# write the same nvidia/dali files, and CuPy refuses to run with two CuPy packages.
+OTHER_CUDA_WHEELS := $(if $(filter 13,$(CUDA)),nvidia-dali-cuda120 cupy-cuda12x,nvidia-dali-cuda130 cupy-cuda13x)
 STAMP := $(VENV)/.installed-cuda$(CUDA)
 RUN := $(if $(filter 1,$(NPROC)),$(PY) -m,$(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC) -m)
 
@@ -22,6 +25,7 @@ help:  ## list the targets
 $(STAMP): requirements.txt requirements-cuda13.txt requirements-common.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip uninstall --quiet --yes $(OTHER_CUDA_WHEELS) 2>/dev/null || true
 	$(PY) -m pip install --quiet -r $(REQS)
 	$(PY) -c "import torch, torchvision, nvidia.dali, av, skimage; torchvision.ops.nms"
 	rm -f $(VENV)/.installed-cuda*
