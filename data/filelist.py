@@ -3,7 +3,10 @@
 A file list has one video per line: ``relative/path label``. The path is
 relative to a root directory (by default the directory holding the list) and
 may contain spaces: a line is split on its LAST run of whitespace. Labels are
-0-based class indices.
+0-based class indices. Relative paths are joined to the root as written: symlinks
+in the list's folder are not resolved first, so ``../`` climbs out of the folder
+the list was reached through (the way writers compute relative paths). A UTF-8
+byte-order mark at the start of a file is ignored.
 
 A class-name file (``classInd.txt``, as in UCF101) has one class per line:
 ``index name`` with a 1-based index, so line ``i name`` names label ``i - 1``.
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Iterable, NamedTuple
 
 COMMENT_PREFIX = "#"
+READ_ENCODING = "utf-8-sig"  # UTF-8 that drops a leading byte-order mark (editors on Windows add one)
 CLASS_INDEX_BASE = 1
 
 
@@ -30,7 +34,7 @@ class Entry(NamedTuple):
 
 def _meaningful_lines(path: Path) -> Iterable[tuple[int, str]]:
     """Yield (1-based line number, stripped text), skipping blanks and comments."""
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding=READ_ENCODING) as handle:
         for number, raw in enumerate(handle, start=1):
             text = raw.strip()
             if text and not text.startswith(COMMENT_PREFIX):
@@ -60,11 +64,11 @@ def read_file_list(list_path: str | os.PathLike, root: str | os.PathLike | None 
     list_path = Path(list_path)
     if not list_path.is_file():
         raise FileNotFoundError(f"file list not found: {list_path}")
-    base = Path(root) if root is not None else list_path.resolve().parent
+    base = os.path.abspath(root if root is not None else list_path.parent)
     entries = []
     for number, text in _meaningful_lines(list_path):
         relpath, label = _parse_entry_line(text, list_path, number)
-        absolute = os.path.normpath(os.path.join(os.path.abspath(base), relpath))
+        absolute = os.path.normpath(os.path.join(base, relpath))
         entries.append(Entry(absolute, label, relpath))
     return entries
 

@@ -39,6 +39,10 @@ NAMES_IN_ERRORS = 5
 # the container duration), as a fraction of the estimate, at least one frame.
 DURATION_TOLERANCE_FRACTION = 0.02
 TOO_SHORT = "too short"
+MISSING = "missing"
+# Videos handed to a probing worker at a time: fewer round trips than one by one, and
+# still small enough to keep the workers evenly loaded near the end of a list.
+PROBE_CHUNKSIZE = 8
 
 
 @dataclass
@@ -67,8 +71,15 @@ def index_path_for(list_path: str | os.PathLike) -> Path:
     return list_path.with_name(list_path.name + INDEX_SUFFIX)
 
 
-def _expected_frames(container, stream, fps: float) -> tuple[int, int]:
-    """Frames the container promises and how many of them may be missing without calling it corrupt."""
+def stream_fps(stream) -> float:
+    """A video stream's frame rate (average, else guessed, else base rate); 0.0 when none is known."""
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return float(rate) if rate else 0.0
+
+
+def expected_frames(container, stream, fps: float) -> tuple[int, int]:
+    """Frames the container promises and how many of them may be missing without calling it corrupt
+    (0, 0 when it promises nothing)."""
     if stream.frames and stream.frames > 0:
         return int(stream.frames), 0
     single_stream = len(container.streams) == 1
@@ -84,7 +95,10 @@ def probe_video(entry: Entry, decode: bool = True) -> VideoRecord:
     try:
         stat = os.stat(entry.path)
     except FileNotFoundError:
-        record.reason = "missing"
+        record.reason = MISSING
+        return record
+    except OSError as error:  # a file where a folder should be, no permission, ...
+        record.reason = f"unreadable: {_error_text(error)}"
         return record
     record.size, record.mtime_ns = stat.st_size, stat.st_mtime_ns
     if stat.st_size == 0:
@@ -104,9 +118,8 @@ def probe_video(entry: Entry, decode: bool = True) -> VideoRecord:
         record.has_video = True
         record.codec = stream.codec_context.name
         record.width, record.height = stream.codec_context.width, stream.codec_context.height
-        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-        record.fps = float(rate) if rate else 0.0
-        expected, tolerance = _expected_frames(container, stream, record.fps)
+        record.fps = stream_fps(stream)
+        expected, tolerance = expected_frames(container, stream, record.fps)
         counted, error = _count_frames(container, stream, decode)
     record.frames, record.expected_frames = counted, expected
     if counted == 0 or counted < expected - tolerance:
@@ -240,10 +253,12 @@ def _cached_record(entry: Entry, cached: VideoRecord | None) -> VideoRecord | No
         stat = os.stat(entry.path)
     except FileNotFoundError:
         stat = None
+    except OSError:
+        return None  # unreadable now: probing it again records why
     if stat is None:
-        fresh = cached.reason == "missing"
+        fresh = cached.reason == MISSING
     else:
-        fresh = (cached.reason != "missing" and cached.size == stat.st_size
+        fresh = (cached.reason != MISSING and cached.size == stat.st_size
                  and cached.mtime_ns == stat.st_mtime_ns)
     if not fresh:
         return None
@@ -270,7 +285,7 @@ def build_index(list_path: str | os.PathLike, root: str | os.PathLike | None = N
         pending = [entries[i] for i in todo]
         if workers > 1 and len(pending) > 1:
             with process_pool(workers) as pool:
-                probed = list(pool.map(probe_video, pending, [decode] * len(pending), chunksize=8))
+                probed = list(pool.map(probe_video, pending, [decode] * len(pending), chunksize=PROBE_CHUNKSIZE))
         else:
             probed = [probe_video(entry, decode) for entry in pending]
         for i, record in zip(todo, probed):

@@ -10,7 +10,8 @@ Where each preparer looks under ``root`` (first match wins):
 
 - UCF101: ``classInd.txt``, ``trainlist0N.txt``, ``testlist0N.txt`` in ``root``
   or ``root/ucfTrainTestlist``; videos ``<Class>/v_*.avi`` under ``root/UCF-101``,
-  ``root/videos`` or ``root``.
+  ``root/videos`` or ``root``. A train line's class number must name its class
+  folder in classInd.txt (compared ignoring case).
 - HMDB51: ``<class>_test_splitN.txt`` (``video.avi 1|2|0``: 1 train, 2 test,
   0 unused) in ``root/testTrainMulti_7030_splits``, ``root/splits`` or ``root``;
   videos ``<class>/<video>.avi`` under ``root/videos``, ``root/hmdb51_org`` or ``root``.
@@ -38,7 +39,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data.filelist import read_class_names, write_class_names, write_file_list
+from data.filelist import READ_ENCODING, read_class_names, write_class_names, write_file_list
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +133,19 @@ def write_prepared(dataset: str, out: str | os.PathLike, class_names: list[str],
 
 
 def _numbered_lines(path: Path):
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding=READ_ENCODING) as handle:
         for number, raw in enumerate(handle, start=1):
             text = raw.strip()
             if text:
                 yield number, text
+
+
+def _check_ucf_train_class(relpath: str, class_name: str, path: Path, number: int) -> None:
+    """A train line's class folder must be the class its number names in classInd.txt."""
+    folder, slash, _ = relpath.partition("/")
+    if not slash or folder.lower() != class_name.lower():
+        raise ValueError(f"{path}:{number}: {relpath!r} is not in the folder of class {class_name!r}, "
+                         f"which its class number names in classInd.txt")
 
 
 def prepare_ucf101(root: str | os.PathLike, out: str | os.PathLike, split: int = 1,
@@ -155,7 +164,9 @@ def prepare_ucf101(root: str | os.PathLike, out: str | os.PathLike, split: int =
         if len(parts) != 2 or not parts[1].isdigit() or not 1 <= int(parts[1]) <= len(class_names):
             raise ValueError(f"{train_path}:{number}: expected 'Class/video.avi index' with index in "
                              f"[1, {len(class_names)}], got {text!r}")
-        train.append((parts[0], int(parts[1]) - 1))
+        label = int(parts[1]) - 1
+        _check_ucf_train_class(parts[0], class_names[label], train_path, number)
+        train.append((parts[0], label))
 
     test: list[tuple[str, int]] = []
     test_path = _find_file(root, f"testlist{split:02d}.txt", annotation_dirs)
@@ -205,7 +216,7 @@ def prepare_hmdb51(root: str | os.PathLike, out: str | os.PathLike, split: int =
 
 
 def _read_kinetics_csv(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8", newline="") as handle:
+    with open(path, encoding=READ_ENCODING, newline="") as handle:
         reader = csv.DictReader(handle)
         missing = [column for column in KINETICS_COLUMNS if column not in (reader.fieldnames or [])]
         if missing:
@@ -269,10 +280,18 @@ def prepare_kinetics400(root: str | os.PathLike, out: str | os.PathLike,
     return write_prepared("kinetics400", out, class_names, splits, strict)
 
 
+def _read_json(path: Path):
+    """Parse a JSON file, naming it when it is malformed."""
+    try:
+        return json.loads(path.read_text(encoding=READ_ENCODING))
+    except ValueError as error:  # malformed JSON or not UTF-8
+        raise ValueError(f"{path}: not valid JSON: {error}") from error
+
+
 def _diving48_names(vocab_path: Path | None, labels: list[int]) -> list[str]:
     if vocab_path is None:
         return [str(label) for label in range(max(labels) + 1)]
-    vocab = json.loads(vocab_path.read_text())
+    vocab = _read_json(vocab_path)
     if not isinstance(vocab, list) or len(vocab) <= max(labels):
         raise ValueError(f"{vocab_path}: expected a list with at least {max(labels) + 1} class entries")
     return ["_".join(map(str, entry)) if isinstance(entry, list) else str(entry) for entry in vocab]
@@ -285,7 +304,7 @@ def prepare_diving48(root: str | os.PathLike, out: str | os.PathLike, strict: bo
     items: dict[str, list[tuple[str, int]]] = {}
     for split in ("train", "test"):
         path = _find_file(root, f"Diving48_V2_{split}.json", annotation_dirs)
-        records = json.loads(path.read_text())
+        records = _read_json(path)
         if not isinstance(records, list):
             raise ValueError(f"{path}: expected a JSON list of {{'vid_name', 'label', ...}} records")
         items[split] = []

@@ -81,6 +81,9 @@ GENERATED_BLOB_FRACTION = (0.08, 0.2)   # blob size, fraction of the canvas' sho
 GENERATED_SATURATION = (0.3, 0.75)
 GENERATED_VALUE = (0.3, 0.85)
 GENERATED_DETAIL = 0.12              # fine texture amplitude (value units)
+GENERATED_DETAIL_BLOB_DIVISOR = 6    # the fine texture's blobs are this many times smaller
+# Smallest value range a smooth field is divided by when rescaled to 0..1 (a flat field stays flat).
+FIELD_RANGE_FLOOR = 1e-6
 
 MIN_FRAME_SIDE = 32
 MAX_OBJECT_SIZE = 0.6
@@ -127,6 +130,10 @@ FIELD_TYPES = {
     "bg_correlation_train": float, "bg_correlation_test": float, "noise_std": float, "pan_speed": float,
     "palette": int, "backgrounds": str,
 }
+# Random streams, each seeded [seed, stream id]; per-video draws use [seed, split, label, index].
+# The ids are fixed: changing one changes every generated dataset.
+POOL_STREAM = 8      # shuffles the background images into pools
+PLAN_STREAM = 9      # assigns every video its background pool and image
 PALETTE_STREAM = 97  # seeds the fixed looks of a palette apart from the per-video draws
 
 
@@ -237,7 +244,7 @@ def background_pools(spec: SyntheticSpec) -> list[list[str]]:
     (generated backgrounds: one hue family per pool)."""
     if spec.backgrounds == "generated":
         return [[f"{GENERATED_PREFIX}{k}"] for k in range(spec.num_classes)]
-    rng = np.random.default_rng([spec.seed, len(MOTIONS)])
+    rng = np.random.default_rng([spec.seed, POOL_STREAM])
     colour = [COLOUR_BACKGROUNDS[i] for i in rng.permutation(len(COLOUR_BACKGROUNDS))]
     gray = [GRAY_BACKGROUNDS[i] for i in rng.permutation(len(GRAY_BACKGROUNDS))]
     pools: list[list[str]] = [[] for _ in range(spec.num_classes)]
@@ -249,7 +256,7 @@ def background_pools(spec: SyntheticSpec) -> list[list[str]]:
 def plan_videos(spec: SyntheticSpec) -> list[VideoPlan]:
     """Assign every video its class, background pool and background image (see module docstring)."""
     pools = background_pools(spec)
-    rng = np.random.default_rng([spec.seed, len(MOTIONS) + 1])
+    rng = np.random.default_rng([spec.seed, PLAN_STREAM])
     plans = []
     for split in SPLITS:
         count = spec.videos_per_class(split)
@@ -331,7 +338,7 @@ def _smooth_field(height: int, width: int, blob: float, rng: np.random.Generator
     ``blob`` pixels across."""
     coarse = rng.standard_normal((max(2, round(height / blob)) + 1, max(2, round(width / blob)) + 1))
     field = skimage.transform.resize(coarse, (height, width), order=3, mode="reflect")
-    return (field - field.min()) / max(float(np.ptp(field)), 1e-6)
+    return (field - field.min()) / max(float(np.ptp(field)), FIELD_RANGE_FLOOR)
 
 
 def generated_canvas(hue: float, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
@@ -340,7 +347,7 @@ def generated_canvas(hue: float, height: int, width: int, rng: np.random.Generat
     centre = hue + rng.uniform(-GENERATED_HUE_JITTER, GENERATED_HUE_JITTER)
     h = (centre + GENERATED_HUE_SPREAD * (_smooth_field(height, width, blob, rng) - 0.5)) % 1.0
     s = GENERATED_SATURATION[0] + np.ptp(GENERATED_SATURATION) * _smooth_field(height, width, blob, rng)
-    detail = GENERATED_DETAIL * (_smooth_field(height, width, max(1.0, blob / 6), rng) - 0.5)
+    detail = GENERATED_DETAIL * (_smooth_field(height, width, max(1.0, blob / GENERATED_DETAIL_BLOB_DIVISOR), rng) - 0.5)
     v = np.clip(GENERATED_VALUE[0] + np.ptp(GENERATED_VALUE) * _smooth_field(height, width, blob, rng) + detail,
                 0.0, 1.0)
     rgb = skimage.color.hsv2rgb(np.stack([h, s, v], axis=-1))

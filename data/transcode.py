@@ -4,7 +4,13 @@ Output files mirror the inputs' paths below their common directory; the new
 list (same file name as the input list) and a copy of classInd.txt, when one
 sits next to the input list, go to ``out``. Frames are re-stamped at a constant
 rate (the source's average fps). Files already transcoded are kept, so an
-interrupted run resumes. Videos that fail to decode are reported and left out.
+interrupted run resumes. Videos that fail to decode, or decode to fewer frames
+than their container promises (truncated files), are reported and left out.
+
+Nothing listed is ever overwritten: a run is refused before any work when the new
+list would replace the input list, when two videos would be written to one file
+(``a/x.avi`` and ``a/x.mp4`` both become ``a/x.webm``), or when an output file
+would be one of the listed sources.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from pathlib import Path
 import av
 
 from data.filelist import Entry, read_file_list, write_file_list
+from data.index import expected_frames, stream_fps
 from data.parallel import process_pool
 from data.video_io import VideoWriter, codec_setting
 
@@ -46,7 +53,10 @@ class TranscodeReport:
 
 def transcode_video(source: str | os.PathLike, target: str | os.PathLike, codec: str = "vp9",
                     gop: int = DEFAULT_GOP) -> int:
-    """Decode ``source`` and encode every frame into ``target``; returns the number of frames written."""
+    """Decode ``source`` and encode every frame into ``target``; returns the number of frames written.
+
+    Raises ValueError when fewer frames decode than the source's container promises (as the
+    index judges corruption), so a truncated source never becomes a shorter, valid-looking file."""
     setting = codec_setting(codec)
     target = Path(target)
     partial = target.with_name(f".partial-{target.name}")
@@ -55,8 +65,9 @@ def transcode_video(source: str | os.PathLike, target: str | os.PathLike, codec:
             raise ValueError(f"{source}: no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        rate = stream.average_rate or stream.guessed_rate
-        fps = float(rate) if rate else FALLBACK_FPS
+        source_fps = stream_fps(stream)
+        promised, tolerance = expected_frames(container, stream, source_fps)
+        fps = source_fps or FALLBACK_FPS
         width, height = stream.codec_context.width, stream.codec_context.height
         if setting.even_size:
             width, height = width - width % 2, height - height % 2
@@ -68,6 +79,10 @@ def transcode_video(source: str | os.PathLike, target: str | os.PathLike, codec:
     if count == 0:
         partial.unlink(missing_ok=True)
         raise ValueError(f"{source}: no frames decoded")
+    if count < promised - tolerance:
+        partial.unlink(missing_ok=True)
+        raise ValueError(f"{source}: decoded {count} of the {promised} frames its container promises "
+                         f"(truncated or corrupt)")
     os.replace(partial, target)
     return count
 
@@ -98,6 +113,26 @@ def output_relpaths(entries: list[Entry], extension: str) -> list[str]:
     return [str(Path(os.path.relpath(e.path, common)).with_suffix(extension)) for e in entries]
 
 
+def _check_no_overwrite(list_path: Path, new_list: Path, sources: list[str], targets: list[Path]) -> None:
+    """Refuse (ValueError) a run that would replace the input list, write two sources to one
+    target, or write over a listed source. Paths are compared with symlinks and ``..`` resolved."""
+    if new_list.resolve() == list_path.resolve():
+        raise ValueError(f"{list_path}: the transcoded list would replace this list; "
+                         f"choose an --out folder other than {list_path.parent}")
+    listed = {Path(source).resolve(): source for source in sources}
+    first_source_of: dict[Path, str] = {}
+    for source, target in zip(sources, targets):
+        resolved = target.resolve()
+        if resolved in listed:
+            raise ValueError(f"{list_path}: the output for {source} would be written to {target}, which is "
+                             f"the listed source {listed[resolved]}; choose an --out folder outside the "
+                             f"videos' folders")
+        earlier = first_source_of.setdefault(resolved, source)
+        if earlier != source:
+            raise ValueError(f"{list_path}: {earlier} and {source} would both be written to {target}; "
+                             f"rename one of them")
+
+
 def transcode_list(list_path: str | os.PathLike, out: str | os.PathLike, codec: str = "vp9",
                    root: str | os.PathLike | None = None, gop: int = DEFAULT_GOP,
                    workers: int = 1) -> TranscodeReport:
@@ -107,9 +142,14 @@ def transcode_list(list_path: str | os.PathLike, out: str | os.PathLike, codec: 
     entries = read_file_list(list_path, root)
     relpaths = output_relpaths(entries, extension)
     report = TranscodeReport(out / list_path.name)
+    targets = [out / relpath for relpath in relpaths]
+    _check_no_overwrite(list_path, report.list_path, [entry.path for entry in entries], targets)
     jobs = []
-    for entry, relpath in zip(entries, relpaths):
-        target = out / relpath
+    planned = set()
+    for entry, target in zip(entries, targets):
+        if entry.path in planned:
+            continue  # listed twice: one transcode serves both lines
+        planned.add(entry.path)
         if _is_done(Path(entry.path), target):
             report.reused += 1
         else:

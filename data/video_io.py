@@ -18,6 +18,9 @@ import av
 import numpy as np
 
 RGB_CHANNELS = 3
+# Largest denominator of the rational frame rate an fps is written as: keeps NTSC rates
+# such as 29.97 exact (30000/1001).
+MAX_RATE_DENOMINATOR = 1001
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,7 @@ class VideoWriter:
         self.size = (height, width)
         # bitexact: no random segment id or date in the header, so equal frames give equal files.
         self._container = av.open(str(self.path), mode="w", options={"fflags": "+bitexact"})
-        rate = Fraction(fps).limit_denominator(1001)
+        rate = Fraction(fps).limit_denominator(MAX_RATE_DENOMINATOR)
         self._stream = self._container.add_stream(setting.encoder, rate=rate)
         self._stream.width = width
         self._stream.height = height

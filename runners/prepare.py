@@ -73,33 +73,38 @@ def _parser() -> argparse.ArgumentParser:
 SPEC_FLAGS = ("seed", "codec", "num_classes", "videos_per_class")
 
 
-def _synthetic_target(args: argparse.Namespace) -> tuple[str, SyntheticSpec]:
-    """Output directory and spec: from --config (+ overrides) or from the flags."""
-    flags = {name: getattr(args, name) for name in SPEC_FLAGS if getattr(args, name) is not None}
-    if args.config:
+def _spec_flags(args: argparse.Namespace) -> dict:
+    """The spec flags given on the command line (SPEC_FLAGS names), without the unset ones."""
+    return {name: getattr(args, name) for name in SPEC_FLAGS if getattr(args, name) is not None}
+
+
+def _synthetic_target(config: str | None, overrides: list[str], out: str | None,
+                      flags: dict) -> tuple[str, SyntheticSpec]:
+    """Output directory and spec: from ``config`` (+ key=value ``overrides``) or from the spec ``flags``."""
+    if config:
         if flags:
             raise ValueError(f"with --config, set the spec as data.synthetic.* overrides, not "
                              f"{', '.join('--' + name.replace('_', '-') for name in flags)}")
         from runners.config import load_config
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(config, overrides)
         if cfg.data.synthetic is None:
-            raise ValueError(f"{args.config}: no data.synthetic section, nothing to generate")
-        return args.out or cfg.data.root, SyntheticSpec.from_dict(dataclasses.asdict(cfg.data.synthetic))
-    if args.overrides:
-        raise ValueError(f"key=value overrides need --config, got {args.overrides}")
-    if not args.out:
+            raise ValueError(f"{config}: no data.synthetic section, nothing to generate")
+        return out or cfg.data.root, SyntheticSpec.from_dict(dataclasses.asdict(cfg.data.synthetic))
+    if overrides:
+        raise ValueError(f"key=value overrides need --config, got {overrides}")
+    if not out:
         raise ValueError("synthetic needs --out DIR or --config FILE")
     per_class = flags.get("videos_per_class", SyntheticSpec.videos_per_class_train)
     spec = SyntheticSpec(num_classes=flags.get("num_classes", SyntheticSpec.num_classes),
                          videos_per_class_train=per_class,
                          videos_per_class_test=max(1, per_class // TEST_SHARE),
                          codec=flags.get("codec", SyntheticSpec.codec), seed=flags.get("seed", SyntheticSpec.seed))
-    return args.out, spec
+    return out, spec
 
 
 def _run(args: argparse.Namespace) -> str:
     if args.command == "synthetic":
-        out, spec = _synthetic_target(args)
+        out, spec = _synthetic_target(args.config, args.overrides, args.out, _spec_flags(args))
         result = ensure_dataset(out, spec, workers=args.workers)
         state = f"generated in {result['seconds']:.1f} s" if result["generated"] else "already up to date"
         return f"synthetic dataset {out}: {state}; lists {result['train_list']}, {result['test_list']}"

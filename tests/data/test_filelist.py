@@ -85,3 +85,20 @@ def test_check_labels_names_list_entry_and_num_classes(tmp_path):
     assert "train.txt" in message and "num_classes=5" in message
     assert "2 entries" in message and "entry 2 'b.webm' label 5" in message
     check_labels([("a.webm", 1)], 2, "plain tuples")
+
+
+def test_byte_order_mark_is_not_part_of_the_first_path(tmp_path):
+    list_path = tmp_path / "l.txt"
+    list_path.write_bytes("\ufeffa/clip.webm 0\nb.webm 1\n".encode("utf-8"))
+    assert [(e.relpath, e.label) for e in read_file_list(list_path)] == [("a/clip.webm", 0), ("b.webm", 1)]
+    names = tmp_path / "classInd.txt"
+    names.write_bytes("\ufeff1 first\n2 second\n".encode("utf-8"))
+    assert read_class_names(names) == ["first", "second"]
+
+
+def test_parent_paths_climb_out_of_a_symlinked_list_folder_as_written(tmp_path):
+    (tmp_path / "real" / "deeper").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "real" / "deeper", target_is_directory=True)
+    list_path = tmp_path / "link" / "list.txt"
+    write_file_list(list_path, [("../videos/x.webm", 0)])
+    assert read_file_list(list_path)[0].path == str(tmp_path / "videos" / "x.webm")

@@ -166,3 +166,16 @@ def test_unreadable_cache_is_ignored(tmp_path, video_dir):
     index_path_for(list_path).write_text('{"version": 1, "decode": true, "entries": [{"path": 3}]}')
     assert build_index(list_path).entries[0].frames == FRAMES
     assert json.loads(index_path_for(list_path).read_text())["entries"][0]["frames"] == FRAMES
+
+
+def test_a_path_through_a_file_is_recorded_not_raised(tmp_path, video_dir):
+    shutil.copy(video_dir / "good.avi", tmp_path / "a.avi")
+    list_path = tmp_path / "list.txt"
+    write_file_list(list_path, [("a.avi/b.avi", 0), ("a.avi", 1)])
+    for _ in range(2):  # the second run meets the cached record of the unreadable path
+        index = build_index(list_path)
+        bad = index.bad()
+        assert [r.relpath for r in bad] == ["a.avi/b.avi"]
+        assert bad[0].reason == "unreadable: Not a directory"
+        with pytest.raises(ValueError, match=r"a.avi/b.avi \(unreadable: Not a directory\)"):
+            index.require_ok()

@@ -1,6 +1,7 @@
 """Each preparer on small annotation files in the official formats, with placeholder video files."""
 
 import json
+import os
 
 import pytest
 
@@ -165,3 +166,45 @@ def test_diving48_with_and_without_vocab(tmp_path):
     (root / "Diving48_V2_test.json").write_text(json.dumps([{"vid_name": "x"}]))
     with pytest.raises(ValueError, match=r"Diving48_V2_test.json: record 0 lacks"):
         prepare_diving48(root, out)
+
+
+def test_ucf101_train_number_must_match_the_class_folder(ucf_root, tmp_path):
+    notes = ucf_root / "ucfTrainTestlist"
+    (notes / "trainlist01.txt").write_text("YoYo/v_YoYo_g08_c01.avi 3\nyoyo/v_YoYo_g01_c01.avi 3\n"
+                                           "HandstandPushups/v_HandStandPushups_g08_c01.avi 1\n")
+    with pytest.raises(ValueError, match=r"trainlist01.txt:3: 'HandstandPushups/v_HandStandPushups_g08_c01.avi' "
+                                         r"is not in the folder of class 'ApplyEyeMakeup'"):
+        prepare_ucf101(ucf_root, tmp_path / "out")
+    (notes / "trainlist01.txt").write_text("v_YoYo_g08_c01.avi 3\n")
+    with pytest.raises(ValueError, match=r"trainlist01.txt:1: 'v_YoYo_g08_c01.avi' is not in the folder of"):
+        prepare_ucf101(ucf_root, tmp_path / "out")
+
+
+def test_ucf101_annotation_files_with_a_byte_order_mark(ucf_root, tmp_path):
+    notes = ucf_root / "ucfTrainTestlist"
+    for name in ("classInd.txt", "trainlist01.txt", "testlist01.txt"):
+        (notes / name).write_bytes(b"\xef\xbb\xbf" + (notes / name).read_bytes())
+    report = prepare_ucf101(ucf_root, tmp_path / "out")
+    assert report.counts == {"train": 3, "test": 3} and report.class_names[0] == "ApplyEyeMakeup"
+
+
+def test_lists_written_under_a_symlinked_out_folder_read_back(ucf_root, tmp_path):
+    (tmp_path / "elsewhere" / "deeper").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere" / "deeper", target_is_directory=True)
+    out = tmp_path / "link" / "lists"
+    prepare_ucf101(ucf_root, out)
+    for name in ("trainlist.txt", "testlist.txt"):
+        entries = read_file_list(out / name)
+        assert len(entries) == 3 and all(os.path.isfile(e.path) for e in entries)
+
+
+@pytest.mark.parametrize("name", ["Diving48_V2_train.json", "Diving48_vocab.json"])
+def test_diving48_malformed_json_names_the_file(tmp_path, name):
+    root = tmp_path / "diving48"
+    root.mkdir()
+    for split in ("train", "test"):
+        (root / f"Diving48_V2_{split}.json").write_text(json.dumps([{"vid_name": "a", "label": 0}]))
+    (root / "Diving48_vocab.json").write_text(json.dumps(["only"]))
+    (root / name).write_text('[{"vid_name": "a", "label": 0},')
+    with pytest.raises(ValueError, match=rf"{name}: not valid JSON: "):
+        prepare_diving48(root, tmp_path / "out")

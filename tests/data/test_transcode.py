@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from data.filelist import read_file_list, write_class_names, write_file_list
 from data.index import build_index
@@ -9,6 +10,7 @@ FRAMES = 6
 HEIGHT, WIDTH = 33, 47  # odd on purpose: VP9 keeps them, H.264 sources cannot have them
 # Mean absolute difference (0..255 levels) allowed after a second lossy encode.
 REENCODE_LEVELS = 8.0
+NOISE_FRAMES = 12
 
 
 def _smooth_frames(height, width):
@@ -44,3 +46,72 @@ def test_transcode_h264_list_to_vp9(tmp_path):
 
     again = transcode_list(lists / "train.txt", out)
     assert again.reused == 2 and again.written == 0
+
+
+def _placeholder(path):
+    """A listed file the overwrite checks only look at by name (they refuse before decoding anything)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"not a video")
+
+
+def _snapshot(folder):
+    return {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+def test_refuses_to_replace_the_input_list(tmp_path):
+    source = tmp_path / "A"
+    _placeholder(source / "x.avi")
+    write_file_list(source / "train.txt", [("x.avi", 0)])
+    before = _snapshot(tmp_path)
+    with pytest.raises(ValueError, match=r"train.txt: the transcoded list would replace this list"):
+        transcode_list(source / "train.txt", source)
+    assert _snapshot(tmp_path) == before
+
+
+def test_refuses_two_sources_written_to_one_target(tmp_path):
+    source = tmp_path / "A"
+    _placeholder(source / "x.avi")
+    _placeholder(source / "x.mp4")
+    write_file_list(tmp_path / "lists" / "train.txt", [("../A/x.avi", 0), ("../A/x.mp4", 1)])
+    before = _snapshot(tmp_path)
+    with pytest.raises(ValueError, match=r"x.avi and .*x.mp4 would both be written to .*x.webm"):
+        transcode_list(tmp_path / "lists" / "train.txt", tmp_path / "out", workers=2)
+    assert _snapshot(tmp_path) == before and not (tmp_path / "out").exists()
+
+
+def test_refuses_a_target_that_is_another_listed_source(tmp_path):
+    source = tmp_path / "A"
+    for name in ("p/y.webm", "y.avi", "q.avi"):
+        _placeholder(source / name)
+    # Common folder A: y.avi becomes y.webm, which under --out A/p is the listed A/p/y.webm.
+    write_file_list(tmp_path / "lists" / "train.txt", [("../A/p/y.webm", 0), ("../A/y.avi", 1), ("../A/q.avi", 2)])
+    before = _snapshot(tmp_path)
+    with pytest.raises(ValueError, match=r"the output for \S*A/y.avi would be written to \S*A/p/y.webm, "
+                                         r"which is the listed source \S*A/p/y.webm"):
+        transcode_list(tmp_path / "lists" / "train.txt", source / "p")
+    assert _snapshot(tmp_path) == before
+
+
+def test_a_video_listed_twice_is_transcoded_once(tmp_path):
+    write_video(tmp_path / "src" / "one.avi", _smooth_frames(HEIGHT, WIDTH), 25, "mjpeg", 4)
+    write_file_list(tmp_path / "lists" / "train.txt", [("../src/one.avi", 0), ("../src/one.avi", 1)])
+    report = transcode_list(tmp_path / "lists" / "train.txt", tmp_path / "out", workers=2)
+    assert (report.written, report.reused, report.failed) == (1, 0, [])
+    assert [(e.relpath, e.label) for e in read_file_list(tmp_path / "out" / "train.txt")] == [
+        ("one.webm", 0), ("one.webm", 1)]
+
+
+def test_truncated_source_fails_instead_of_becoming_a_short_good_video(tmp_path):
+    source = tmp_path / "src"
+    # Noise compresses poorly, so half the file is past the header and holds a few whole frames.
+    noise = np.random.default_rng(0).integers(0, 256, (NOISE_FRAMES, HEIGHT, WIDTH, 3), dtype=np.uint8)
+    write_video(source / "whole.avi", noise, 25, "mjpeg", 4)
+    data = (source / "whole.avi").read_bytes()
+    (source / "half.avi").write_bytes(data[: len(data) // 2])
+    write_file_list(tmp_path / "lists" / "train.txt", [("../src/whole.avi", 0), ("../src/half.avi", 1)])
+    report = transcode_list(tmp_path / "lists" / "train.txt", tmp_path / "out")
+    assert report.written == 1 and len(report.failed) == 1
+    assert "half.avi: decoded" in report.failed[0] and f"of the {NOISE_FRAMES} frames" in report.failed[0]
+    assert [e.relpath for e in read_file_list(tmp_path / "out" / "train.txt")] == ["whole.webm"]
+    assert not (tmp_path / "out" / "half.webm").exists()
+    assert not list((tmp_path / "out").glob(".partial-*"))
