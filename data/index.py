@@ -27,7 +27,7 @@ import av
 
 from data.filelist import Entry, read_file_list
 from data.parallel import process_pool
-from data.video_io import DALI_CPU_CODECS
+from data.video_io import DALI_CPU_CODECS, nvdec_size_problem
 
 log = logging.getLogger(__name__)
 
@@ -173,8 +173,9 @@ class VideoIndex:
         return [record for record in self.entries if record.ok]
 
     def require_ok(self, min_frames: int | None = None, device: str = "cpu") -> "VideoIndex":
-        """Raise ValueError naming every unusable video (too short for ``min_frames``, or a codec
-        ``device`` cannot decode); returns self when all are usable."""
+        """Raise ValueError naming every unusable video (too short for ``min_frames``, in a codec
+        ``device`` cannot decode, or on the GPU smaller than NVDEC accepts); returns self when
+        all are usable."""
         if device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
         if min_frames is not None:
@@ -198,6 +199,13 @@ class VideoIndex:
                     f"CPU decodes {', '.join(sorted(DALI_CPU_CODECS))}): {listed}; re-encode them with "
                     f"`python -m runners.prepare transcode --list {self.list_path} --out DIR` "
                     f"or run on a GPU")
+        if device == "gpu":
+            small = [(r, nvdec_size_problem(r.codec, r.width, r.height)) for r in self.good()]
+            small = [(r, why) for r, why in small if why]
+            if small:
+                listed = ", ".join(f"{r.relpath} ({why})" for r, why in small[:NAMES_IN_ERRORS])
+                problems.append(f"{len(small)} videos are smaller than the GPU decoder (NVDEC) accepts: {listed}; "
+                                "run with device=cpu (DALI's CPU decoder has no minimum) or re-encode them larger")
         if problems:
             raise ValueError(f"{self.list_path}: " + "; ".join(problems))
         return self

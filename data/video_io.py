@@ -48,6 +48,18 @@ CODECS: dict[str, CodecSetting] = {
 
 # Codecs DALI 2.4 decodes on the CPU (everything else needs NVDEC on a GPU).
 DALI_CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
+# NVDEC's smallest frame (width, height) per codec, from the capability table of NVIDIA's Video
+# Codec SDK decoder guide; DALI's GPU decoder refuses smaller videos ("Video is too small").
+NVDEC_MIN_SIZE = {"h264": (48, 16), "hevc": (144, 144), "vp8": (48, 16), "vp9": (128, 128),
+                  "av1": (128, 128), "mpeg4": (48, 16), "mpeg2video": (48, 16)}
+
+
+def nvdec_size_problem(codec: str, width: int, height: int) -> str:
+    """Why NVDEC cannot decode a ``codec`` video of this frame size ('' when it can)."""
+    minimum = NVDEC_MIN_SIZE.get(codec)
+    if minimum is None or (width >= minimum[0] and height >= minimum[1]):
+        return ""
+    return f"{codec} {width}x{height} is below NVDEC's minimum of {minimum[0]}x{minimum[1]}"
 
 
 def codec_setting(codec: str) -> CodecSetting:

@@ -61,8 +61,9 @@ class FameStage:
         xp = _array_module(query_list[0])
         query = xp.stack(query_list)
         key = xp.stack(inputs[1]) if self.takes_key else None
-        rng = np.random.default_rng(int(seeds[0]))
-        cfg = self.cfg.at_step(int(steps[0]))
+        seed, step = _host_scalars(xp, seeds[0], steps[0])
+        rng = np.random.default_rng(seed)
+        cfg = self.cfg.at_step(step)
         blas = single_threaded_blas() if xp is np else contextlib.nullcontext()
         with _nvtx_range(xp, "fame.augment"), blas:
             merged_q, masks = fame.augment(query, cfg, rng, background_clips=key)
@@ -79,6 +80,13 @@ class FameStage:
         self.clips += len(query_list) * (2 if self.branches == "both" else 1)
         batches = tuple(list(output) for output in outputs)   # DALI takes a list of samples per output
         return batches if len(batches) > 1 else batches[0]
+
+
+def _host_scalars(xp, *scalars) -> list[int]:
+    """0-d integer arrays as Python ints, read from the GPU in one copy (one wait on the stream)."""
+    if xp is np:
+        return [int(value) for value in scalars]
+    return [int(value) for value in xp.stack([xp.asarray(v, dtype=xp.int64) for v in scalars]).get()]
 
 
 def _array_module(array):

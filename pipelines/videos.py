@@ -1,7 +1,7 @@
 """The videos a pipeline reads: usable entries of a probed video index, checked up front.
 
-Bad files (missing, corrupt, truncated, audio-only, too short for a clip, or in a codec
-the chosen device cannot decode) fail here with an error naming them, or are left out
+Bad files (missing, corrupt, truncated, audio-only, too short for a clip, in a codec the
+chosen device cannot decode, or on the GPU smaller than NVDEC accepts) fail here with an error naming them, or are left out
 with a logged warning when ``skip_bad`` is set; the pipelines never meet them.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from data.video_io import DALI_CPU_CODECS
+from data.video_io import DALI_CPU_CODECS, nvdec_size_problem
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ def _unusable(record, min_frames: int, device: str) -> str:
         return f"too short: {record.frames} < {min_frames} frames"
     if device == "cpu" and record.codec not in DALI_CPU_CODECS:
         return f"codec {record.codec} needs the GPU decoder"
+    if device == "gpu":
+        return nvdec_size_problem(record.codec, record.width, record.height)
     return ""
 
 

@@ -136,6 +136,8 @@ def _nvtx(device: torch.device, name: str):
 
 
 def _memory_used_gib(device: torch.device):
+    """Device memory in use after a row, by every process on the GPU. DALI's and CuPy's pools
+    keep what they took, so a row's figure includes what the rows before it held."""
     if device.type != "cuda":
         return None
     free, total = torch.cuda.mem_get_info(device)
@@ -156,7 +158,8 @@ def profile(cfg: C.Config, device: torch.device, steps: int, warmup: int, repeat
     for _ in range(repeats):
         sampler = None
         for name, stage, raw in ROWS:
-            timer = FameStage(settings["fame_cfg"], synchronize_timing=True) if settings["fame_cfg"] else None
+            # Only the FAME row reads the stage's own timing; its synchronisation would stall the others.
+            timer = FameStage(settings["fame_cfg"], synchronize_timing=name == "fame") if settings["fame_cfg"] else None
             loader = pretrain_loader(videos, return_masks=False, stage=stage, raw=raw, fame_stage=timer, **settings)
             sampler = loader.sampler
             with _nvtx(device, f"profile/{name}"):

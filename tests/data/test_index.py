@@ -115,7 +115,9 @@ def test_require_ok_names_files_and_reasons(tmp_path, video_dir):
 
 def test_require_ok_on_cpu_names_gpu_only_codecs_and_the_fix(tmp_path, video_dir):
     list_path, index = _index_for(tmp_path, video_dir, ["good.webm", "good.avi", "good.mp4"])
-    assert index.require_ok(device="gpu") is index
+    with pytest.raises(ValueError, match=r"good\.webm \(vp9 48x32 is below NVDEC's minimum of 128x128\)") as gpu:
+        index.require_ok(device="gpu")      # NVDEC decodes H.264 and MJPEG this small, not VP9
+    assert "good.mp4" not in str(gpu.value) and "good.avi" not in str(gpu.value)
     with pytest.raises(ValueError) as info:
         index.require_ok(device="cpu")
     message = str(info.value)

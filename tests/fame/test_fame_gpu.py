@@ -96,8 +96,8 @@ def test_pipeline_stage_runs_cupy_samples(cupy, branches, natural_112):
     stage = FameStage(cfg, return_masks=True, synchronize_timing=True)
     query = [cupy.asarray(clip) for clip in clips]
     key = [cupy.asarray(clip[:, :, ::-1]) for clip in clips]
-    seeds = [np.int64(7)] * len(clips)
-    steps = [np.int64(0)] * len(clips)
+    seeds = [cupy.asarray(7, dtype=cupy.int64)] * len(clips)     # 0-d device arrays, as DALI hands them
+    steps = [cupy.asarray(0, dtype=cupy.int64)] * len(clips)
     outputs = stage(query, *([key] if stage.takes_key else []), seeds, steps)
     assert len(outputs) == len(stage.output_layouts)
     merged_q, masks = outputs[0], outputs[-1]

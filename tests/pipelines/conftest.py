@@ -26,6 +26,7 @@ from pipelines.params import IDENTITY_AUG
 from pipelines.videos import videos_from_index
 
 WIDTH, HEIGHT, FPS, GOP = 64, 48, 15, 8
+NVDEC_SIZE = (128, 128)   # (H, W): the GPU decoder's VP9 minimum; the GPU tests' videos
 RED0, RED_STEP = 8, 8
 GREEN0, GREEN_STEP = 16, 28
 BLUE = 128
@@ -57,16 +58,16 @@ def write_vp9(path: str, frames: np.ndarray, options: dict = LOSSLESS_VP9) -> st
     return path
 
 
-def coded_frames(video: int, num_frames: int) -> np.ndarray:
-    frames = np.empty((num_frames, HEIGHT, WIDTH, 3), dtype=np.uint8)
+def coded_frames(video: int, num_frames: int, size: tuple[int, int] = (HEIGHT, WIDTH)) -> np.ndarray:
+    frames = np.empty((num_frames, *size, 3), dtype=np.uint8)
     frames[..., 0] = (RED0 + RED_STEP * np.arange(num_frames))[:, None, None]
     frames[..., 1] = GREEN0 + GREEN_STEP * video
     frames[..., 2] = BLUE
     return frames
 
 
-def static_frames(video: int) -> np.ndarray:
-    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
+def static_frames(video: int, size: tuple[int, int] = (HEIGHT, WIDTH)) -> np.ndarray:
+    yy, xx = np.mgrid[0:size[0], 0:size[1]]
     frame = np.stack([RED_PER_X * xx, GREEN_PER_Y * yy + 3 * video, np.full_like(xx, 60 * video)], axis=-1)
     return np.repeat(frame[None].astype(np.uint8), STATIC_FRAMES, axis=0)
 
@@ -130,6 +131,25 @@ def coded_list(tmp_path_factory) -> str:
 def coded_videos(coded_list):
     index = build_index(coded_list, cache=False)
     return videos_from_index(index, min_frames=1, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def gpu_coded_videos(tmp_path_factory):
+    """The coded videos at a size NVDEC decodes."""
+    root = str(tmp_path_factory.mktemp("gpu_coded"))
+    clips = [coded_frames(v, n, NVDEC_SIZE) for v, n in enumerate(CODED_FRAMES)]
+    list_path = _dataset(root, "coded", clips, [v % NUM_CLASSES for v in range(len(clips))])
+    return videos_from_index(build_index(list_path, cache=False), min_frames=1, device="gpu")
+
+
+@pytest.fixture(scope="session")
+def gpu_static_videos(tmp_path_factory):
+    """The static videos at a size NVDEC decodes (the gradients wrap past 255 there; every
+    frame of a video is still the same)."""
+    root = str(tmp_path_factory.mktemp("gpu_static"))
+    clips = [static_frames(v, NVDEC_SIZE) for v in range(NUM_STATIC)]
+    list_path = _dataset(root, "static", clips, list(range(NUM_STATIC)))
+    return videos_from_index(build_index(list_path, cache=False), min_frames=1, device="gpu")
 
 
 @pytest.fixture(scope="session")

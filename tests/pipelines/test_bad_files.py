@@ -11,7 +11,7 @@ from data.index import build_index
 from data.video_io import write_video
 from pipelines.loader import eval_clips_loader, pretrain_loader, train_clips_loader
 from pipelines.videos import VideoMeta, videos_from_index, warn_single_clip_videos
-from tests.pipelines.conftest import FPS, GOP, coded_frames, write_vp9
+from tests.pipelines.conftest import FPS, GOP, NVDEC_SIZE, coded_frames, write_vp9
 
 SPAN = 7           # frames 4, stride 2
 CLIP_SETTINGS = dict(device="cpu", batch_size=1, frames=4, stride=2, crop=32)   # SPAN frames a clip
@@ -87,9 +87,32 @@ def test_bad_video_is_skipped_with_a_warning(tmp_path, bad_name, caplog):
     assert bad_name in caplog.text
 
 
-def test_gpu_codecs_pass_the_check_for_the_gpu(tmp_path):
-    index = dataset(str(tmp_path), "h264.mp4")
-    assert len(videos_from_index(index, min_frames=SPAN, device="gpu")) == 2
+def gpu_dataset(root):
+    """A VP9 video NVDEC decodes, a VP9 video below its 128x128 minimum, and a small H.264 one
+    above its 48x16 minimum."""
+    write_vp9(os.path.join(root, "big.webm"), coded_frames(0, GOOD_FRAMES, NVDEC_SIZE))
+    write_vp9(os.path.join(root, "small.webm"), coded_frames(1, GOOD_FRAMES))
+    h264(os.path.join(root, "h264.mp4"))
+    list_path = os.path.join(root, "list.txt")
+    write_file_list(list_path, [("big.webm", 0), ("small.webm", 1), ("h264.mp4", 0)])
+    return build_index(list_path, cache=False)
+
+
+def test_videos_too_small_for_nvdec_are_named_for_the_gpu_only(tmp_path):
+    index = gpu_dataset(str(tmp_path))
+    with pytest.raises(ValueError, match=r"1 videos are smaller than the GPU decoder .*small\.webm "
+                                         r"\(vp9 64x48 is below NVDEC's minimum of 128x128\).*device=cpu"):
+        videos_from_index(index, min_frames=SPAN, device="gpu")
+    with pytest.raises(ValueError, match="h264.mp4") as on_cpu:    # the CPU names the codec, not the size
+        videos_from_index(index, min_frames=SPAN, device="cpu")
+    assert "NVDEC" not in str(on_cpu.value)
+
+
+def test_gpu_codecs_and_sizes_pass_the_check_for_the_gpu(tmp_path, caplog):
+    with caplog.at_level("WARNING"):
+        videos = videos_from_index(gpu_dataset(str(tmp_path)), min_frames=SPAN, device="gpu", skip_bad=True)
+    assert [os.path.basename(v.path) for v in videos] == ["big.webm", "h264.mp4"]
+    assert "small.webm (vp9 64x48 is below NVDEC's minimum of 128x128)" in caplog.text
 
 
 def test_nothing_usable_left_is_an_error(tmp_path):
