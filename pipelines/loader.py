@@ -12,11 +12,16 @@
 rank. Iterating yields the batches of the current epoch from the current step on; a
 state restored with ``load_state_dict`` (mid-epoch included) continues with exactly the
 batches an uninterrupted run would have seen, because every draw is keyed by (seed,
-epoch, position) (see pipelines.sampler). Iterating a finished epoch again without
-``set_epoch`` replays it, like a torch DataLoader whose sampler epoch is unchanged.
+epoch, position) (see pipelines.sampler). A state saved with another batch size
+continues at the same share of the epoch, with other batches; one saved with another
+seed, number of processes or number of videos is refused. Iterating a finished epoch
+again without ``set_epoch`` replays it, like a torch DataLoader whose sampler epoch is
+unchanged.
 
-Outputs reach torch through DLPack without a copy (DALI's dynamic executor keeps each
-output alive while a tensor refers to it); on the GPU they stay on the device.
+CPU outputs for a CPU run reach torch through DLPack without a copy (DALI's dynamic
+executor keeps each output alive while a tensor refers to it). GPU outputs are cloned
+on the device, and host outputs bound for a GPU are staged through pinned memory: DALI
+reuses its output buffers while torch's asynchronous kernels and copies may still read them.
 """
 from __future__ import annotations
 

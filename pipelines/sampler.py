@@ -4,8 +4,9 @@ Every draw is a pure function of (seed, epoch, position): the epoch's video orde
 from ``default_rng([ORDER_KEY, seed, epoch])`` (identical on every rank), a sample's
 draws from ``default_rng([SAMPLE_KEY, seed, epoch, position])`` where ``position`` is the
 sample's place in that order, and a batch's FAME seed from ``[BATCH_KEY, seed, epoch,
-first position]``. The loader state is therefore just (epoch, step): a run resumed
-mid-epoch reproduces the remaining batches exactly.
+first position]``. The loader state is therefore (seed, epoch, step, batch_size, world,
+num_videos) (see pipelines.loader): a run resumed mid-epoch reproduces the remaining
+batches exactly.
 
 Sharding (pretraining, training clips): each rank takes an equal contiguous slice of
 the epoch order, the remainder ``num_videos % world`` is left out for that epoch, and a

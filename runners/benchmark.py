@@ -6,12 +6,14 @@ pretrains MoCo without FAME (fame.variant=none, the baseline) and MoCo + FAME
 with the same seed, budget and backbone, then linear-probes (trained on the
 training split, tested on the background-shifted test split) and retrieves
 (test videos query the training videos) with each: one `runners.trial` per
-method and seed, each its own process. Prints and writes a table of linear
-top-1 and R@1 per method (mean ± std over seeds) and the gap FAME - baseline
-(per seed, then mean ± std), plus the machine and the time taken. With
-eval.unbiased_probe (on in configs/benchmark.yaml) the table has a control
-column, linear_unbiased: the same probe trained on class-independent
-backgrounds (runners.trial). Files:
+method and seed, each its own process. Prints and writes a table with a row
+per method (mean ± std over seeds) and a row for the gap FAME - baseline (per
+seed, then mean ± std), plus the machine and the time taken. Its columns:
+caam/energy_in_box_pct (on synthetic data: the share of the class-agnostic
+activation map inside the moving object's box), linear/video_top1,
+linear_unbiased/video_top1 (with eval.unbiased_probe, on in
+configs/benchmark.yaml: the control, the same probe trained on
+class-independent backgrounds; runners.trial) and retrieval/R@1. Files:
 <run.dir>/<name>.md and <run.dir>/<name>.json, name = benchmark-<time>.
 """
 from __future__ import annotations

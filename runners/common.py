@@ -49,7 +49,8 @@ def resolve_device(setting: str) -> torch.device:
     if setting == "gpu" and not has_gpu:
         raise RuntimeError("config key 'device' is 'gpu' but no CUDA GPU is visible; use device=cpu or auto")
     if setting == "gpu" or (setting == "auto" and has_gpu):
-        local = int(os.environ.get("LOCAL_RANK", 0))
+        # A launcher may give each process all of the node's GPUs (torchrun) or only its own one.
+        local = int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count()
         torch.cuda.set_device(local)
         return torch.device("cuda", local)
     return torch.device("cpu")

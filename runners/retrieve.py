@@ -9,8 +9,11 @@ video first). R@k is printed for every k of eval.ks; a k larger than the
 gallery is computed as k = gallery size (with a warning).
 
 The features are cached in the run directory as features_train.pt and
-features_test.pt, keyed by the pretrained file's hash, the backbone and the
-clip settings: rerunning with the same run.name and other eval.ks is free.
+features_test.pt, keyed by the weights (the pretrained file's hash, or without one
+the init and the seed), model.backbone, model.width, model.checkpoint and its content, the
+clip settings, eval.clips_per_video, the normalisation, the list file (path and
+content), every listed video's size and modification time, the device and the
+autocast dtype: rerunning with the same run.name and other eval.ks is free.
 """
 from __future__ import annotations
 
