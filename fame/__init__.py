@@ -19,7 +19,7 @@ API
   augmentation (the pipeline's python_function stage calls this).
 - FameConfig: frozen dataclass of every knob, published values as defaults.
 
-The steps, constants and choices follow fame_spec.md: seed region of adjacent-frame
+The steps, constants and choices follow the paper and its published code: seed region of adjacent-frame
 differences, Gaussian blur (k = int(0.1*crop)//2*2+1, sigma = k/3, reflect padding),
 10x10x10 colour bins of the time-mean HSV frame, foreground histogram from the top 50% of
 the seed, background histogram from the bottom 10% with +1 per bin, soft mask

@@ -1,4 +1,4 @@
-"""Colour quantisation of the time-mean frame (fame_spec.md step 3).
+"""Colour quantisation of the time-mean frame (the colour statistics of the paper, Sec. 3.2).
 
 HSV as in kornia.color.rgb_to_hsv (v = max, s = (max - min) / (v + eps), hue in turns of the
 usual hexcone formula); each pixel maps to bins**3 cells through

@@ -39,7 +39,7 @@ def _check_unit_interval(name: str, value: object) -> None:
 
 @dataclass(frozen=True)
 class FameConfig:
-    """Settings of the foreground mask and the merge (fame_spec.md; paper Sec. 3.2).
+    """Settings of the foreground mask and the merge (paper Sec. 3.2 and its published code).
 
     beta: foreground fraction in [0, 1] (top-int(beta*H*W) pixels kept), or "auto"
         for a per-clip Otsu threshold on the soft mask clamped to [beta_min, beta_max].

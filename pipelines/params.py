@@ -11,7 +11,7 @@ import numpy as np
 
 from fame.mask import gaussian_weights
 
-# Published normalisation of the Kinetics-trained video models (fame_spec.md).
+# Published normalisation of the Kinetics-trained video models (the paper's published code).
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
 RGB_CHANNELS = 3

@@ -1,4 +1,4 @@
-"""fame.foreground_mask against a straightforward reference written from fame_spec.md.
+"""fame.foreground_mask against a straightforward reference written from the paper and its published code.
 
 The reference works on one clip at a time in float64, with colorsys for HSV, numpy.pad's
 "reflect" mode and an explicit 2-D sum for the blur, and a stable argsort for every top-k.
@@ -69,7 +69,7 @@ def reference_bins(frame: np.ndarray, hue: str) -> np.ndarray:
 
 
 def reference_mask(clip: np.ndarray, beta: float, hue: str = "published") -> np.ndarray:
-    """(T, H, W, 3) uint8 clip -> (H, W) {0, 1} mask, following fame_spec.md step by step in float64."""
+    """(T, H, W, 3) uint8 clip -> (H, W) {0, 1} mask, following the paper and its published code step by step in float64."""
     frames, height, width, _ = clip.shape
     pixels = height * width
     seed = np.abs(np.diff(clip.astype(np.float64) / 255, axis=0)).sum(axis=(0, 3)) / (frames - 1)

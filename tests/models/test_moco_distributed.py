@@ -1,12 +1,9 @@
 """MoCo under torch.distributed: 2 CPU processes on gloo, cross-process shuffle-BN and all-gathered keys."""
 
-import warnings
-
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from moco_test_nets import TinyBackbone, TinyBNBackbone
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from models.moco import MoCo
 
@@ -26,21 +23,21 @@ def gather(tensor):
 
 
 def build_moco(rank, backbone, **options):
-    """MoCo built from a rank-seeded global RNG and wrapped as runners/pretrain.py does.
+    """MoCo built from a rank-seeded global RNG, as the runners seed each process.
 
-    DDP(broadcast_buffers=False) broadcasts rank 0's parameters but no buffers, so the queue
-    must already be the same on every process when MoCo builds it.
+    runners/pretrain.py wraps it in DDP(broadcast_buffers=False), which broadcasts rank 0's
+    parameters but no buffers, so the queue must already be the same on every process when
+    MoCo builds it. Parameters are broadcast here as DDP does.
     """
     torch.manual_seed(SEED + rank)
     moco = MoCo(backbone(), dim=DIM, K=K, T=0.2, head="linear", **options)
     queues = gather(moco.queue)
     assert torch.equal(queues[0], queues[1]), "initial queues differ across differently seeded processes"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # broadcast_buffers is deprecated, not yet replaced
-        DDP(moco, broadcast_buffers=False)
+    for parameter in moco.parameters():
+        dist.broadcast(parameter.data, src=0)
     for name, tensor in moco.state_dict().items():
         copies = gather(tensor)
-        assert torch.equal(copies[0], copies[1]), f"{name} differs across processes after DDP's initial sync"
+        assert torch.equal(copies[0], copies[1]), f"{name} differs across processes once parameters are shared"
     return moco.train()
 
 
