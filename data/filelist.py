@@ -59,12 +59,22 @@ def _parse_entry_line(text: str, list_path: Path, number: int) -> tuple[str, int
     return relpath, label
 
 
+def _file_itself(path: Path) -> Path:
+    """Where a symlinked file lies (links followed one by one, relative ones from their own folder)."""
+    while path.is_symlink():
+        target = Path(os.readlink(path))
+        path = target if target.is_absolute() else path.parent / target
+    return path
+
+
 def read_file_list(list_path: str | os.PathLike, root: str | os.PathLike | None = None) -> list[Entry]:
-    """Read a ``relative/path label`` list; paths resolve against ``root`` (default: the list's directory)."""
+    """Read a ``relative/path label`` list; paths resolve against ``root`` (default: the folder
+    of the list file itself, through a symlink to the file but along folder paths as written,
+    as runners.prepare writes them)."""
     list_path = Path(list_path)
     if not list_path.is_file():
         raise FileNotFoundError(f"file list not found: {list_path}")
-    base = os.path.abspath(root if root is not None else list_path.parent)
+    base = os.path.abspath(root if root is not None else _file_itself(list_path).parent)
     entries = []
     for number, text in _meaningful_lines(list_path):
         relpath, label = _parse_entry_line(text, list_path, number)

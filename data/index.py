@@ -31,7 +31,7 @@ from data.video_io import DALI_CPU_CODECS, nvdec_size_problem
 
 log = logging.getLogger(__name__)
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2          # 2: codec is the stream's codec (av1), not the decoder's name (libdav1d)
 INDEX_SUFFIX = ".index.json"
 DEVICES = ("cpu", "gpu")
 NAMES_IN_ERRORS = 5
@@ -116,7 +116,7 @@ def probe_video(entry: Entry, decode: bool = True) -> VideoRecord:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         record.has_video = True
-        record.codec = stream.codec_context.name
+        record.codec = stream.codec_context.codec.canonical_name    # the codec, not the decoder (libdav1d)
         record.width, record.height = stream.codec_context.width, stream.codec_context.height
         record.fps = stream_fps(stream)
         expected, tolerance = expected_frames(container, stream, record.fps)

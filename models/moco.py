@@ -4,9 +4,9 @@ f_q, f_k: query and momentum key encoders, each backbone + projection head +
 L2 normalisation. θ_k ← m θ_k + (1 - m) θ_q (``momentum_update``, parameters
 only; the key encoder's BN running statistics come from its own forwards).
 The queue holds K normalised keys as columns of a (dim, K) buffer. Its initial random keys
-come from a generator seeded with QUEUE_SEED, not the global RNG: the processes of a run
-seed their global RNGs differently (seed + rank) and DDP(broadcast_buffers=False) does not
-broadcast buffers, yet they must share one queue.
+come from a generator seeded with ``queue_seed`` (the run's seed), not the global RNG: the
+processes of a run seed their global RNGs differently (seed + rank) and
+DDP(broadcast_buffers=False) does not broadcast buffers, yet they must share one queue.
 
 InfoNCE for queries q and keys k (both (N, dim), unit norm):
     l_pos = q·k (N, 1), l_neg = q·queue (N, K), logits = [l_pos, l_neg] / T,
@@ -51,7 +51,7 @@ from torch import nn
 
 from models.heads import ProjectionHead
 
-QUEUE_SEED = 0  # the initial queue's seed, the same on every process
+QUEUE_SEED = 0  # the initial queue's default seed (runners pass the run's seed)
 
 
 class MoCoOutput(NamedTuple):
@@ -110,9 +110,10 @@ def contrastive_accuracy(logits: torch.Tensor, labels: torch.Tensor, topk=(1, 5)
     return tuple(hits[:, : min(k, max_k)].any(dim=1).float().mean() * 100.0 for k in topk)
 
 
-def initial_queue(dim: int, K: int) -> torch.Tensor:
-    """(dim, K) random unit-norm keys, drawn from their own generator: the same whatever the global RNG."""
-    generator = torch.Generator().manual_seed(QUEUE_SEED)
+def initial_queue(dim: int, K: int, seed: int = QUEUE_SEED) -> torch.Tensor:
+    """(dim, K) random unit-norm keys drawn from their own generator seeded with ``seed``: the
+    same whatever the global RNG, so on every process of a run given the run's seed."""
+    generator = torch.Generator().manual_seed(seed)
     return F.normalize(torch.randn(dim, K, generator=generator), dim=0)
 
 
@@ -130,8 +131,10 @@ class MoCo(nn.Module):
         shuffle_bn: bool = True,
         shuffle_bn_groups: int = 2,
         batch_negatives: bool = False,
+        queue_seed: int = QUEUE_SEED,
     ):
-        """``backbone_k``: a module of the same architecture, a factory for one, or None (a deep copy)."""
+        """``backbone_k``: a module of the same architecture, a factory for one, or None (a deep copy).
+        ``queue_seed``: seeds the initial queue (the run's seed, the same on every process)."""
         super().__init__()
         if not hasattr(backbone_q, "feat_dim"):
             raise ValueError(f"MoCo needs a backbone with a feat_dim attribute, got {type(backbone_q).__name__}")
@@ -163,7 +166,7 @@ class MoCo(nn.Module):
         for theta_k in self.f_k.parameters():
             theta_k.requires_grad_(False)
 
-        self.register_buffer("queue", initial_queue(dim, K))
+        self.register_buffer("queue", initial_queue(dim, K, queue_seed))
         self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
 
     @property

@@ -121,8 +121,8 @@ def check_same_run(path: str, state: dict, config: dict, keys: tuple[str, ...], 
                     for name, value in run.items() if name in saved_run and saved_run[name] != value]
     if differences:
         raise ValueError(f"cannot resume {path}: " + "; ".join(differences) +
-                         ". Resume with the settings it was saved with, or start anew "
-                         "(another run.name, or train.resume=none).")
+                         ". Resume with the settings it was saved with, or start anew with train.resume=none "
+                         "(or another run.name, when train.resume is auto).")
 
 
 def resume_training(run_dir: str, resume: str, parts: dict, check=None) -> int:

@@ -41,8 +41,9 @@ log = logging.getLogger("fame")
 SGD_MOMENTUM = 0.9
 STEP_DECAY = 0.1
 PERCENT = 100.0
-# What a resumed run must share with its checkpoint, besides the pretrained file's content and the process count.
-RESUME_KEYS = ("seed", "pretrained", "data.root", "data.train_list", "data.num_classes", "data.min_frames",
+# What a resumed run must share with its checkpoint, besides the pretrained file's content and the
+# process count (the file's path may differ: a moved run directory still resumes).
+RESUME_KEYS = ("seed", "data.root", "data.train_list", "data.num_classes", "data.min_frames",
                "data.synthetic", "clip", "aug", "model.backbone", "model.width", "model.checkpoint", "eval.protocol",
                "eval.epochs", "eval.batch_size", "eval.lr", "eval.weight_decay", "eval.dropout", "eval.schedule",
                "eval.milestones")

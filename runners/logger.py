@@ -9,6 +9,7 @@ file or the new one, never a part.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import time
@@ -18,7 +19,9 @@ import numpy as np
 
 from runners.checkpoint import write_atomic
 
+log = logging.getLogger("fame")
 METRICS_FILE = "metrics.jsonl"
+AFTER_TRAINING_PREFIXES = ("summary/", "test/")   # rows a finished run logs after its last checkpoint
 
 
 def _plain(v):
@@ -103,9 +106,18 @@ class Logger:
             self._wandb = None
 
 
+def _logged_before_checkpoint(row: dict, step: int) -> bool:
+    """Whether a metrics row was written before the checkpoint of ``step``: training rows up to
+    it; not the summary and test rows a finished run writes after its last checkpoint."""
+    if row.get("step", 0) != step:
+        return row.get("step", 0) < step
+    return not any(key.startswith(AFTER_TRAINING_PREFIXES) for key in row)
+
+
 def _lines_up_to(lines: list[str], step: int, path: str) -> list[str]:
-    """The metrics.jsonl lines of steps <= step. A last line that is not JSON (a write a
-    crash cut short) is dropped; one elsewhere raises, naming the file."""
+    """The metrics.jsonl lines written before the checkpoint of ``step``. A line that is not
+    JSON (a write a crash cut short, perhaps with the next row appended to it) is dropped
+    with a warning naming the file and line."""
     kept = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -113,10 +125,9 @@ def _lines_up_to(lines: list[str], step: int, path: str) -> list[str]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
-            if number == len(lines):
-                break
-            raise ValueError(f"{path}: line {number} is not a JSON record") from None
-        if row["step"] <= step:
+            log.warning("%s: line %d is not a JSON record (a write cut short); dropped", path, number)
+            continue
+        if _logged_before_checkpoint(row, step):
             kept.append(line if line.endswith("\n") else line + "\n")
     return kept
 

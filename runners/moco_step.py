@@ -29,7 +29,8 @@ class Training(NamedTuple):
 def build_model(cfg: Config, device: torch.device) -> MoCo:
     return MoCo(build_eval_backbone(cfg), build_eval_backbone(cfg), dim=cfg.model.dim, K=cfg.model.K, m=cfg.model.m, T=cfg.model.T,
                 head=cfg.model.head, symmetric=cfg.model.symmetric,
-                shuffle_bn_groups=cfg.model.shuffle_bn_groups, batch_negatives=cfg.model.batch_negatives).to(device)
+                shuffle_bn_groups=cfg.model.shuffle_bn_groups, batch_negatives=cfg.model.batch_negatives,
+                queue_seed=cfg.seed).to(device)
 
 
 def build_training(cfg: Config, device: torch.device, world: int = 1) -> Training:

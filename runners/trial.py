@@ -38,9 +38,10 @@ BOOKKEEPING = ("run.", "wandb.", "seed=")
 TRIAL_FILE = "trial.json"
 UNBIASED_SUFFIX = "-unbiased"
 CAAM_VIDEOS = 64   # test clips scored for caam/energy_in_box on synthetic data
-# The probes and retrieval resume from their own run directories, whatever train.resume
-# named for pretraining (a MoCo checkpoint does not load into a classifier).
+# The probes and retrieval resume from their own run directories (a MoCo checkpoint named by
+# train.resume does not load into a classifier), unless train.resume=none starts everything anew.
 DOWNSTREAM_RESUME = "auto"
+NO_RESUME = "none"
 
 
 def unbiased_data(data: DataConfig) -> DataConfig:
@@ -72,10 +73,12 @@ def run_trial(cfg: Config, params: dict) -> dict:
         cfg, run_dir = prepare_run_dir(cfg)
         backbone = cfg.pretrained
 
+    downstream_resume = NO_RESUME if cfg.train.resume == NO_RESUME else DOWNSTREAM_RESUME
+
     def downstream(suffix, data=cfg.data, **eval_changes):
         return dataclasses.replace(cfg, pretrained=backbone, run=dataclasses.replace(cfg.run, name=f"{name}-{suffix}"),
                                    data=data, eval=dataclasses.replace(cfg.eval, **eval_changes),
-                                   train=dataclasses.replace(cfg.train, resume=DOWNSTREAM_RESUME))
+                                   train=dataclasses.replace(cfg.train, resume=downstream_resume))
     results = {"linear": classify.main(downstream("linear", protocol="linear")),
                "retrieval": retrieve.main(downstream("retrieval"))}
     if cfg.eval.unbiased_probe:

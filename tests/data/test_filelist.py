@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 
@@ -102,3 +103,11 @@ def test_parent_paths_climb_out_of_a_symlinked_list_folder_as_written(tmp_path):
     list_path = tmp_path / "link" / "list.txt"
     write_file_list(list_path, [("../videos/x.webm", 0)])
     assert read_file_list(list_path)[0].path == str(tmp_path / "videos" / "x.webm")
+
+
+def test_a_symlinked_list_file_reads_beside_the_file_it_links_to(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "other").mkdir()
+    write_file_list(tmp_path / "real" / "list.txt", [("v.webm", 0)])
+    (tmp_path / "other" / "list.txt").symlink_to(Path("..") / "real" / "list.txt")
+    assert read_file_list(tmp_path / "other" / "list.txt")[0].path == str(tmp_path / "real" / "v.webm")

@@ -1,13 +1,15 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import av
 import numpy as np
 import pytest
 
 from data.filelist import read_file_list, write_file_list
-from data.index import build_index, index_path_for
+from data.index import INDEX_VERSION, build_index, index_path_for
 from data.video_io import write_video
 
 FRAMES = 12
@@ -165,9 +167,39 @@ def test_index_of_the_synthetic_lists(tiny_dataset, tiny_spec):
 
 def test_unreadable_cache_is_ignored(tmp_path, video_dir):
     list_path, _ = _index_for(tmp_path, video_dir, ["good.webm"])
-    index_path_for(list_path).write_text('{"version": 1, "decode": true, "entries": [{"path": 3}]}')
+    index_path_for(list_path).write_text(json.dumps({"version": INDEX_VERSION, "decode": True,
+                                                     "entries": [{"path": 3}]}))
     assert build_index(list_path).entries[0].frames == FRAMES
     assert json.loads(index_path_for(list_path).read_text())["entries"][0]["frames"] == FRAMES
+
+
+ENCODE_AV1 = """
+import sys
+import av
+import numpy as np
+with av.open(sys.argv[1], "w") as container:
+    stream = container.add_stream("libsvtav1", rate=15)
+    stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+    for value in range(0, 100, 10):
+        for packet in stream.encode(av.VideoFrame.from_ndarray(np.full((64, 64, 3), value, np.uint8), "rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+"""
+
+
+def test_an_av1_video_is_recorded_by_its_codec_and_checked_for_nvdec(tmp_path):
+    """FFmpeg decodes AV1 with libdav1d; the index records the codec, so the size check applies."""
+    path = tmp_path / "small.mkv"
+    # In a process of its own: the SVT-AV1 encoder leaves the process in a state in which
+    # torch.distributed processes spawned from it later spin without progress.
+    subprocess.run([sys.executable, "-c", ENCODE_AV1, str(path)], check=True, capture_output=True, timeout=120)
+    list_path = tmp_path / "list.txt"
+    list_path.write_text("small.mkv 0\n")
+    index = build_index(list_path, cache=False)
+    assert index.entries[0].codec == "av1"
+    with pytest.raises(ValueError, match=r"small\.mkv \(av1 64x64 is below NVDEC's minimum of 128x128\)"):
+        index.require_ok(device="gpu")
 
 
 def test_a_path_through_a_file_is_recorded_not_raised(tmp_path, video_dir):

@@ -54,6 +54,8 @@ def test_initial_queue_does_not_depend_on_the_global_rng():
         queues.append(MoCo(TinyBackbone(), dim=DIM, K=16, head="linear").queue)
     assert torch.equal(queues[0], queues[1])
     assert not torch.equal(queues[0][:, 0], queues[0][:, 1])
+    other_run = MoCo(TinyBackbone(), dim=DIM, K=16, head="linear", queue_seed=1).queue
+    assert not torch.equal(other_run, queues[0])       # a run's seed still picks its queue
 
 
 def test_enqueue_writes_at_pointer_and_wraps():

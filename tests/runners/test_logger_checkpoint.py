@@ -53,12 +53,31 @@ def test_resume_drops_the_steps_it_logs_again(tmp_path):
     assert os.listdir(tmp_path) == [METRICS_FILE]
 
 
-def test_corrupt_metrics_line_before_the_end_is_named(tmp_path):
-    (tmp_path / METRICS_FILE).write_text('{"step": 1}\nnot json\n{"step": 2}\n')
+def test_a_line_cut_short_mid_file_is_dropped_with_a_warning(tmp_path, caplog):
+    """Before truncation existed, a resumed run appended its next row to a line a crash cut short."""
+    (tmp_path / METRICS_FILE).write_text('{"step": 1}\n{"step": 2, "lo{"step": 2}\n{"step": 3}\n')
     logger = Logger(str(tmp_path), config={}, name="x", mode="disabled")
-    with pytest.raises(ValueError, match=f"{METRICS_FILE}: line 2 is not a JSON record"):
-        logger.truncate_after(1)
+    with caplog.at_level("WARNING"):
+        logger.truncate_after(3)
     logger.close()
+    assert [r["step"] for r in read_metrics(str(tmp_path))] == [1, 3]
+    assert f"{METRICS_FILE}: line 2 is not a JSON record" in caplog.text
+
+
+def test_a_finished_run_rerun_does_not_repeat_its_summary(tmp_path):
+    logger = Logger(str(tmp_path), config={}, name="x", mode="disabled")
+    logger.log({"loss": 1.0}, step=2)
+    logger.log({"test/video_top1": 50.0}, step=2)
+    logger.summary({"step": 2, "final_loss": 1.0})
+    logger.close()
+    rerun = Logger(str(tmp_path), config={}, name="x", mode="disabled")
+    rerun.truncate_after(2)                           # the last checkpoint: step 2, before testing
+    rerun.log({"test/video_top1": 50.0}, step=2)
+    rerun.summary({"step": 2, "final_loss": 1.0})
+    rerun.close()
+    rows = read_metrics(str(tmp_path))
+    assert [sorted(r.keys() - {"step", "time"}) for r in rows] == [
+        ["loss"], ["test/video_top1"], ["summary/final_loss", "summary/step"]]
 
 
 def test_atomic_json_keeps_the_old_file_on_failure(tmp_path):

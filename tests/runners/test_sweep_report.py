@@ -113,7 +113,8 @@ def test_report_table_and_plot_from_fabricated_results(tmp_path):
     md = (runs / f"{sweep.name_prefix('beta', BASE)}.md").read_text()
     assert "| 1.0 | one | 2 | 40.0 ± 1.4 | 20.0 ± 0.7 |" in md
     assert "| 0.5 | one | 2 | 70.0 ± 1.4 | 35.0 ± 0.7 |" in md
-    assert "99" not in md and "98" not in md and "97" not in md
+    table = md.split("\n\n", 1)[1]                  # below the header, which names run.dir
+    assert "99" not in table and "98" not in table and "97" not in table
     assert md.index("| 1.0 | one |") < md.index("| 0.5 | one |")   # the sweep file's order, not the runs'
     with Image.open(runs / f"{sweep.name_prefix('beta', BASE)}.png") as im:
         assert im.size[0] > 300 and im.size[1] > 200
@@ -176,6 +177,13 @@ def test_downstream_runs_resume_from_their_own_directories(tmp_path, fake_stages
     assert configs["pretrain"].train.resume == str(checkpoint)
     assert set(configs) == {"pretrain", "t-linear", "t-retrieval", "t-linear-unbiased"}
     assert all(configs[name].train.resume == "auto" for name in configs if name != "pretrain")
+
+
+def test_a_trial_started_anew_starts_its_probes_anew(tmp_path, fake_stages):
+    trial, configs = fake_stages
+    trial.run_trial(C.load_config(BASE, [f"run.dir={tmp_path}", "run.name=t", "train.resume=none"]), {})
+    assert {name: c.train.resume for name, c in configs.items()} == {
+        "pretrain": "none", "t-linear": "none", "t-retrieval": "none"}
 
 
 def test_trial_record_is_replaced_whole_or_not_at_all(tmp_path, fake_stages):
