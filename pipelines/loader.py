@@ -224,7 +224,7 @@ class VideoLoader:
     def _check_shards(self, state: dict) -> None:
         """Refuse a state whose epoch order or rank slices differ from this loader's."""
         saved = {key: state[key] for key in SHARD_KEYS}
-        current = {key: self.state_dict()[key] for key in SHARD_KEYS}
+        current = {key: value for key, value in self.state_dict().items() if key in SHARD_KEYS}
         if saved != current:
             raise ValueError(f"loader state was saved with {_pairs(saved)} but this run has {_pairs(current)}: "
                              "each process would read other videos than the ones left; resume with the same "

@@ -20,7 +20,7 @@ import numpy as np
 
 import fame
 from fame.mask import masks_from_config, smoothed_statistics, soft_mask_from
-from fame.motion import frame_statistics
+from fame.motion import UINT8_MAX, frame_statistics
 from fame.select import top_k_mask
 from runners.machine import cpu_model
 
@@ -33,7 +33,6 @@ DEFAULT_REPEATS = 5
 PART_BATCH = {"numpy": 32, "cupy": 64}
 SEED = 0
 MS_PER_S = 1000.0
-UINT8_MAX = 255
 
 
 def cupy_device():

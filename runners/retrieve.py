@@ -81,7 +81,8 @@ def video_features(cfg: Config, backbone, pretrained: dict, split: str, run_dir:
                    device: torch.device, amp):
     """(features (V, D) L2-normalised, labels (V,)) of one split, from the cache or extracted on all ranks."""
     list_name = getattr(cfg.data, SPLITS[split])
-    key = feature_cache_key(cfg, pretrained, list_name, device, amp)
+    # Only rank 0 reads and writes the cache (the key hashes files: no need on every rank).
+    key = feature_cache_key(cfg, pretrained, list_name, device, amp) if rank == 0 else None
     path = os.path.join(run_dir, f"features_{split}.pt")
     found = [read_cached_features(path, key) if rank == 0 else None]
     if dist.is_initialized():

@@ -98,7 +98,7 @@ def test_non_finite_loss_stops_with_the_step(tmp_path, tiny_data_root, monkeypat
 
 
 @pytest.mark.parametrize("override, message", [
-    ("model.backbone=resnet9000", "unknown backbone 'resnet9000'"),
+    ("model.backbone=resnet9000", "config key 'model.backbone': got 'resnet9000'"),
     ("pretrained=runs/x/backbone.pt", "config key 'pretrained'"),
 ])
 def test_bad_config_fails_before_the_run_directory_is_made(tmp_path, tiny_data_root, override, message):
