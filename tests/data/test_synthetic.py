@@ -120,7 +120,7 @@ def test_background_correlation_counts(correlation, expected_own):
 
 def test_a_larger_test_split_keeps_the_training_split(tiny_spec):
     """The training videos are planned and drawn first, so more test videos per class re-score a
-    pretrained backbone on the very training videos it saw (README: test-split size)."""
+    pretrained backbone on the very training videos it saw (docs/benchmarks.md: test-split size)."""
     small = dataclasses.replace(tiny_spec, videos_per_class_test=2)
     large = dataclasses.replace(tiny_spec, videos_per_class_test=8)
     train = [[p for p in plan_videos(spec) if p.split == "train"] for spec in (small, large)]

@@ -183,7 +183,7 @@ def test_every_experiment_has_a_tiny_cpu_variant():
 
 def test_long_benchmark_trains_on_the_benchmark_training_split():
     """benchmark_long.yaml changes the schedule, beta and test-split size only, so its
-    backbones are pretrained on benchmark.yaml's very training videos (README)."""
+    backbones are pretrained on benchmark.yaml's very training videos (docs/benchmarks.md)."""
     short, long = C.load_config("configs/benchmark.yaml"), C.load_config("configs/benchmark_long.yaml")
     assert (long.train.epochs, long.fame.beta) == (24 * short.train.epochs, 0.5)
     assert long.data.synthetic.videos_per_class_test == 4 * short.data.synthetic.videos_per_class_test
