@@ -20,8 +20,6 @@ import logging
 import os
 import sys
 
-import matplotlib
-import matplotlib.image
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -31,6 +29,7 @@ from fame.config import AUTO_BETA
 from fame.mask import smoothed_statistics, soft_mask_from
 from data.filelist import read_file_list
 from data.video_io import read_video
+from engine.metrics import box_masks, caam, energy_in_box, overlap_scores, ranking_auc
 from models.backbones import apply_backbone_state
 from runners.build import fame_config
 from runners.common import open_logger, prepare_run_dir, resolve_device
@@ -43,7 +42,6 @@ QUALITY_BETAS = (0.3, 0.5, 0.7, AUTO_BETA)
 HEAT = "inferno"
 CPU = torch.device("cpu")
 VIOLIN_POINTS = 4_000
-matplotlib.use("Agg")
 log = logging.getLogger(__name__)
 
 
@@ -138,38 +136,6 @@ def save_grid(columns: list[tuple[str, list[np.ndarray]]], path: str, row_labels
 
 
 # ---------------------------------------------------------- mask quality ----
-def box_masks(boxes, height: int, width: int) -> np.ndarray:
-    """(B, H, W) bool: True inside each clip's box [x0, y0, x1, y1] (x1/y1 exclusive)."""
-    inside = np.zeros((len(boxes), height, width), bool)
-    for m, (x0, y0, x1, y1) in zip(inside, boxes):
-        m[y0:y1, x0:x1] = True
-    return inside
-
-
-def overlap_scores(masks: np.ndarray, inside: np.ndarray) -> dict:
-    """Means over clips of (B, H, W) bool masks against the object's boxes: recall (share of
-    the box kept), precision (share of the mask inside the box) and own_background (share
-    of the frame kept outside the box: what merging leaves of the clip's own background)."""
-    assert masks.shape == inside.shape and masks.dtype == bool, f"{masks.shape} {masks.dtype} vs {inside.shape}"
-    hits = (masks & inside).sum((1, 2))
-    return {"fraction": float(masks.mean()),
-            "recall": float(np.mean(hits / np.maximum(inside.sum((1, 2)), 1))),
-            "precision": float(np.mean(hits / np.maximum(masks.sum((1, 2)), 1))),
-            "own_background": float((masks & ~inside).mean())}
-
-
-def ranking_auc(scores: np.ndarray, inside: np.ndarray) -> float:
-    """Mean over clips of the chance that a pixel inside the box outscores one outside it
-    (ties count half; the Mann-Whitney U of each (H, W) map, scaled to [0, 1])."""
-    from scipy.stats import rankdata
-    aucs = []
-    for s, m in zip(scores, inside):
-        positive, negative = int(m.sum()), int(m.size - m.sum())
-        if positive == 0 or negative == 0:
-            continue
-        ranks = rankdata(s.ravel())
-        aucs.append((ranks[m.ravel()].sum() - positive * (positive + 1) / 2) / (positive * negative))
-    return float(np.mean(aucs)) if aucs else float("nan")
 
 
 def mask_quality(clips: np.ndarray, boxes, cfg: Config) -> dict:
@@ -227,44 +193,6 @@ def plot_quality(quality: dict, path: str) -> None:
 
 
 # ------------------------------------------------------------------ CAAM ----
-def last_feature_map(backbone: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The last 5-D activation (N, C, T', H', W') with more than one spatial position: the
-    feature map before the global pool (whose own 5-D output is 1 x 1)."""
-    seen = []
-
-    def keep(module, inputs, output):
-        if torch.is_tensor(output) and output.dim() == 5 and output.shape[-2] * output.shape[-1] > 1:
-            seen.append(output)
-
-    hooks = [m.register_forward_hook(keep) for m in backbone.modules()]
-    try:
-        with torch.no_grad():
-            backbone(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    if not seen:
-        raise ValueError(f"{type(backbone).__name__} produced no 5-D activation larger than 1 x 1 on a "
-                         f"{tuple(x.shape[-2:])} clip; a larger clip.crop leaves it a spatial map")
-    return seen[-1]
-
-
-def caam(backbone: torch.nn.Module, clips_ncthw: torch.Tensor) -> torch.Tensor:
-    """Class-agnostic activation map: channel-summed last activation, mean over time, upsampled,
-    in [0, 1], on the CPU (backbone and clips on one device)."""
-    a = last_feature_map(backbone, clips_ncthw).relu().sum(1).mean(1, keepdim=True)   # (N, 1, H', W')
-    a = F.interpolate(a, size=clips_ncthw.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-    lo = a.flatten(1).min(1).values.view(-1, 1, 1)
-    hi = a.flatten(1).max(1).values.view(-1, 1, 1)
-    return ((a - lo) / (hi - lo + 1e-8)).cpu()
-
-
-def energy_in_box(maps: torch.Tensor, boxes) -> list[float]:
-    """Fraction of each map's total inside its box (the object's, known on synthetic data)."""
-    out = []
-    for m, (x0, y0, x1, y1) in zip(maps, boxes):
-        out.append(float(m[y0:y1, x0:x1].sum() / m.sum().clamp_min(1e-8)))
-    return out
 
 
 def caam_in_box(path: str, cfg: Config, videos: int) -> dict:
@@ -376,6 +304,7 @@ def main(argv=None) -> int:
         scores = {}
         for label, path in zip(labels, a.ckpt):
             maps = caam(load_for_figures(path, cfg, device), x)
+            import matplotlib
             heat = (matplotlib.colormaps[HEAT](maps.numpy())[..., :3] * 255).astype(np.uint8)
             columns.append((label, [(0.5 * clips[i, t] + 0.5 * heat[i]).astype(np.uint8) for i in range(len(clips))]))
             if boxes is not None:
@@ -407,6 +336,7 @@ def main(argv=None) -> int:
             raise SystemExit(f"backbone {cfg.model.backbone} has no temporal (k x 1 x 1) convolutions; "
                              "kernels is for R(2+1)D (model.backbone=r2plus1d_18)")
         plot_kernels(named, out)
+    import matplotlib.image
     logger.log_images(f"figures/{a.figure}", [(matplotlib.image.imread(out)[..., :3] * 255).astype(np.uint8)], 0)
     logger.close()
     print(f"wrote {out}")

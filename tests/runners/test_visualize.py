@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+from engine import metrics
 from models.backbones import build_backbone, export_backbone_state
 from runners import visualize
 from runners.config import load_config
@@ -78,7 +79,7 @@ def test_energy_in_box_is_the_fraction_inside():
     maps = torch.zeros(1, 10, 10)
     maps[0, 2:4, 2:4] = 1.0
     maps[0, 8, 8] = 4.0
-    assert visualize.energy_in_box(maps, [(2, 2, 4, 4)]) == [0.5]
+    assert metrics.energy_in_box(maps, [(2, 2, 4, 4)]) == [0.5]
 
 
 def test_centre_clip_maps_the_box_into_crop_pixels():
@@ -102,22 +103,22 @@ def test_kernels_violin_plot_for_r2plus1d(tmp_path, tiny_data_root):
 
 
 def test_overlap_scores_count_pixels_against_the_box():
-    inside = visualize.box_masks([(0, 0, 4, 2)], 4, 4)       # top half of a 4x4 frame
+    inside = metrics.box_masks([(0, 0, 4, 2)], 4, 4)       # top half of a 4x4 frame
     assert inside.sum() == 8 and inside[0, :2].all()
     masks = np.zeros((1, 4, 4), bool)
     masks[0, 1:3] = True                                      # rows 1-2: 4 pixels in the box, 4 below
-    scores = visualize.overlap_scores(masks, inside)
+    scores = metrics.overlap_scores(masks, inside)
     assert scores == {"fraction": 0.5, "recall": 0.5, "precision": 0.5, "own_background": 0.25}
 
 
 def test_ranking_auc_orders_inside_above_outside():
-    inside = visualize.box_masks([(0, 0, 2, 2)], 4, 4)
+    inside = metrics.box_masks([(0, 0, 2, 2)], 4, 4)
     ramp = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
-    assert visualize.ranking_auc(inside.astype(np.float32), inside) == 1.0
-    assert visualize.ranking_auc(-inside.astype(np.float32), inside) == 0.0
-    assert visualize.ranking_auc(np.ones((1, 4, 4)), inside) == 0.5       # ties count half
+    assert metrics.ranking_auc(inside.astype(np.float32), inside) == 1.0
+    assert metrics.ranking_auc(-inside.astype(np.float32), inside) == 0.0
+    assert metrics.ranking_auc(np.ones((1, 4, 4)), inside) == 0.5       # ties count half
     # ramp: inside values 0,1,4,5 rank below all 12 others but 4,5 beat 2,3
-    assert visualize.ranking_auc(ramp, inside) == 4 / 48
+    assert metrics.ranking_auc(ramp, inside) == 4 / 48
 
 
 def test_mask_quality_scores_every_variant_and_beta(tmp_path, tiny_data_root):
@@ -154,8 +155,17 @@ def test_caam_reads_the_map_before_the_global_pool():
     x = torch.zeros(2, 3, 4, 32, 32)               # NCTHW
     x[0, :, :, 0:8, 0:8] = 1.0                     # a bright square, top left
     x[1, :, :, 20:32, 16:32] = 1.0                 # and bottom right
-    maps = visualize.caam(_Brightness(), x)
+    maps = metrics.caam(_Brightness(), x)
     assert maps.shape == (2, 32, 32)
-    energy = visualize.energy_in_box(maps, [(0, 0, 8, 8), (16, 20, 32, 32)])
+    energy = metrics.energy_in_box(maps, [(0, 0, 8, 8), (16, 20, 32, 32)])
     assert min(energy) > 0.9                       # the pooled 1 x 1 output would spread it evenly
-    assert visualize.last_feature_map(build_backbone("small3d", width=8), torch.zeros(1, 3, 8, 64, 64)).shape[-1] > 1
+    assert metrics.last_feature_map(build_backbone("small3d", width=8), torch.zeros(1, 3, 8, 64, 64)).shape[-1] > 1
+
+
+def test_a_trial_scores_its_backbone_without_loading_matplotlib():
+    """The study's metrics live apart from the plotting: importing the trial runner loads no matplotlib."""
+    import subprocess
+    import sys
+    code = "import sys, runners.trial; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
