@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from models.heads import Classifier
+from models.classifier import VideoClassifier
 from runners import checkpoint as ckpt
 from runners.common import (MIN_ELAPSED_S, amp_dtype, broadcast_buffers, end_run, open_logger, parse_cli,
                             start_run, write_run_config)
@@ -47,30 +47,6 @@ RESUME_KEYS = ("seed", "data.root", "data.train_list", "data.num_classes", "data
                "data.synthetic", "clip", "aug", "model.backbone", "model.width", "model.checkpoint", "eval.protocol",
                "eval.epochs", "eval.batch_size", "eval.lr", "eval.weight_decay", "eval.dropout", "eval.schedule",
                "eval.milestones")
-
-
-class VideoClassifier(nn.Module):
-    """backbone -> Classifier. frozen: the backbone stays in eval mode and gets no gradients."""
-
-    def __init__(self, backbone: nn.Module, num_classes: int, dropout: float, frozen: bool):
-        super().__init__()
-        self.backbone = backbone
-        self.head = Classifier(backbone.feat_dim, num_classes, dropout)
-        self.frozen = frozen
-        if frozen:
-            backbone.requires_grad_(False)
-            backbone.eval()
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.frozen:
-            self.backbone.eval()
-        return self
-
-    def forward(self, x):
-        with torch.no_grad() if self.frozen else contextlib.nullcontext():
-            features = self.backbone(x)
-        return self.head(features)
 
 
 def build_classifier(cfg: Config, device: torch.device) -> tuple[VideoClassifier, dict]:
