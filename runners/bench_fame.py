@@ -32,6 +32,7 @@ DTYPES = ("float32", "uint8")
 DEFAULT_REPEATS = 5
 PART_BATCH = {"numpy": 32, "cupy": 64}
 SEED = 0
+ALL_BACKENDS = "all"
 MS_PER_S = 1000.0
 
 
@@ -72,11 +73,13 @@ def time_augment(clips, cfg: fame.FameConfig, repeats: int, synchronize) -> list
     return timed_calls(lambda: fame.augment(clips, cfg, rng), repeats, synchronize)
 
 
-def run_benchmarks(repeats: int) -> dict:
+def run_benchmarks(repeats: int, only: str = ALL_BACKENDS) -> dict:
+    """Every size, batch and dtype on NumPy and (with a GPU) CuPy, or on ``only`` one of them."""
     cupy, gpu_name = cupy_device()
     backends = [("numpy", lambda a: a, lambda: None, BATCHES)]
     if cupy is not None:
         backends.append(("cupy", cupy.asarray, cupy.cuda.Device().synchronize, GPU_BATCHES))
+    backends = [b for b in backends if only in (ALL_BACKENDS, b[0])]
     cfg = fame.FameConfig()
     rng = np.random.default_rng(SEED)
     rows = []
@@ -163,10 +166,15 @@ def main(argv=None) -> None:
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help="timed calls per figure (median)")
     parser.add_argument("--parts", action="store_true", help="time the op's parts instead of whole batches")
+    parser.add_argument("--backend", choices=(ALL_BACKENDS, "numpy", "cupy"), default=ALL_BACKENDS,
+                        help="time only this array library (default: NumPy, and CuPy where a GPU exists)")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
-    report = run_parts(args.repeats) if args.parts else run_benchmarks(args.repeats)
+    if args.backend == "cupy" and cupy_device()[0] is None:
+        parser.error("--backend cupy needs CuPy and a usable CUDA GPU, and none was found; "
+                     "`make doctor` says why")
+    report = run_parts(args.repeats) if args.parts else run_benchmarks(args.repeats, args.backend)
     (print_parts if args.parts else print_table)(report)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:

@@ -39,3 +39,17 @@ def test_parts_time_each_part_of_the_op(small_sizes, tmp_path, capsys):
 def test_bad_repeats_exit():
     with pytest.raises(SystemExit):
         bench_fame.main(["--repeats", "0"])
+
+
+def test_backend_numpy_times_numpy_only(small_sizes, tmp_path):
+    path = tmp_path / "fame.json"
+    bench_fame.main(["--repeats", "1", "--backend", "numpy", "--json", str(path)])
+    assert {row["backend"] for row in json.loads(path.read_text())["results"]} == {"numpy"}
+
+
+def test_backend_cupy_without_a_gpu_is_a_usage_error(monkeypatch, capsys):
+    monkeypatch.setattr(bench_fame, "cupy_device", lambda: (None, None))
+    with pytest.raises(SystemExit) as exit_info:
+        bench_fame.main(["--backend", "cupy"])
+    assert exit_info.value.code == 2
+    assert "make doctor" in capsys.readouterr().err
