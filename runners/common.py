@@ -43,8 +43,10 @@ def parse_cli(description: str, argv: Optional[list[str]] = None) -> C.Config:
     return parse_cli_args(cli_parser(description), argv)[0]
 
 
-def resolve_device(setting: str) -> torch.device:
-    """device: auto|cpu|gpu -> the torch.device every other part follows."""
+def resolve_device(setting: str, cfg: Optional[C.Config] = None) -> torch.device:
+    """device: auto|cpu|gpu -> the torch.device every other part follows. A CUDA device is
+    checked first (runners.doctor.preflight: the quick checks of ``cfg``'s settings; a FAIL
+    exits with code 2, the failures and their fixes on stderr)."""
     has_gpu = torch.cuda.is_available()
     if setting == "gpu" and not has_gpu:
         raise RuntimeError("config key 'device' is 'gpu' but no CUDA GPU is visible; use device=cpu or auto")
@@ -52,6 +54,8 @@ def resolve_device(setting: str) -> torch.device:
         # A launcher may give each process all of the node's GPUs (torchrun) or only its own one.
         local = int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count()
         torch.cuda.set_device(local)
+        from runners.doctor import preflight
+        preflight(cfg)
         return torch.device("cuda", local)
     return torch.device("cpu")
 
@@ -147,7 +151,7 @@ class Run(NamedTuple):
 def start_run(cfg: C.Config, write_config: bool = True) -> Run:
     """Device, process group, logging, run directory (config.yaml unless ``write_config`` is
     False: see prepare_run_dir), seeds and data, in that order."""
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, cfg)
     rank, world = init_distributed(device)
     setup_logging(rank)
     cfg, run_dir = prepare_run_dir(cfg, rank, write_config)

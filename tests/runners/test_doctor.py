@@ -1,0 +1,297 @@
+"""runners.doctor: each check's PASS/FAIL/SKIP with the failure injected, the exit codes, the
+command on this machine, and the preflight of GPU runs (runners.common.resolve_device)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from runners import common, doctor
+from runners.config import load_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CPU = doctor.Context(device="auto", amp="bf16", nproc=1, gpu=False, no_gpu_reason="no CUDA GPU is visible (test)")
+GPU = doctor.Context(device="gpu", amp="bf16", nproc=1, gpu=True)
+CUBLAS_12_MISSING = "libcublas.so.12: cannot open shared object file: No such file or directory"
+
+
+def check_named(name: str) -> doctor.Check:
+    return next(check for check in doctor.CHECKS if check.name == name)
+
+
+def run_named(name: str, context: doctor.Context = CPU) -> doctor.Result:
+    return doctor.run_check(check_named(name), context)
+
+
+def fail_cublas(name: str):
+    if name == "cublas":
+        raise OSError(CUBLAS_12_MISSING)
+    return name
+
+
+# ------------------------------------------------------------ libraries and majors ----
+def test_a_library_that_does_not_load_fails_naming_it_and_the_fix(monkeypatch):
+    monkeypatch.setattr(doctor, "load_cupy_library", fail_cublas)
+    result = run_named("load cuBLAS")
+    line = doctor.format_result(result)
+    assert result.status == doctor.FAIL
+    assert "cuBLAS" in line and "fame.mask" in line and CUBLAS_12_MISSING in line
+    assert "fix: run `make setup`" in line and "pip uninstall -y nvidia-dali-cuda120 cupy-cuda12x" in line
+    assert run_named("load cuFFT").status == doctor.PASS
+
+
+def test_every_library_check_passes_here_and_is_quick():
+    for library in doctor.CUDA_LIBRARIES:
+        result = run_named(f"load {library.name}")
+        assert result.status == doctor.PASS, doctor.format_result(result)
+        assert check_named(f"load {library.name}").quick and not check_named(f"load {library.name}").needs_gpu
+
+
+def test_disagreeing_majors_fail_with_the_packages_and_the_fix(monkeypatch):
+    monkeypatch.setattr(doctor, "cupy_cuda_major", lambda: "12")
+    monkeypatch.setattr(doctor, "dali_cuda_major", lambda: "12")
+    line = doctor.format_result(run_named("CUDA majors agree"))
+    assert line.startswith("FAIL") and "torch 13, CuPy 12, DALI 12" in line and "disagree" in line
+    assert "nvidia-dali-cuda120 cupy-cuda12x" in line and "make setup" in line
+
+
+def test_two_dali_wheels_fail_the_majors_check(monkeypatch):
+    monkeypatch.setattr(doctor, "installed_wheels", lambda: ["cupy-cuda13x", "nvidia-dali-cuda120", "nvidia-dali-cuda130"])
+    result = run_named("CUDA majors agree")
+    assert result.status == doctor.FAIL and "two DALI wheels are installed (CUDA 12, 13)" in result.detail
+
+
+def test_a_cpu_only_torch_fails_the_torch_check(monkeypatch):
+    monkeypatch.setattr(torch.version, "cuda", None)
+    result = run_named("torch")
+    assert result.status == doctor.FAIL and "CPU-only build" in result.detail and "make setup" in result.fix
+    assert run_named("load torch CUDA").status == doctor.FAIL
+
+
+def test_versions_name_the_cuda_of_each_package():
+    assert "CUDA 13" in run_named("torch").detail
+    assert "cupy-cuda13x" in run_named("cupy").detail
+    assert run_named("dali").detail.endswith("CUDA 13")
+
+
+# ------------------------------------------------------------ the GPU ----
+def test_without_a_gpu_the_gpu_check_skips_and_gpu_only_checks_skip_with_the_reason():
+    assert run_named("gpu").status == doctor.SKIP
+    for check in doctor.CHECKS:
+        if check.needs_gpu:
+            result = doctor.run_check(check, CPU)
+            assert result.status == doctor.SKIP and result.detail == CPU.no_gpu_reason, check.name
+
+
+def test_device_gpu_without_a_gpu_fails():
+    context = doctor.Context(device="gpu", gpu=False, no_gpu_reason="no CUDA GPU is visible (test)")
+    result = run_named("gpu", context)
+    assert result.status == doctor.FAIL and "'device' is 'gpu'" in result.detail and "device=auto" in result.fix
+
+
+def test_a_driver_older_than_cuda_13_fails_with_the_driver_branch(monkeypatch):
+    monkeypatch.setattr(doctor, "driver_cuda_version", lambda: 12040)
+    result = run_named("gpu")
+    assert result.status == doctor.FAIL and "supports CUDA 12.4" in result.detail and "need CUDA 13" in result.detail
+    assert doctor.DRIVER_BRANCH in result.fix
+
+
+class FakeProperties:
+    name, total_memory = "Pretend GPU", 80 * common.GIB
+
+
+def pretend_gpu(monkeypatch, count: int = 1) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: None)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: FakeProperties())
+    monkeypatch.setattr(doctor, "driver_cuda_version", lambda: 13000)
+    monkeypatch.setattr(doctor, "driver_release", lambda: "580.65.06")
+
+
+def test_a_visible_gpu_passes_with_name_memory_and_driver(monkeypatch):
+    pretend_gpu(monkeypatch, count=2)
+    result = run_named("gpu", GPU)
+    assert result.status == doctor.PASS
+    assert result.detail == "2 GPU(s): Pretend GPU 80.0 GiB; Pretend GPU 80.0 GiB; driver 580.65.06 (CUDA 13.0)"
+
+
+def test_libnvcuvid_missing_fails_naming_nvdec_and_the_fix(monkeypatch):
+    def missing():
+        raise OSError("libnvcuvid.so.1: cannot open shared object file")
+    monkeypatch.setattr(doctor, "load_nvcuvid", missing)
+    result = run_named("libnvcuvid", GPU)
+    assert result.status == doctor.FAIL and "libnvcuvid.so.1" in result.detail and "NVDEC" in result.detail
+    assert "NVIDIA_DRIVER_CAPABILITIES=compute,utility,video" in result.fix and "data.decode=cpu" in result.fix
+    assert run_named("libnvcuvid", doctor.Context(decode="cpu", gpu=True)).status == doctor.SKIP
+    monkeypatch.setattr(doctor, "load_nvcuvid", lambda: None)
+    assert run_named("libnvcuvid", GPU).status == doctor.PASS
+
+
+# ------------------------------------------------------------ decode, FAME, AMP, NCCL ----
+def test_dali_decode_matches_pyav_within_the_tolerance_on_the_cpu_path():
+    """The decode check's code path, run with DALI's CPU decoder on VP9 (H.264 needs NVDEC)."""
+    dali_shape, pyav_shape, difference = doctor.decode_difference("vp9", "cpu")
+    assert dali_shape == pyav_shape == (doctor.DECODE_FRAMES, doctor.DECODE_SIZE, doctor.DECODE_SIZE, 3)
+    assert difference <= doctor.MAX_DECODE_MEAN_ABS_DIFF
+
+
+def test_a_gpu_decode_that_differs_from_pyav_fails(monkeypatch):
+    shape = (8, 64, 64, 3)
+    monkeypatch.setattr(doctor, "decode_difference", lambda codec, device: (shape, shape, 9.5))
+    result = run_named("DALI GPU decode", GPU)
+    assert result.status == doctor.FAIL and "9.50 levels" in result.detail and "allowed 4.0" in result.detail
+    monkeypatch.setattr(doctor, "decode_difference", lambda codec, device: ((7, 64, 64, 3), shape, float("inf")))
+    assert "shape (7, 64, 64, 3), PyAV (8, 64, 64, 3)" in run_named("DALI GPU decode", GPU).detail
+    monkeypatch.setattr(doctor, "decode_difference", lambda codec, device: (shape, shape, 0.5))
+    assert run_named("DALI GPU decode", GPU).status == doctor.PASS
+
+
+def test_fame_agreement_of_numpy_with_itself_is_exact():
+    assert doctor.fame_agreement(np) == (1.0, 1.0)
+
+
+def test_fame_on_cupy_that_differs_from_numpy_fails(monkeypatch):
+    monkeypatch.setattr(doctor, "fame_agreement", lambda xp: (0.5, 0.7))
+    result = run_named("FAME CuPy = NumPy", GPU)
+    assert result.status == doctor.FAIL and "smallest mask IoU 0.500 (>= 0.99)" in result.detail
+    monkeypatch.setattr(doctor, "fame_agreement", lambda xp: (1.0, 1.0))
+    assert run_named("FAME CuPy = NumPy", GPU).status == doctor.PASS
+
+
+def test_amp_check_skips_without_autocast_and_fails_bf16_on_a_gpu_without_it(monkeypatch):
+    assert run_named("AMP autocast", doctor.Context(amp="none", gpu=True)).status == doctor.SKIP
+    assert run_named("AMP autocast", doctor.Context(amp=None, gpu=True)).status == doctor.SKIP
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda: "Old GPU")
+    result = run_named("AMP autocast", GPU)
+    assert result.status == doctor.FAIL and "Old GPU does not support bfloat16" in result.detail
+    assert "train.amp=fp16" in result.fix
+
+
+def test_nccl_check_runs_only_for_several_processes(monkeypatch):
+    assert run_named("NCCL", doctor.Context(nproc=1, gpu=True)).status == doctor.SKIP
+    several = doctor.Context(nproc=2, gpu=True)
+    assert run_named("NCCL", several).status == doctor.PASS
+    monkeypatch.setattr(torch.distributed, "is_nccl_available", lambda: False)
+    result = run_named("NCCL", several)
+    assert result.status == doctor.FAIL and "no NCCL backend" in result.detail
+
+
+def test_a_check_that_raises_fails_with_its_fix():
+    def broken(context):
+        raise RuntimeError("CUDA error: unspecified launch failure")
+    result = doctor.run_check(doctor.Check("broken", broken, "reboot the GPU"), GPU)
+    assert doctor.format_result(result) == (
+        "FAIL  broken                    RuntimeError: CUDA error: unspecified launch failure -- fix: reboot the GPU")
+
+
+# ------------------------------------------------------------ the command ----
+def test_main_exits_1_when_a_check_fails_and_0_otherwise(monkeypatch, capsys):
+    monkeypatch.setattr(doctor, "CHECKS", (doctor.Check("fine", lambda c: doctor.passed("ok"), "-"),))
+    assert doctor.main([]) == doctor.EXIT_OK
+    monkeypatch.setattr(doctor, "CHECKS", (doctor.Check("bad", lambda c: doctor.failed("broken", "mend it"), "-"),))
+    assert doctor.main([]) == doctor.EXIT_FAILED
+    assert "FAIL  bad" in capsys.readouterr().out
+
+
+def test_quick_runs_only_the_quick_checks(monkeypatch, capsys):
+    monkeypatch.setattr(doctor, "CHECKS", (doctor.Check("fast", lambda c: doctor.passed("ok"), "-", quick=True),
+                                           doctor.Check("slow", lambda c: doctor.passed("ok"), "-")))
+    assert doctor.main(["--quick"]) == doctor.EXIT_OK
+    out = capsys.readouterr().out
+    assert "PASS  fast" in out and "slow" not in out
+
+
+@pytest.mark.parametrize("argv, message", [(["--nproc", "0"], "--nproc must be at least 1"),
+                                           (["train.amp=fp8"], "train.amp")])
+def test_usage_and_config_errors_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        doctor.main(argv)
+    assert exit_info.value.code == doctor.EXIT_USAGE and message in capsys.readouterr().err
+
+
+def test_the_command_on_this_machine_says_no_gpu_and_the_libraries_pass():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU (the GPU run is test_doctor_passes_on_a_gpu)")
+    done = subprocess.run([sys.executable, "-m", "runners.doctor", "--config", "configs/synthetic.yaml"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("no CUDA GPU is visible")
+    for library in doctor.CUDA_LIBRARIES:
+        assert f"PASS  load {library.name}" in done.stdout
+    assert "PASS  CUDA majors agree" in done.stdout and "SKIP  NVRTC kernel" in done.stdout
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_doctor_passes_on_a_gpu(capsys):
+    assert doctor.main(["--config", "configs/gpu_check.yaml", "--nproc", "2"]) == doctor.EXIT_OK, capsys.readouterr().out
+    out = capsys.readouterr().out
+    for name in ("gpu", "NVRTC kernel", "libnvcuvid", "DALI GPU decode", "FAME CuPy = NumPy", "AMP autocast", "NCCL"):
+        assert f"PASS  {name}" in out
+
+
+# ------------------------------------------------------------ the preflight ----
+@pytest.fixture
+def fresh_preflight(monkeypatch):
+    monkeypatch.setattr(doctor, "_PREFLIGHT_PASSED", set())
+    monkeypatch.delenv(doctor.PREFLIGHT_ENV, raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+
+
+def slow_check(context):
+    raise AssertionError("the preflight ran a check outside the quick subset")
+
+
+def test_preflight_stops_a_gpu_run_with_the_failures_and_fixes(monkeypatch, capsys, fresh_preflight):
+    pretend_gpu(monkeypatch)
+    monkeypatch.setattr(doctor, "load_cupy_library", fail_cublas)
+    monkeypatch.setattr(doctor, "CHECKS", (check_named("load cuBLAS"), check_named("load cuFFT"),
+                                           doctor.Check("slow", slow_check, "-")))
+    with pytest.raises(SystemExit) as exit_info:
+        common.resolve_device("auto", load_config(None, ["train.amp=none"]))
+    assert exit_info.value.code == doctor.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "the GPU stack is not ready, the run did not start (1 check(s) failed)" in err
+    assert "FAIL  load cuBLAS" in err and CUBLAS_12_MISSING in err and "fix: run `make setup`" in err
+    assert "load cuFFT" not in err and "`make doctor` runs every check" in err
+
+
+def test_preflight_passes_once_and_can_be_switched_off(monkeypatch, fresh_preflight):
+    pretend_gpu(monkeypatch)
+    runs = []
+    monkeypatch.setattr(doctor, "CHECKS", (doctor.Check("counted", lambda c: runs.append(c) or doctor.passed("ok"),
+                                                        "-", quick=True),))
+    assert common.resolve_device("gpu") == torch.device("cuda", 0)
+    common.resolve_device("gpu")
+    assert len(runs) == 1 and runs[0].gpu and runs[0].amp is None
+    monkeypatch.setattr(doctor, "CHECKS", (doctor.Check("bad", lambda c: doctor.failed("broken", "-"), "-", quick=True),))
+    monkeypatch.setattr(doctor, "_PREFLIGHT_PASSED", set())
+    monkeypatch.setenv(doctor.PREFLIGHT_ENV, "0")
+    assert common.resolve_device("gpu") == torch.device("cuda", 0)
+
+
+def test_preflight_is_not_run_on_the_cpu(monkeypatch, fresh_preflight):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(doctor, "preflight", lambda cfg=None: pytest.fail("preflight ran for a CPU run"))
+    assert common.resolve_device("auto") == torch.device("cpu")
+    assert common.resolve_device("cpu") == torch.device("cpu")
+
+
+def test_start_run_gives_the_preflight_its_config(monkeypatch, tmp_path, fresh_preflight):
+    pretend_gpu(monkeypatch)
+    seen = []
+
+    def stop(cfg=None):
+        seen.append(cfg)
+        raise doctor.PreflightFailed("stopped")
+    monkeypatch.setattr(doctor, "preflight", stop)
+    cfg = load_config(None, [f"run.dir={tmp_path}", "train.amp=fp16"])
+    with pytest.raises(SystemExit):
+        common.start_run(cfg)
+    assert seen == [cfg] and not any(tmp_path.iterdir())
