@@ -1,7 +1,7 @@
 """The video index: every listed video probed once, cached next to its file list.
 
 For each entry of a file list the index records whether the file exists and
-decodes, its frame count, fps, size and codec. Pipelines read it instead of
+decodes, its frame count, fps, size, codec and pixel format. Pipelines read it instead of
 opening files blindly, and ``VideoIndex.require_ok`` names unusable videos
 before training starts.
 
@@ -27,13 +27,16 @@ import av
 
 from data.filelist import Entry, read_file_list
 from data.parallel import process_pool
-from data.video_io import DALI_CPU_CODECS, nvdec_size_problem
+from data.video_io import DALI_CPU_CODECS, NVDEC_CODECS, nvdec_problem
 
 log = logging.getLogger(__name__)
 
-INDEX_VERSION = 2          # 2: codec is the stream's codec (av1), not the decoder's name (libdav1d)
+# 2: codec is the stream's codec (av1), not the decoder's name (libdav1d);
+# 3: pix_fmt recorded (older caches are probed again once).
+INDEX_VERSION = 3
 INDEX_SUFFIX = ".index.json"
-DEVICES = ("cpu", "gpu")
+DEVICES = ("cpu", "gpu")    # the decode device: DALI's CPU decoder or NVDEC
+TRANSCODE_COMMAND = "python -m runners.prepare transcode --list {list_path} --out DIR"
 NAMES_IN_ERRORS = 5
 # Frames a duration-based estimate may exceed the decoded count by (rounding of
 # the container duration), as a fraction of the estimate, at least one frame.
@@ -56,6 +59,7 @@ class VideoRecord:
     mtime_ns: int = 0
     has_video: bool = False
     codec: str = ""
+    pix_fmt: str = ""        # FFmpeg's pixel format of the decoded frames, e.g. yuv420p, yuv420p10le
     width: int = 0
     height: int = 0
     fps: float = 0.0
@@ -118,6 +122,7 @@ def probe_video(entry: Entry, decode: bool = True) -> VideoRecord:
         record.has_video = True
         record.codec = stream.codec_context.codec.canonical_name    # the codec, not the decoder (libdav1d)
         record.width, record.height = stream.codec_context.width, stream.codec_context.height
+        record.pix_fmt = _pixel_format_name(stream)
         record.fps = stream_fps(stream)
         expected, tolerance = expected_frames(container, stream, record.fps)
         counted, error = _count_frames(container, stream, decode)
@@ -128,6 +133,12 @@ def probe_video(entry: Entry, decode: bool = True) -> VideoRecord:
         return record
     record.ok = True
     return record
+
+
+def _pixel_format_name(stream) -> str:
+    """The pixel format a video stream decodes to ('' when the container does not say)."""
+    fmt = stream.codec_context.format
+    return fmt.name if fmt is not None else ""
 
 
 def _error_text(error: Exception) -> str:
@@ -173,42 +184,61 @@ class VideoIndex:
         return [record for record in self.entries if record.ok]
 
     def require_ok(self, min_frames: int | None = None, device: str = "cpu") -> "VideoIndex":
-        """Raise ValueError naming every unusable video (too short for ``min_frames``, in a codec
-        ``device`` cannot decode, or on the GPU smaller than NVDEC accepts); returns self when
-        all are usable."""
+        """Raise ValueError naming every unusable video (too short for ``min_frames``, or one the
+        decode ``device`` cannot decode: 'cpu' is DALI's CPU decoder, 'gpu' is NVDEC, which
+        also has minimum sizes, chroma formats and bit depths); returns self when all are usable."""
         if device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
         if min_frames is not None:
             self.min_frames = min_frames
             for record in self.entries:
                 _mark_short(record, min_frames)
-        problems = []
-        bad = self.bad()
-        if bad:
-            listed = ", ".join(f"{r.relpath} ({r.reason})" for r in bad[:NAMES_IN_ERRORS])
-            more = f" and {len(bad) - NAMES_IN_ERRORS} more" if len(bad) > NAMES_IN_ERRORS else ""
-            problems.append(f"{len(bad)} of {len(self.entries)} videos are unusable: {listed}{more}; "
-                            f"fix them or leave them out of the list")
-        if device == "cpu":
-            gpu_only = [r for r in self.good() if r.codec not in DALI_CPU_CODECS]
-            if gpu_only:
-                codecs = sorted({r.codec for r in gpu_only})
-                listed = ", ".join(r.relpath for r in gpu_only[:NAMES_IN_ERRORS])
-                problems.append(
-                    f"{len(gpu_only)} videos use codecs DALI cannot decode on the CPU ({', '.join(codecs)}; "
-                    f"CPU decodes {', '.join(sorted(DALI_CPU_CODECS))}): {listed}; re-encode them with "
-                    f"`python -m runners.prepare transcode --list {self.list_path} --out DIR` "
-                    f"or run on a GPU")
-        if device == "gpu":
-            small = [(r, nvdec_size_problem(r.codec, r.width, r.height)) for r in self.good()]
-            small = [(r, why) for r, why in small if why]
-            if small:
-                listed = ", ".join(f"{r.relpath} ({why})" for r, why in small[:NAMES_IN_ERRORS])
-                problems.append(f"{len(small)} videos are smaller than the GPU decoder (NVDEC) accepts: {listed}; "
-                                "run with device=cpu (DALI's CPU decoder has no minimum) or re-encode them larger")
+        problems = [problem for problem in (self._bad_problem(), self._decoder_problem(device)) if problem]
         if problems:
             raise ValueError(f"{self.list_path}: " + "; ".join(problems))
         return self
+
+    def _bad_problem(self) -> str:
+        """The unusable videos (missing, corrupt, too short, ...) named with reasons, or ''."""
+        bad = self.bad()
+        if not bad:
+            return ""
+        listed = _list_names([(r, r.reason) for r in bad])
+        return (f"{len(bad)} of {len(self.entries)} videos are unusable: {listed}; "
+                f"fix them or leave them out of the list")
+
+    def _decoder_problem(self, device: str) -> str:
+        """The good videos the decode ``device`` cannot decode, named with what to do, or ''."""
+        if device == "cpu":
+            return self._cpu_decoder_problem()
+        return self._nvdec_problem()
+
+    def _cpu_decoder_problem(self) -> str:
+        """Good videos in codecs DALI's CPU decoder does not take, or ''."""
+        gpu_only = [r for r in self.good() if r.codec not in DALI_CPU_CODECS]
+        if not gpu_only:
+            return ""
+        codecs = sorted({r.codec for r in gpu_only})
+        listed = ", ".join(r.relpath for r in gpu_only[:NAMES_IN_ERRORS])
+        no_decoder = [codec for codec in codecs if codec not in NVDEC_CODECS]
+        elsewhere = (f"({', '.join(no_decoder)}: no DALI decoder takes it)" if no_decoder
+                     else "or decode them on the GPU (data.decode=gpu)")
+        return (f"{len(gpu_only)} videos use codecs DALI cannot decode on the CPU ({', '.join(codecs)}; "
+                f"CPU decodes {', '.join(sorted(DALI_CPU_CODECS))}): {listed}; re-encode them with "
+                f"`{TRANSCODE_COMMAND.format(list_path=self.list_path)}` {elsewhere}")
+
+    def _nvdec_problem(self) -> str:
+        """Good videos NVDEC cannot decode (codec, size, chroma format, bit depth), or ''."""
+        refused = [(r, nvdec_problem(r.codec, r.width, r.height, r.pix_fmt)) for r in self.good()]
+        refused = [(r, why) for r, why in refused if why]
+        if not refused:
+            return ""
+        command = TRANSCODE_COMMAND.format(list_path=self.list_path)
+        fix = f"re-encode them to 8-bit 4:2:0 (`{command} --codec h264`)"
+        if all(r.codec in DALI_CPU_CODECS for r in self.good()):
+            fix += (" or decode on the CPU with data.decode=cpu (DALI's CPU decoder takes every "
+                    "video of this list, of any size)")
+        return f"{len(refused)} videos cannot be decoded by the GPU decoder (NVDEC): {_list_names(refused)}; {fix}"
 
     def save(self, path: str | os.PathLike, decode: bool) -> None:
         payload = {
@@ -220,6 +250,13 @@ class VideoIndex:
         partial = path.with_name(f".partial-{path.name}")
         partial.write_text(json.dumps(payload, indent=1))
         os.replace(partial, path)
+
+
+def _list_names(refused: list[tuple[VideoRecord, str]]) -> str:
+    """The first few videos as 'relpath (why)', with how many more there are."""
+    listed = ", ".join(f"{r.relpath} ({why})" for r, why in refused[:NAMES_IN_ERRORS])
+    more = f" and {len(refused) - NAMES_IN_ERRORS} more" if len(refused) > NAMES_IN_ERRORS else ""
+    return listed + more
 
 
 def _mark_short(record: VideoRecord, min_frames: int) -> None:

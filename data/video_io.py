@@ -5,6 +5,9 @@ Frames are RGB uint8 arrays in HWC layout; a whole clip is THWC.
 Codecs (``CODECS``): ``vp9`` (.webm) and ``mjpeg`` (.avi) decode on DALI's CPU
 path; ``h264`` (.mp4) needs the GPU decoder. Encoders run single-threaded so
 the same frames always give the same bytes.
+
+``nvdec_problem`` says whether DALI's GPU decoder (NVDEC) takes a video, by codec,
+frame size, chroma format and bit depth, so the index can name such files before training.
 """
 
 from __future__ import annotations
@@ -48,18 +51,109 @@ CODECS: dict[str, CodecSetting] = {
 
 # Codecs DALI 2.4 decodes on the CPU (everything else needs NVDEC on a GPU).
 DALI_CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
+# Codecs DALI 2.4's GPU video decoder takes (FFmpeg's names). MPEG-2 is not among them,
+# although NVDEC itself decodes it.
+NVDEC_CODECS = frozenset({"h264", "hevc", "mpeg4", "vp8", "vp9", "mjpeg", "av1"})
 # NVDEC's smallest frame (width, height) per codec, from the capability table of NVIDIA's Video
 # Codec SDK decoder guide; DALI's GPU decoder refuses smaller videos ("Video is too small").
 NVDEC_MIN_SIZE = {"h264": (48, 16), "hevc": (144, 144), "vp8": (48, 16), "vp9": (128, 128),
-                  "av1": (128, 128), "mpeg4": (48, 16), "mpeg2video": (48, 16)}
+                  "av1": (128, 128), "mpeg4": (48, 16)}
+
+CHROMA_400, CHROMA_420, CHROMA_422, CHROMA_444 = "4:0:0", "4:2:0", "4:2:2", "4:4:4"
+BITS_8, BITS_10, BITS_12 = 8, 10, 12
+# (chroma format, bit depth) pairs NVDEC decodes per codec on EVERY NVIDIA GPU since Turing,
+# from the NVDEC Application Note's hardware capability table and the decoder capability matrix
+# of the Video Codec SDK's NVDEC programming guide. Deliberately conservative: a given GPU can
+# decode more (query it with cuvidGetDecoderCaps), e.g. Blackwell adds H.264 High10/High422 and
+# HEVC 4:2:2, which this table refuses because older GPUs cannot decode them.
+NVDEC_FORMATS: dict[str, frozenset[tuple[str, int]]] = {
+    "h264": frozenset({(CHROMA_420, BITS_8)}),
+    "hevc": frozenset((chroma, bits) for chroma in (CHROMA_420, CHROMA_444)
+                      for bits in (BITS_8, BITS_10, BITS_12)),
+    "vp9": frozenset((CHROMA_420, bits) for bits in (BITS_8, BITS_10, BITS_12)),
+    "av1": frozenset({(CHROMA_420, BITS_8), (CHROMA_420, BITS_10)}),
+    "vp8": frozenset({(CHROMA_420, BITS_8)}),
+    "mpeg4": frozenset({(CHROMA_420, BITS_8)}),
+    "mjpeg": frozenset((chroma, BITS_8) for chroma in (CHROMA_400, CHROMA_420, CHROMA_422, CHROMA_444)),
+}
+# What wider support exists on some GPUs, for the refusal messages.
+NVDEC_NEWER_GPU_FORMATS = {
+    "h264": "4:2:2 and 10-bit only on Blackwell GPUs",
+    "hevc": "4:2:2 only on Blackwell GPUs",
+}
+# Codecs DALI's GPU decoder takes whose NVDEC is missing on some GPUs since Turing: the
+# application note lists AV1 decoding for Ampere GA10x, Ada and Blackwell only, not for
+# Turing, A100 (GA100) or Hopper (H100, H200).
+NVDEC_NOT_ON_EVERY_GPU = {
+    "av1": "AV1 is decoded by NVDEC on Ampere GA10x, Ada and Blackwell GPUs only, "
+           "not on Turing, A100 or Hopper (H100/H200)",
+}
+# Chroma subsampling (horizontal, vertical factor) -> its J:a:b name.
+CHROMA_BY_SUBSAMPLING = {(1, 1): CHROMA_444, (2, 1): CHROMA_422, (2, 2): CHROMA_420,
+                         (1, 2): "4:4:0", (4, 1): "4:1:1", (4, 4): "4:1:0"}
+# Any width or height divisible by every subsampling factor, to read the factors off a pixel format.
+SUBSAMPLING_PROBE = 64
 
 
-def nvdec_size_problem(codec: str, width: int, height: int) -> str:
-    """Why NVDEC cannot decode a ``codec`` video of this frame size ('' when it can)."""
+def pixel_layout(pix_fmt: str) -> tuple[str, int]:
+    """Chroma format ('4:2:0', ...; '4:0:0' for gray) and bit depth of an FFmpeg pixel format.
+
+    Full-range ('yuvj...') and semi-planar (nv12, p010) variants have their plain format's
+    chroma. Raises ValueError for names FFmpeg does not know and for RGB, palette, Bayer,
+    bitstream and alpha formats, which no video decoder here outputs as YUV."""
+    try:
+        fmt = av.VideoFormat(pix_fmt)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"unknown pixel format {pix_fmt!r}") from error
+    if fmt.is_rgb or fmt.has_palette or fmt.is_bayer or fmt.is_bit_stream:
+        raise ValueError(f"pixel format {pix_fmt} is not YUV or gray")
+    if any(component.is_alpha for component in fmt.components):
+        raise ValueError(f"pixel format {pix_fmt} has an alpha channel")
+    bits = fmt.components[0].bits
+    if len(fmt.components) == 1:
+        return CHROMA_400, bits
+    factors = (SUBSAMPLING_PROBE // fmt.chroma_width(SUBSAMPLING_PROBE),
+               SUBSAMPLING_PROBE // fmt.chroma_height(SUBSAMPLING_PROBE))
+    return CHROMA_BY_SUBSAMPLING.get(factors, f"{factors[0]}x{factors[1]}-subsampled"), bits
+
+
+def nvdec_problem(codec: str, width: int, height: int, pix_fmt: str) -> str:
+    """Why DALI's GPU decoder (NVDEC) cannot decode this video ('' when it can): a codec it does
+    not take, a frame below NVDEC's minimum for the codec, or a chroma format or bit depth that
+    not every NVDEC since Turing decodes for that codec (see ``NVDEC_FORMATS``)."""
+    if codec not in NVDEC_CODECS:
+        return f"codec {codec} is not decoded by DALI's GPU decoder (it takes {', '.join(sorted(NVDEC_CODECS))})"
     minimum = NVDEC_MIN_SIZE.get(codec)
-    if minimum is None or (width >= minimum[0] and height >= minimum[1]):
+    if minimum is not None and (width < minimum[0] or height < minimum[1]):
+        return f"{codec} {width}x{height} is below NVDEC's minimum of {minimum[0]}x{minimum[1]}"
+    if codec in NVDEC_NOT_ON_EVERY_GPU:
+        return NVDEC_NOT_ON_EVERY_GPU[codec]
+    return _nvdec_format_problem(codec, pix_fmt)
+
+
+def describe_formats(formats: frozenset[tuple[str, int]]) -> str:
+    """(chroma, bits) pairs as text, bit depths grouped per chroma format: '4:2:0 8/10-bit, 4:4:4 8-bit'."""
+    depths: dict[str, list[int]] = {}
+    for chroma, bits in sorted(formats):
+        depths.setdefault(chroma, []).append(bits)
+    return ", ".join(f"{chroma} {'/'.join(map(str, bits))}-bit" for chroma, bits in depths.items())
+
+
+def _nvdec_format_problem(codec: str, pix_fmt: str) -> str:
+    """Why NVDEC cannot decode ``codec`` in this pixel format ('' when it can)."""
+    if not pix_fmt:
+        return f"{codec} video of unknown pixel format: NVDEC support cannot be checked"
+    try:
+        chroma, bits = pixel_layout(pix_fmt)
+    except ValueError as error:
+        return f"{codec} {error}: not one NVDEC decodes"
+    allowed = NVDEC_FORMATS[codec]
+    if (chroma, bits) in allowed:
         return ""
-    return f"{codec} {width}x{height} is below NVDEC's minimum of {minimum[0]}x{minimum[1]}"
+    accepted = describe_formats(allowed)
+    newer = f"; {NVDEC_NEWER_GPU_FORMATS[codec]}" if codec in NVDEC_NEWER_GPU_FORMATS else ""
+    return (f"{codec} {pix_fmt} is {chroma} {bits}-bit; NVDEC decodes {codec} as {accepted} "
+            f"on every GPU since Turing{newer}")
 
 
 def codec_setting(codec: str) -> CodecSetting:

@@ -1,21 +1,33 @@
 """The videos a pipeline reads: usable entries of a probed video index, checked up front.
 
-Bad files (missing, corrupt, truncated, audio-only, too short for a clip, in a codec the
-chosen device cannot decode, or on the GPU smaller than NVDEC accepts) fail here with an error naming them, or are left out
-with a logged warning when ``skip_bad`` is set; the pipelines never meet them.
+Bad files (missing, corrupt, truncated, audio-only, too short for a clip, or ones the chosen
+decode device cannot decode: a codec DALI's CPU decoder does not take, or for NVDEC a codec,
+frame size, chroma format or bit depth it does not take) fail here with an error naming them, or
+are left out with a logged warning when ``skip_bad`` is set; the pipelines never meet them.
+
+``choose_decoder`` picks the decode device for data.decode=auto on a GPU run.
 """
 from __future__ import annotations
 
 import logging
+import statistics
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
-from data.video_io import DALI_CPU_CODECS, nvdec_size_problem
+from data.video_io import DALI_CPU_CODECS, NVDEC_CODECS, nvdec_problem
+
+if TYPE_CHECKING:
+    from data.index import VideoRecord
 
 log = logging.getLogger(__name__)
 
-DEVICES = ("cpu", "gpu")
+DEVICES = ("cpu", "gpu")    # the decode device: DALI's CPU decoder or NVDEC
 NAMES_IN_MESSAGES = 5
+# data.decode=auto: videos this small (median frame area, UCF101's 320x240) decode fast enough
+# on the CPU when the host has at least this many cores, which leaves NVDEC and the GPU free.
+SMALL_VIDEO_SIZE = (320, 240)
+SMALL_VIDEO_AREA = SMALL_VIDEO_SIZE[0] * SMALL_VIDEO_SIZE[1]
+MIN_CPU_DECODE_CORES = 8
 
 
 @dataclass(frozen=True)
@@ -42,9 +54,11 @@ def _unusable(record, min_frames: int, device: str) -> str:
     if record.frames < min_frames:
         return f"too short: {record.frames} < {min_frames} frames"
     if device == "cpu" and record.codec not in DALI_CPU_CODECS:
-        return f"codec {record.codec} needs the GPU decoder"
+        if record.codec in NVDEC_CODECS:
+            return f"codec {record.codec} needs the GPU decoder"
+        return f"codec {record.codec} is decoded by neither DALI decoder"
     if device == "gpu":
-        return nvdec_size_problem(record.codec, record.width, record.height)
+        return nvdec_problem(record.codec, record.width, record.height, record.pix_fmt)
     return ""
 
 
@@ -73,6 +87,44 @@ def videos_from_index(index, *, min_frames: int, device: str, skip_bad: bool = F
         raise ValueError(f"{index.list_path}: no usable video left (needs >= {min_frames} frames, "
                          f"decodable on {device})")
     return [VideoMeta(r.path, int(r.label), int(r.frames), int(r.width), int(r.height)) for r in kept]
+
+
+def choose_decoder(records: Sequence["VideoRecord"], cpu_count: int) -> tuple[str, str]:
+    """Where a GPU run with data.decode=auto decodes these (good) index records: ('gpu' | 'cpu',
+    a one-line reason).
+
+    'cpu' when DALI's CPU decoder takes every video and either NVDEC cannot decode some of them,
+    or the videos are small (median area at most ``SMALL_VIDEO_SIZE``) and the host has at least
+    ``MIN_CPU_DECODE_CORES`` cores; 'gpu' otherwise. Videos neither decoder takes are for
+    ``VideoIndex.require_ok`` to refuse, not for this choice."""
+    if not records:
+        return "gpu", "no usable video to judge by: NVDEC by default"
+    gpu_only = sorted({r.codec for r in records if r.codec not in DALI_CPU_CODECS})
+    if gpu_only:
+        verb = "needs" if len(gpu_only) == 1 else "need"
+        cpu_codecs = ", ".join(sorted(DALI_CPU_CODECS))
+        return "gpu", f"{', '.join(gpu_only)} {verb} NVDEC (DALI's CPU decoder takes {cpu_codecs})"
+    refused = [(r, nvdec_problem(r.codec, r.width, r.height, r.pix_fmt)) for r in records]
+    refused = [(r, why) for r, why in refused if why]
+    if refused:
+        record, why = refused[0]
+        return "cpu", (f"NVDEC cannot decode {len(refused)} of {len(records)} videos "
+                       f"(first: {record.relpath}: {why}); the CPU decoder takes them all")
+    return _choose_by_size(records, cpu_count)
+
+
+def _choose_by_size(records: Sequence["VideoRecord"], cpu_count: int) -> tuple[str, str]:
+    """CPU for small videos on a host with enough cores, else NVDEC (every video fits both)."""
+    area = statistics.median(r.width * r.height for r in records)
+    small = area <= SMALL_VIDEO_AREA
+    limit = f"{SMALL_VIDEO_SIZE[0]}x{SMALL_VIDEO_SIZE[1]}"
+    if small and cpu_count >= MIN_CPU_DECODE_CORES:
+        return "cpu", (f"small videos (median area {area:.0f} px <= {limit}) and {cpu_count} CPU cores "
+                       f"(>= {MIN_CPU_DECODE_CORES}): the CPU decodes them, leaving the GPU to train")
+    if small:
+        return "gpu", (f"only {cpu_count} CPU cores (< {MIN_CPU_DECODE_CORES}) to decode "
+                       f"small videos (median area {area:.0f} px <= {limit}): NVDEC")
+    return "gpu", f"videos larger than {limit} (median area {area:.0f} px): NVDEC"
 
 
 def _prefix(source: str) -> str:

@@ -213,3 +213,32 @@ def test_a_path_through_a_file_is_recorded_not_raised(tmp_path, video_dir):
         assert bad[0].reason == "unreadable: Not a directory"
         with pytest.raises(ValueError, match=r"a.avi/b.avi \(unreadable: Not a directory\)"):
             index.require_ok()
+
+
+def test_pixel_format_is_recorded_and_survives_the_cache(tmp_path, video_dir, monkeypatch):
+    list_path, index = _index_for(tmp_path, video_dir, ["good.webm", "good.avi", "good.mp4"])
+    assert [r.pix_fmt for r in index.entries] == ["yuv420p", "yuvj420p", "yuv420p"]
+    assert [e["pix_fmt"] for e in json.loads(index_path_for(list_path).read_text())["entries"]] == [
+        "yuv420p", "yuvj420p", "yuv420p"]
+    import data.index as index_module
+    monkeypatch.setattr(index_module, "probe_video", lambda *a: pytest.fail("cached videos were probed again"))
+    assert [r.pix_fmt for r in build_index(list_path).entries] == ["yuv420p", "yuvj420p", "yuv420p"]
+
+
+VERSION_WITHOUT_PIX_FMT = 2     # the last index version that did not record pixel formats
+
+
+def test_a_cache_of_an_older_index_version_is_probed_again_once(tmp_path, video_dir, monkeypatch):
+    list_path, _ = _index_for(tmp_path, video_dir, ["good.webm"])
+    cache = json.loads(index_path_for(list_path).read_text())
+    cache["version"] = VERSION_WITHOUT_PIX_FMT
+    for entry in cache["entries"]:
+        del entry["pix_fmt"]                   # what an index written before pixel formats holds
+    index_path_for(list_path).write_text(json.dumps(cache))
+    probed = []
+    import data.index as index_module
+    original = index_module.probe_video
+    monkeypatch.setattr(index_module, "probe_video", lambda e, d=True: probed.append(e.relpath) or original(e, d))
+    assert build_index(list_path).entries[0].pix_fmt == "yuv420p" and len(probed) == 1
+    assert json.loads(index_path_for(list_path).read_text())["version"] == INDEX_VERSION
+    assert build_index(list_path).entries[0].pix_fmt == "yuv420p" and len(probed) == 1

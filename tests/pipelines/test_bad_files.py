@@ -100,8 +100,9 @@ def gpu_dataset(root):
 
 def test_videos_too_small_for_nvdec_are_named_for_the_gpu_only(tmp_path):
     index = gpu_dataset(str(tmp_path))
-    with pytest.raises(ValueError, match=r"1 videos are smaller than the GPU decoder .*small\.webm "
-                                         r"\(vp9 64x48 is below NVDEC's minimum of 128x128\).*device=cpu"):
+    with pytest.raises(ValueError, match=r"1 videos cannot be decoded by the GPU decoder \(NVDEC\): small\.webm "
+                                         r"\(vp9 64x48 is below NVDEC's minimum of 128x128\); re-encode them "
+                                         r"to 8-bit 4:2:0 .*--codec h264"):
         videos_from_index(index, min_frames=SPAN, device="gpu")
     with pytest.raises(ValueError, match="h264.mp4") as on_cpu:    # the CPU names the codec, not the size
         videos_from_index(index, min_frames=SPAN, device="cpu")
