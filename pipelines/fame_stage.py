@@ -2,13 +2,22 @@
 
 DALI hands the batch as lists of per-sample arrays (NumPy on the CPU, CuPy on the GPU,
 already on DALI's CUDA stream); the stage stacks them into NTHWC clips, calls
-``fame.augment`` with a generator seeded by the batch's FAME seed (an input fed by the
-sampler, so a resumed run merges identically) and returns each output as a list of per-sample views.
+``fame.augment`` with a generator seeded by the batch's FAME seed (the sampler's, so a
+resumed run merges identically) and returns each output as a list of per-sample views.
 
-Inputs, in order: query clips (FHWC uint8 per sample), the key clips when the key is
-needed (intra-video backgrounds or FAME on both branches), the batch seed and the batch's
-global training step (int64 scalars per sample, identical within a batch; the step sets
-the warmed-up beta, ``FameConfig.at_step``).
+Inputs, in order: query clips (FHWC uint8 per sample) and the key clips when the key is
+needed (intra-video backgrounds or FAME on both branches).
+Batch keys: the batch seed and its global training step (which sets the warmed-up beta,
+``FameConfig.at_step``) are not graph inputs. Read from a GPU input they would cost a
+device-to-host copy and a wait on DALI's stream in every batch, which stops DALI from
+queueing work ahead. Each pipeline calls the stage through its own ``PipelineFameStage``
+(``FameStage.for_pipeline``), which counts its calls and asks the pipeline's feed, on
+the host, for the keys of that iteration. This relies on DALI calling a pipeline's
+python function once per iteration, in iteration order (the dynamic executor orders
+each operator's task after the one of the previous iteration; DALI's
+dali/pipeline/executor/executor2/exec_graph.h, ``ExecNode::prev``), so call k is the
+batch the feed served as iteration k. Pipelines taking turns or rebuilt ones each get
+their own counter; the shared ``FameStage`` only sums the timing.
 Outputs, in order: merged query (FHWC), merged key when ``cfg.branches == "both"``, the
 query masks (HW uint8 in {0, 1}) when ``return_masks``.
 
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -37,7 +47,8 @@ MASK_LAYOUT = "HW"
 
 
 class FameStage:
-    """Callable for ``fn.python_function(..., batch_processing=True)``; also keeps its own timing."""
+    """FAME settings and timing shared by every pipeline of a loader; DALI calls it through
+    ``for_pipeline`` (a ``fn.python_function(..., batch_processing=True)`` per pipeline)."""
 
     def __init__(self, cfg: fame.FameConfig, return_masks: bool = False, synchronize_timing: bool = False):
         if cfg.variant == "none":
@@ -55,13 +66,22 @@ class FameStage:
         layouts = [CLIP_LAYOUT] * (2 if self.branches == "both" else 1)
         return layouts + ([MASK_LAYOUT] if self.return_masks else [])
 
-    def __call__(self, *inputs):
+    def for_pipeline(self, batch_keys: Callable[[int], tuple[int, int]]) -> "PipelineFameStage":
+        """The python function of one pipeline; ``batch_keys(iteration)`` gives that
+        iteration's (seed, global step) on the host (``_Feed.fame_keys`` in pipelines.loader)."""
+        return PipelineFameStage(self, batch_keys)
+
+    def __call__(self, *clips):
+        raise TypeError("a FameStage is shared by pipelines and has no batch keys of its own: give DALI "
+                        "FameStage.for_pipeline(keys) as the python function, or call apply(clips, seed, step)")
+
+    def apply(self, clips: Sequence, seed: int, step: int):
+        """FAME on one batch: ``clips`` are the query (and key) sample lists as DALI hands them."""
         started = time.perf_counter()
-        query_list, seeds, steps = inputs[0], inputs[-2], inputs[-1]
+        query_list = clips[0]
         xp = _array_module(query_list[0])
         query = xp.stack(query_list)
-        key = xp.stack(inputs[1]) if self.takes_key else None
-        seed, step = _host_scalars(xp, seeds[0], steps[0])
+        key = xp.stack(clips[1]) if self.takes_key else None
         rng = np.random.default_rng(seed)
         cfg = self.cfg.at_step(step)
         blas = single_threaded_blas() if xp is np else contextlib.nullcontext()
@@ -82,11 +102,37 @@ class FameStage:
         return batches if len(batches) > 1 else batches[0]
 
 
-def _host_scalars(xp, *scalars) -> list[int]:
-    """0-d integer arrays as Python ints, read from the GPU in one copy (one wait on the stream)."""
-    if xp is np:
-        return [int(value) for value in scalars]
-    return [int(value) for value in xp.stack([xp.asarray(v, dtype=xp.int64) for v in scalars]).get()]
+class PipelineFameStage:
+    """One pipeline's view of a shared FameStage: DALI's python function for that pipeline.
+
+    Its k-th call is the pipeline's iteration k (see the module docstring), whose keys it
+    takes from ``batch_keys(k)`` on the host; nothing is read back from the device.
+    """
+
+    def __init__(self, stage: FameStage, batch_keys: Callable[[int], tuple[int, int]]):
+        self.stage, self.batch_keys = stage, batch_keys
+        self.iteration = 0
+
+    @property
+    def takes_key(self) -> bool:
+        return self.stage.takes_key
+
+    @property
+    def output_layouts(self) -> list[str]:
+        return self.stage.output_layouts
+
+    @property
+    def branches(self) -> str:
+        return self.stage.branches
+
+    @property
+    def return_masks(self) -> bool:
+        return self.stage.return_masks
+
+    def __call__(self, *clips):
+        seed, step = self.batch_keys(self.iteration)
+        self.iteration += 1
+        return self.stage.apply(clips, int(seed), int(step))
 
 
 def _array_module(array):

@@ -18,8 +18,11 @@ conditional on the per-sample flag), before the twist, on uint8 pixels (``colour
 says why the order does not matter).
 
 ``device="cpu"`` runs every operator on the CPU with no GPU (device_id None);
-``device="gpu"`` decodes with NVDEC ("mixed") and runs the rest on the GPU, the
-python stage included (CuPy arrays on DALI's stream).
+``device="gpu"`` runs everything after the decoder on the GPU, the python stage
+included (CuPy arrays on DALI's stream). Where the videos are decoded is ``decode``:
+"gpu" decodes with NVDEC ("mixed"); "cpu" with DALI's CPU decoder, whose frames are
+then copied to the GPU (hybrid decoding: small videos often decode faster on many CPU
+cores than on NVDEC, and some hosts have none). A CPU graph decodes on the CPU.
 
 The pretraining graph can be cut after a stage (``stage`` in STAGES) to time what each
 stage costs.
@@ -39,6 +42,7 @@ from pipelines.sampler import FEEDS
 
 STAGES = ("decode", "crop", "fame", "augment", "full")
 DEVICES = ("cpu", "gpu")
+DECODERS = ("cpu", "gpu")     # where the videos are decoded (``decode``)
 PIXEL_MAX = 255.0
 ENCODED = "encoded"
 INT_FEEDS = {"frames", "order", "order_q", "order_k"}
@@ -78,6 +82,20 @@ def _dtype(name: str):
     return types.FLOAT
 
 
+def decode_device(device: str, decode: str | None) -> str:
+    """Where a graph on ``device`` decodes: ``decode``, or ``device`` itself when None.
+    Raises ValueError for an unknown device and for GPU decoding in a CPU graph."""
+    if device not in DEVICES:
+        raise ValueError(f"pipeline device must be one of {DEVICES}, got {device!r}")
+    decode = device if decode is None else decode
+    if decode not in DECODERS:
+        raise ValueError(f"decode device must be one of {DECODERS}, got {decode!r}")
+    if device == "cpu" and decode == "gpu":
+        raise ValueError("decode 'gpu' (NVDEC, config key 'data.decode') needs pipeline device 'gpu'; "
+                         "a CPU pipeline decodes on the CPU: use decode 'cpu'")
+    return decode
+
+
 def _check(device: str, stage: str = "full") -> None:
     if device not in DEVICES:
         raise ValueError(f"pipeline device must be one of {DEVICES}, got {device!r}")
@@ -96,11 +114,20 @@ def _inputs(source, names: tuple[str, ...]) -> dict:
     return dict(zip(names, nodes))
 
 
-def _decode(feeds: dict, device: str):
-    """All needed frames of each video, in ascending order (FHWC uint8); a frame past the
-    end of a video is an error (the index and the file disagree), never silent padding."""
-    return fn.decoders.video(feeds[ENCODED], frames=feeds["frames"], pad_mode="none",
-                             device="mixed" if device == "gpu" else "cpu", name="decode")
+def _decode(feeds: dict, device: str, decode: str):
+    """All needed frames of each video, in ascending order (FHWC uint8), on ``device``; a frame
+    past the end of a video is an error (the index and the file disagree), never silent padding.
+
+    NVDEC ("mixed") runs with ``affine=False``: by default it pins its threads to cores, and
+    where that is not allowed (containers) the failure surfaces in the decode. The CPU
+    decoder's frames go to the GPU when the graph runs there (before the clips are picked
+    out, so each needed frame crosses once).
+    """
+    if decode == "gpu":
+        return fn.decoders.video(feeds[ENCODED], frames=feeds["frames"], pad_mode="none",
+                                 device="mixed", affine=False, name="decode")
+    video = fn.decoders.video(feeds[ENCODED], frames=feeds["frames"], pad_mode="none", device="cpu", name="decode")
+    return video.gpu() if device == "gpu" else video
 
 
 def _crop(clip, feeds: dict, suffix: str, crop: int, aug: AugParams):
@@ -162,8 +189,6 @@ def pretrain_feeds(stage: str, fame_stage: FameStage | None, device: str = "cpu"
     used = {ENCODED, "frames", "order_q", "order_k"}
     if stage != "decode":
         used |= {f"roi_{end}_{view}" for end in ("start", "end") for view in "qk"}
-    if stage not in ("decode", "crop") and fame_stage is not None:
-        used |= {"fame_seed", "fame_step"}
     if stage in ("augment", "full"):
         used |= {f"{name}_{view}" for name in (*COLOUR_FEEDS, BLUR_FEED[device]) for view in "qk"}
     if stage == "full":
@@ -172,9 +197,9 @@ def pretrain_feeds(stage: str, fame_stage: FameStage | None, device: str = "cpu"
 
 
 @pipeline_def(enable_conditionals=True)
-def _pretrain_def(source, device, crop, aug, fame_stage, stage):
+def _pretrain_def(source, device, decode, crop, aug, fame_stage, stage):
     feeds = _inputs(source, pretrain_feeds(stage, fame_stage, device))
-    video = _decode(feeds, device)
+    video = _decode(feeds, device, decode)
     query = fn.sequence_rearrange(video, new_order=feeds["order_q"])
     key = fn.sequence_rearrange(video, new_order=feeds["order_k"])
     if stage == "decode":
@@ -182,8 +207,7 @@ def _pretrain_def(source, device, crop, aug, fame_stage, stage):
     query, key = _crop(query, feeds, "_q", crop, aug), _crop(key, feeds, "_k", crop, aug)
     extra = ()
     if stage != "crop" and fame_stage is not None:
-        seed, step = ((feeds[name].gpu() if device == "gpu" else feeds[name]) for name in ("fame_seed", "fame_step"))
-        inputs = (query, key, seed, step) if fame_stage.takes_key else (query, seed, step)
+        inputs = (query, key) if fame_stage.takes_key else (query,)     # batch keys: on the host (fame_stage)
         results = fn.python_function(*inputs, function=fame_stage, batch_processing=True,
                                      num_outputs=len(fame_stage.output_layouts),
                                      output_layouts=fame_stage.output_layouts, device=device, name="fame")
@@ -203,49 +227,57 @@ def _pretrain_def(source, device, crop, aug, fame_stage, stage):
 
 def pretrain_graph(source, *, device: str, batch_size: int, crop: int, aug: AugParams,
                    fame_stage: FameStage | None, num_threads: int = 2, prefetch: int = 2,
-                   device_id: int = 0, stage: str = "full") -> Graph:
+                   device_id: int = 0, stage: str = "full", decode: str | None = None) -> Graph:
     """Two clips per video -> (query, key) CFHW float32, label, index.
 
     With a FAME stage that returns masks, also the query before FAME (``original``, FHWC
     uint8), its mask (``masks``, HW uint8) and after FAME (``merged``, FHWC uint8).
     Cut at ``stage``, the outputs are the two clips as they are after that stage.
+    ``decode`` ("cpu" | "gpu", default ``device``) is where the videos are decoded.
     """
     _check(device, stage)
-    pipe = _pretrain_def(source, device, crop, aug, fame_stage, stage,
+    decode = decode_device(device, decode)
+    pipe = _pretrain_def(source, device, decode, crop, aug, fame_stage, stage,
                          **_pipeline_options(device, device_id, batch_size, num_threads, prefetch))
     return Graph(pipe, pretrain_outputs(stage, fame_stage), pretrain_feeds(stage, fame_stage, device))
 
 
 # --------------------------------------------------------- evaluation ----
 @pipeline_def(enable_conditionals=True)
-def _train_clip_def(source, device, crop, aug):
+def _train_clip_def(source, device, decode, crop, aug):
     feeds = _inputs(source, feed_names("train", device))
-    clip = colour_clip(_crop(_decode(feeds, device), feeds, "", crop, aug), feeds, "", crop, aug)
+    clip = colour_clip(_crop(_decode(feeds, device, decode), feeds, "", crop, aug), feeds, "", crop, aug)
     return _normalise(clip, aug), feeds["label"], feeds["index"]
 
 
 def train_clip_graph(source, *, device: str, batch_size: int, crop: int, aug: AugParams,
-                     num_threads: int = 2, prefetch: int = 2, device_id: int = 0) -> Graph:
-    """One random clip per video -> clip CFHW float32, label, index."""
+                     num_threads: int = 2, prefetch: int = 2, device_id: int = 0,
+                     decode: str | None = None) -> Graph:
+    """One random clip per video -> clip CFHW float32, label, index; decoded on ``decode``
+    ("cpu" | "gpu", default ``device``)."""
     _check(device)
-    pipe = _train_clip_def(source, device, crop, aug,
+    decode = decode_device(device, decode)
+    pipe = _train_clip_def(source, device, decode, crop, aug,
                            **_pipeline_options(device, device_id, batch_size, num_threads, prefetch))
     return Graph(pipe, ("clip", "label", "index"), feed_names("train", device))
 
 
 @pipeline_def
-def _eval_clip_def(source, device, crop, clips_per_video, frames, aug):
+def _eval_clip_def(source, device, decode, crop, clips_per_video, frames, aug):
     feeds = _inputs(source, feed_names("test"))
-    clips = fn.sequence_rearrange(_decode(feeds, device), new_order=feeds["order"])
+    clips = fn.sequence_rearrange(_decode(feeds, device, decode), new_order=feeds["order"])
     clips = _normalise(_crop(clips, feeds, "", crop, aug), aug)
     clips = fn.reshape(clips, shape=[RGB_CHANNELS, clips_per_video, frames, crop, crop], layout="")
     return fn.transpose(clips, perm=[1, 0, 2, 3, 4]), feeds["label"], feeds["index"]
 
 
 def eval_clip_graph(source, *, device: str, batch_size: int, crop: int, clips_per_video: int, frames: int,
-                    aug: AugParams, num_threads: int = 2, prefetch: int = 2, device_id: int = 0) -> Graph:
-    """All clips of a video, centre crop -> (clips_per_video, 3, frames, crop, crop) float32, label, index."""
+                    aug: AugParams, num_threads: int = 2, prefetch: int = 2, device_id: int = 0,
+                    decode: str | None = None) -> Graph:
+    """All clips of a video, centre crop -> (clips_per_video, 3, frames, crop, crop) float32, label,
+    index; decoded on ``decode`` ("cpu" | "gpu", default ``device``)."""
     _check(device)
-    pipe = _eval_clip_def(source, device, crop, clips_per_video, frames, aug,
+    decode = decode_device(device, decode)
+    pipe = _eval_clip_def(source, device, decode, crop, clips_per_video, frames, aug,
                           **_pipeline_options(device, device_id, batch_size, num_threads, prefetch))
     return Graph(pipe, ("clips", "label", "index"), feed_names("test"))

@@ -19,21 +19,34 @@ again without ``set_epoch`` replays it, like a torch DataLoader whose sampler ep
 unchanged.
 
 CPU outputs for a CPU run reach torch through DLPack without a copy (DALI's dynamic
-executor keeps each output alive while a tensor refers to it). GPU outputs are cloned
-on the device, and host outputs bound for a GPU are staged through pinned memory: DALI
-reuses its output buffers while torch's asynchronous kernels and copies may still read them.
+executor keeps each output alive while a tensor refers to it). On the GPU no step waits
+on the host: DALI returns each batch on torch's current stream (``Pipeline.run(cuda_stream)``
+orders the outputs on that stream), the outputs are cloned on that stream, and the
+loader keeps DALI's outputs referenced until an event recorded after the clones has
+passed (``_DeviceHandOver``), so DALI cannot reuse a buffer under a pending copy. Host
+outputs bound for a GPU are staged through pinned memory, which torch keeps until its
+asynchronous copy is done.
+
+A failing pipeline is told apart from failing videos: the videos of the batch are probed
+again (``data.index.probe_video``); those that no longer read as indexed are named as
+bad, else the pipeline itself is blamed (a CUDA / NVDEC library or driver, or an
+operator), with DALI's own message either way.
 """
 from __future__ import annotations
 
+import collections
 import logging
-from typing import Callable, NamedTuple, Optional
+import re
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
 
 import fame
-from pipelines.fame_stage import FameStage
-from pipelines.graphs import ENCODED, Graph, eval_clip_graph, pretrain_graph, train_clip_graph
+from data.filelist import Entry
+from data.index import probe_video
+from pipelines.fame_stage import FameStage, PipelineFameStage
+from pipelines.graphs import ENCODED, Graph, decode_device, eval_clip_graph, pretrain_graph, train_clip_graph
 from pipelines.params import AugParams, ClipGeometry
 from pipelines.sampler import EvalClipSampler, PretrainSampler, TrainClipSampler
 from pipelines.videos import VideoMeta, require_clip_room, warn_single_clip_videos
@@ -41,6 +54,15 @@ from pipelines.videos import VideoMeta, require_clip_room, warn_single_clip_vide
 log = logging.getLogger(__name__)
 
 RECHECK_HINT = "a file may have changed since it was indexed, re-check it with data.index"
+DOCTOR_HINT = "run `make doctor` to check the CUDA / NVDEC libraries and the driver"
+NAMES_IN_ERRORS = 5
+INDEXED_FIELDS = ("frames", "width", "height")   # what a re-probe must still find as VideoMeta has it
+# DALI's error text: the operator and its message are kept; its boilerplate, the pipeline
+# definition's Python traceback and the C++ stack trace are dropped.
+DALI_BOILERPLATE = ("Critical error in pipeline:", "Current pipeline object is no longer valid.")
+DALI_DEFINITION_START, DALI_DEFINITION_END = "which was used in the pipeline definition", "encountered:"
+DALI_TRACE_LINE = re.compile(r"^(Stacktrace \(\d+ entries\):|\[frame \d+\]|C\+\+ context:)")
+DALI_MESSAGE_LINES, DALI_MESSAGE_CHARS = 6, 800
 SHARD_KEYS = ("world", "num_videos")    # what fixes the epoch order and each rank's slice of it
 STATE_KEYS = ("seed", "epoch", "step", "batch_size", *SHARD_KEYS)
 
@@ -90,8 +112,9 @@ def _to_torch(tensor_list, device: torch.device) -> torch.Tensor:
     tensor = tensor_list.as_tensor()
     if device.type == "cuda" and type(tensor).__name__ == "TensorGPU":
         with torch.cuda.device(device):
-            # A device copy: DALI may recycle its output buffers while torch's kernels
-            # (queued asynchronously) still read this batch.
+            # A copy on torch's current stream, which DALI's outputs are ordered on (the
+            # loader runs DALI with that stream); DALI's buffer stays referenced until the
+            # copy has run (VideoLoader's _DeviceHandOver), the copy for as long as torch needs.
             return torch.from_dlpack(tensor).clone()
     host = torch.from_dlpack(tensor)
     if device.type == "cuda":
@@ -131,16 +154,30 @@ class _Feed:
     consecutive positions take turns. A pipeline is never reset: at the end of an epoch it
     goes on with the next one, or with the same one again where ``epoch`` pins it. A failure
     to draw a plan or read a file is raised as a BatchInputError naming that batch.
+
+    The FAME stage of the pipeline (``bind``) asks the feed for the keys of each iteration
+    on the host (``fame_keys``), by the same iteration -> batch rule.
     """
 
     def __init__(self, sampler, names: tuple[str, ...], first: int, every: int = 1, epoch: Optional[int] = None):
         self.sampler, self.names = sampler, names
         self.first, self.every, self.epoch = first, every, epoch
 
+    def batch(self, iteration: int) -> tuple[int, int]:
+        """(epoch, step) of the batch this pipeline serves as ``iteration``."""
+        epoch, step = divmod(self.first + iteration * self.every, self.sampler.steps_per_epoch)
+        return (epoch if self.epoch is None else self.epoch), step
+
+    def fame_keys(self, iteration: int) -> tuple[int, int]:
+        """The FAME seed and global step of the batch served as ``iteration``, on the host."""
+        return self.sampler.fame_keys(*self.batch(iteration))
+
+    def bind(self, stage: Optional[FameStage]) -> Optional[PipelineFameStage]:
+        """``stage`` as this pipeline's python function, taking its batch keys from this feed."""
+        return None if stage is None else stage.for_pipeline(self.fame_keys)
+
     def __call__(self, info):
-        epoch, step = divmod(self.first + info.iteration * self.every, self.sampler.steps_per_epoch)
-        if self.epoch is not None:
-            epoch = self.epoch
+        epoch, step = self.batch(info.iteration)
         try:
             return self._inputs(epoch, step)
         except Exception as error:
@@ -151,6 +188,78 @@ class _Feed:
         plan = self.sampler.plan(epoch, step)
         plan[ENCODED] = [read_encoded(self.sampler.videos[int(i)].path) for i in plan["index"]]
         return tuple(plan[name] for name in self.names)
+
+
+class _DeviceHandOver:
+    """Keeps DALI's GPU outputs referenced until torch's stream has run the copies made of them.
+
+    DALI's dynamic executor does not reuse an output buffer while something refers to it
+    (DALI docs, ``Pipeline.release_outputs`` and ``TensorGPU.__dlpack__``), but the clones
+    in ``_to_torch`` are only queued when the loader moves on. Each batch's outputs are held
+    with an event recorded on torch's stream after its copies and let go once the event has
+    passed, checked without waiting; events on one stream pass in order.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._pending: collections.deque = collections.deque()
+
+    def hold(self, outputs) -> None:
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(self.device))
+        self._pending.append((event, outputs))
+        while self._pending and self._pending[0][0].query():
+            self._pending.popleft()
+
+    def wait_all(self) -> None:
+        """Let every held output go, after waiting for the last copy (on close only)."""
+        if self._pending:
+            self._pending[-1][0].synchronize()
+        self._pending.clear()
+
+
+def pipeline_failure(error: Exception, videos: Sequence[VideoMeta], where: str) -> RuntimeError:
+    """The error for a DALI pipeline that failed on a batch of ``videos``: the videos that
+    no longer read as indexed are named as bad; when none did, the pipeline itself failed."""
+    changed = [f"{video.path} ({why})" for video in videos if (why := changed_since_indexed(video))]
+    said = dali_message(error)
+    if changed:
+        return RuntimeError(f"the input pipeline failed at {where} on videos that no longer read as indexed: "
+                            f"{_listed(changed)}; {RECHECK_HINT}. DALI said: {said}")
+    return RuntimeError(f"the input pipeline itself failed at {where}, not its videos: all {len(videos)} videos "
+                        f"of the batch still read as indexed ({_listed([v.path for v in videos])}). A CUDA / "
+                        f"NVDEC library or driver problem is the usual cause; {DOCTOR_HINT}. DALI said: {said}")
+
+
+def changed_since_indexed(video: VideoMeta) -> str:
+    """Why ``video`` no longer reads as indexed ('' when it does): probed again the way
+    data.index does, it must still decode with the frame count and size it was listed with."""
+    record = probe_video(Entry(video.path, video.label, video.path))
+    if not record.ok:
+        return record.reason or "unusable"
+    changed = [f"{name} {getattr(record, name)}, indexed {getattr(video, name)}" for name in INDEXED_FIELDS
+               if getattr(record, name) != getattr(video, name)]
+    return "now " + ", ".join(changed) if changed else ""
+
+
+def dali_message(error: Exception) -> str:
+    """The useful head of a DALI error: the failing operator and its message, without DALI's
+    boilerplate, the pipeline definition's traceback or the C++ stack trace."""
+    kept, in_definition = [], False
+    for line in (raw.strip() for raw in str(error).splitlines()):
+        if line.startswith(DALI_DEFINITION_START):
+            in_definition = True
+        elif in_definition:
+            in_definition = line != DALI_DEFINITION_END
+        elif line and line not in DALI_BOILERPLATE and not DALI_TRACE_LINE.match(line) and line not in kept:
+            kept.append(line)
+    text = " ".join(kept[:DALI_MESSAGE_LINES]) or f"{type(error).__name__} without a message"
+    return text if len(text) <= DALI_MESSAGE_CHARS else text[:DALI_MESSAGE_CHARS] + " [...]"
+
+
+def _listed(names: Sequence[str]) -> str:
+    more = f" and {len(names) - NAMES_IN_ERRORS} more" if len(names) > NAMES_IN_ERRORS else ""
+    return ", ".join(names[:NAMES_IN_ERRORS]) + more
 
 
 class VideoLoader:
@@ -176,6 +285,7 @@ class VideoLoader:
         self._graphs: list[Graph] = []
         self._next = (0, 0)      # (epoch, step) of the pipelines' next batch
         self._served = 0         # batches taken from them so far
+        self._handover = _DeviceHandOver(self.device) if self.device.type == "cuda" else None
 
     def __len__(self) -> int:
         return self.sampler.steps_per_epoch
@@ -232,6 +342,8 @@ class VideoLoader:
 
     def close(self) -> None:
         self._graphs = []
+        if self._handover is not None:
+            self._handover.wait_all()
 
     def _pipelines(self) -> list[Graph]:
         """The graphs whose next batch is the current one: the running ones if they are
@@ -247,18 +359,23 @@ class VideoLoader:
         return self._graphs
 
     def _run(self, pipe):
-        """One batch from the pipeline; a failure names the videos of the batch it happened in
-        (a feed's BatchInputError already names its own batch, possibly a later one)."""
+        """One batch from the pipeline, on torch's current stream for a GPU (no host wait).
+
+        A failure re-probes the videos of the batch it happened in and blames those that
+        changed since indexing, else the pipeline itself (``pipeline_failure``); a feed's
+        BatchInputError already names its own batch, possibly a later one.
+        """
+        stream = (torch.cuda.current_stream(self.device),) if self.device.type == "cuda" else ()
         try:
-            return pipe.run()
+            return pipe.run(*stream)
         except BatchInputError:
             self.close()
             raise
         except Exception as error:
             self.close()
-            raise RuntimeError(f"the input pipeline failed at epoch {self.epoch} step {self.step} on a batch "
-                               f"of these videos: {batch_paths(self.sampler, self.epoch, self.step)}; "
-                               f"{RECHECK_HINT}. Cause: {error}") from error
+            _, video_ids = self.sampler.batch_positions(self.epoch, self.step)
+            videos = [self.sampler.videos[int(v)] for v in video_ids]
+            raise pipeline_failure(error, videos, f"epoch {self.epoch} step {self.step}") from error
 
     def __iter__(self):
         if self.step >= len(self):
@@ -274,6 +391,8 @@ class VideoLoader:
             except Exception:
                 self.close()      # the pipelines are a batch ahead of the loader's position now
                 raise
+            if self._handover is not None:
+                self._handover.hold(outputs)
             self.step += 1
             if self.step < len(self):
                 self._next = (self.epoch, self.step)
@@ -287,16 +406,21 @@ def pretrain_loader(videos: list[VideoMeta], *, device: str = "cpu", batch_size:
                     crop: int, aug: AugParams = AugParams(), fame_cfg: Optional[fame.FameConfig] = None,
                     seed: int = 0, rank: int = 0, world: int = 1, num_threads: int = 2, prefetch: int = 2,
                     device_id: int = 0, return_masks: bool = False, stage: str = "full", raw: bool = False,
-                    fame_stage: Optional[FameStage] = None, pipelines: int = 1) -> VideoLoader:
+                    fame_stage: Optional[FameStage] = None, pipelines: int = 1,
+                    decode: Optional[str] = None) -> VideoLoader:
     """Pretraining: two clips per video (query, key), crop + flip each, FAME on the query
     (or both, ``fame_cfg.branches``; none when ``fame_cfg`` is None or its variant is "none"),
     then colour augmentation and normalisation. Yields PretrainBatch.
+
+    ``decode`` ("cpu" | "gpu"; default: ``device``) is where the videos are decoded; "cpu"
+    with ``device="gpu"`` decodes on the CPU and runs the rest on the GPU.
 
     For profiling: ``stage`` cuts the graph ("decode", "crop", "fame", "augment"), the
     batch is then a dict of the outputs as they are after that stage; ``raw`` yields the
     DALI outputs themselves (no conversion to torch); a given ``fame_stage`` is used as
     the python stage, so its timing can be read afterwards.
     """
+    decode = decode_device(device, decode)
     geometry = ClipGeometry(frames, stride, crop)
     require_clip_room(videos, geometry.span, "pretraining")
     warn_single_clip_videos(videos, geometry.span, "pretraining")
@@ -307,8 +431,8 @@ def pretrain_loader(videos: list[VideoMeta], *, device: str = "cpu", batch_size:
 
     def make_graph(feed):
         return pretrain_graph(feed, device=device, batch_size=batch_size, crop=crop, aug=aug,
-                              fame_stage=fame_stage, num_threads=num_threads, prefetch=prefetch,
-                              device_id=device_id, stage=stage)
+                              fame_stage=feed.bind(fame_stage), num_threads=num_threads, prefetch=prefetch,
+                              device_id=device_id, stage=stage, decode=decode)
 
     def assemble(outputs: dict):
         if raw:
@@ -322,8 +446,10 @@ def pretrain_loader(videos: list[VideoMeta], *, device: str = "cpu", batch_size:
 def train_clips_loader(videos: list[VideoMeta], *, device: str = "cpu", batch_size: int, frames: int, stride: int,
                        crop: int, aug: AugParams = AugParams(), seed: int = 0, rank: int = 0, world: int = 1,
                        num_threads: int = 2, prefetch: int = 2, device_id: int = 0,
-                       pipelines: int = 1) -> VideoLoader:
-    """Linear probe / finetuning: one random clip per video with a random view. Yields ClipBatch."""
+                       pipelines: int = 1, decode: Optional[str] = None) -> VideoLoader:
+    """Linear probe / finetuning: one random clip per video with a random view. Yields ClipBatch.
+    ``decode``: where the videos are decoded, as in ``pretrain_loader``."""
+    decode = decode_device(device, decode)
     geometry = ClipGeometry(frames, stride, crop)
     require_clip_room(videos, geometry.span, "training clips")
     sampler = TrainClipSampler(videos, geometry, aug, batch_size=batch_size, seed=seed, rank=rank, world=world)
@@ -331,7 +457,7 @@ def train_clips_loader(videos: list[VideoMeta], *, device: str = "cpu", batch_si
 
     def make_graph(feed):
         return train_clip_graph(feed, device=device, batch_size=batch_size, crop=crop, aug=aug,
-                                num_threads=num_threads, prefetch=prefetch, device_id=device_id)
+                                num_threads=num_threads, prefetch=prefetch, device_id=device_id, decode=decode)
 
     def assemble(outputs: dict):
         return ClipBatch(*(_to_torch(value, out_device) for value in outputs.values()))
@@ -343,13 +469,15 @@ def eval_clips_loader(videos: list[VideoMeta], *, device: str = "cpu", batch_siz
                       crop: int, clips_per_video: int = 10, aug: AugParams = AugParams(),
                       centre_fraction: Optional[float] = None, rank: int = 0, world: int = 1,
                       num_threads: int = 2, prefetch: int = 2, device_id: int = 0,
-                      pipelines: int = 1) -> VideoLoader:
+                      pipelines: int = 1, decode: Optional[str] = None) -> VideoLoader:
     """Testing / feature extraction: ``clips_per_video`` uniformly spaced clips of every video,
     centre crop, list order, each video exactly once per pass (the last batch may be smaller;
     nothing is padded). ``batch_size`` counts clips: a batch holds batch_size //
     clips_per_video videos (at least one). Of ``aug`` only ``mean``, ``std`` and ``antialias`` are used.
     Yields EvalBatch. Ranks read near-equal disjoint slices, so their lengths may differ by one.
+    ``decode``: where the videos are decoded, as in ``pretrain_loader``.
     """
+    decode = decode_device(device, decode)
     geometry = ClipGeometry(frames, stride, crop)
     require_clip_room(videos, geometry.span, "test clips")
     videos_per_batch = max(1, batch_size // clips_per_video)
@@ -361,7 +489,8 @@ def eval_clips_loader(videos: list[VideoMeta], *, device: str = "cpu", batch_siz
     def make_graph(feed):
         return eval_clip_graph(feed, device=device, batch_size=videos_per_batch, crop=crop,
                                clips_per_video=clips_per_video, frames=frames, aug=aug,
-                               num_threads=num_threads, prefetch=prefetch, device_id=device_id)
+                               num_threads=num_threads, prefetch=prefetch, device_id=device_id,
+                               decode=decode)
 
     def assemble(outputs: dict):
         clips = _to_torch(outputs["clips"], out_device)

@@ -313,10 +313,15 @@ class PretrainSampler(_RandomViewSampler):
         return feeds
 
     def add_batch_feeds(self, samples: list[dict], epoch: int, step: int, first_position: int) -> None:
-        seed = np.int64(batch_seed(self.seed, epoch, first_position))   # FAME's background pick
-        global_step = np.int64(epoch * self.steps_per_epoch + step)     # FAME's beta warm-up
+        seed, global_step = (np.int64(key) for key in self.fame_keys(epoch, step))
         for s in samples:
             s["fame_seed"], s["fame_step"] = seed, global_step
+
+    def fame_keys(self, epoch: int, step: int) -> tuple[int, int]:
+        """A batch's FAME seed (its background pick) and global training step (its beta warm-up),
+        on the host: what the plan's "fame_seed" / "fame_step" hold for every sample."""
+        first_position = self.positions.start + step * self.batch_size
+        return batch_seed(self.seed, epoch, first_position), epoch * self.steps_per_epoch + step
 
 
 class TrainClipSampler(_RandomViewSampler):

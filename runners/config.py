@@ -65,6 +65,10 @@ class DataConfig:
     num_classes: int = field(default=4, metadata=_range(1))
     min_frames: int = field(default=0, metadata=_range(0))  # 0: clip.frames*clip.stride
     synthetic: Optional[SynthConfig] = None  # set: generate the data when missing
+    # Where videos are decoded on a GPU run: gpu (NVDEC), cpu (DALI's CPU decoder, frames then
+    # go to the GPU for the rest) or auto (pipelines.videos.choose_decoder picks, logged).
+    # A CPU run always decodes on the CPU; 'gpu' there is an error.
+    decode: Literal["auto", "gpu", "cpu"] = "auto"
 
 
 @dataclass
@@ -317,6 +321,9 @@ def _check_relations(cfg: Config) -> None:
     if cfg.eval.unbiased_probe and (os.path.isabs(cfg.data.train_list) or os.path.isabs(cfg.data.val_list)):
         raise ConfigError("config key 'eval.unbiased_probe': data.train_list and data.val_list must be relative "
                           "to data.root, or the control probe would read the biased lists")
+    if cfg.device == "cpu" and cfg.data.decode == "gpu":
+        raise ConfigError("config keys 'device' (cpu) and 'data.decode' (gpu): the GPU decoder needs a GPU run; "
+                          "set data.decode to auto or cpu, or device to gpu")
     if cfg.data.synthetic is not None and cfg.data.synthetic.num_classes != cfg.data.num_classes:
         raise ConfigError(f"config keys 'data.num_classes' ({cfg.data.num_classes}) and "
                           f"'data.synthetic.num_classes' ({cfg.data.synthetic.num_classes}) must agree")

@@ -13,21 +13,35 @@
 File lists hold paths relative to the list's own folder (data.filelist).
 The video index (<list>.index.json) is probed by rank 0 first, then read by
 the others.
+
+Where the videos are decoded is settled once per loader (``decode_for``): on the
+CPU for a CPU run; on a GPU run as data.decode says, "auto" asking
+``pipelines.videos.choose_decoder`` about the indexed videos and the CPU cores.
+The choice and its reason are logged ("decode: cpu (...)"), and the videos are
+checked against that decoder up front.
 """
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
 
 from data.filelist import check_labels, read_file_list
 from data.index import build_index
+from pipelines import videos as video_checks
 from pipelines.loader import VideoLoader, eval_clips_loader, train_clips_loader
 from pipelines.params import AugParams
 from pipelines.videos import VideoMeta, videos_from_index
-from runners.config import Config, data_path
+from runners.config import Config, ConfigError, data_path
+
+log = logging.getLogger(__name__)
+
+AUTO_DECODE = "auto"
+CPU_RUN_REASON = "a CPU run decodes on the CPU"
 
 # Linear probe / finetuning train on spatial augmentation only.
 NO_COLOUR_AUG = {"grayscale_p": 0.0, "jitter_p": 0.0, "blur_p": 0.0}
@@ -64,12 +78,30 @@ def check_list_labels(cfg: Config) -> None:
             raise ValueError(f"config key '{key}' / 'data.num_classes': {e}") from None
 
 
-def load_videos(cfg: Config, list_name: str, rank: int, device: torch.device) -> list[VideoMeta]:
-    """The usable videos of a list, probed by rank 0 first; unusable ones raise, naming them."""
-    path = data_path(cfg, list_name)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"config key '{_list_key(cfg, list_name)}': file list '{path}' does not exist")
-    dali, _ = dali_device(device)
+class VideoSet(NamedTuple):
+    """The usable videos of a list and where they are decoded ("cpu" | "gpu")."""
+
+    videos: list[VideoMeta]
+    decode: str
+
+
+def decode_for(cfg: Config, index, device: torch.device) -> tuple[str, str]:
+    """Where this run decodes the videos of ``index``, and why: "cpu" on a CPU run (data.decode
+    "gpu" is refused there), data.decode on a GPU run, or on "auto" what
+    ``pipelines.videos.choose_decoder`` picks for the usable videos and this host's cores."""
+    setting = cfg.data.decode
+    if dali_device(device)[0] == "cpu":
+        if setting == "gpu":
+            raise ConfigError("config key 'data.decode' is 'gpu' but this run is on the CPU "
+                              "(device resolved to cpu); set data.decode to auto or cpu")
+        return "cpu", CPU_RUN_REASON
+    if setting != AUTO_DECODE:
+        return setting, f"data.decode={setting}"
+    return video_checks.choose_decoder(index.good(), os.cpu_count() or 1)
+
+
+def _probe_index(cfg: Config, path: str, rank: int):
+    """The list's video index, built (probed) by rank 0 first, then read by the others."""
     index = None
     if rank == 0:
         index = build_index(path, min_frames=min_frames(cfg))
@@ -77,7 +109,19 @@ def load_videos(cfg: Config, list_name: str, rank: int, device: torch.device) ->
         dist.barrier()
     if index is None:
         index = build_index(path, min_frames=min_frames(cfg))
-    return videos_from_index(index, min_frames=min_frames(cfg), device=dali)
+    return index
+
+
+def load_video_set(cfg: Config, list_name: str, rank: int, device: torch.device) -> VideoSet:
+    """The usable videos of a list, probed by rank 0 first, and where they are decoded (logged);
+    videos unusable with that decoder raise, naming them."""
+    path = data_path(cfg, list_name)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config key '{_list_key(cfg, list_name)}': file list '{path}' does not exist")
+    index = _probe_index(cfg, path, rank)
+    decode, reason = decode_for(cfg, index, device)
+    log.info("decode: %s (%s)", decode, reason)
+    return VideoSet(videos_from_index(index, min_frames=min_frames(cfg), device=decode), decode)
 
 
 def train_aug(cfg: Config) -> AugParams:
@@ -87,7 +131,8 @@ def train_aug(cfg: Config) -> AugParams:
 
 def build_train_clips_loader(cfg: Config, list_name: str, rank: int, world: int, device: torch.device) -> VideoLoader:
     dali, device_id = dali_device(device)
-    return train_clips_loader(load_videos(cfg, list_name, rank, device), device=dali,
+    videos, decode = load_video_set(cfg, list_name, rank, device)
+    return train_clips_loader(videos, device=dali, decode=decode,
                               batch_size=cfg.eval.batch_size, frames=cfg.clip.frames, stride=cfg.clip.stride,
                               crop=cfg.clip.crop, aug=train_aug(cfg), seed=cfg.seed, rank=rank, world=world,
                               num_threads=cfg.train.num_threads, prefetch=cfg.train.prefetch, device_id=device_id,
@@ -96,7 +141,8 @@ def build_train_clips_loader(cfg: Config, list_name: str, rank: int, world: int,
 
 def build_test_clips_loader(cfg: Config, list_name: str, rank: int, world: int, device: torch.device) -> VideoLoader:
     dali, device_id = dali_device(device)
-    return eval_clips_loader(load_videos(cfg, list_name, rank, device), device=dali,
+    videos, decode = load_video_set(cfg, list_name, rank, device)
+    return eval_clips_loader(videos, device=dali, decode=decode,
                              batch_size=cfg.eval.batch_size, frames=cfg.clip.frames, stride=cfg.clip.stride,
                              crop=cfg.clip.crop, clips_per_video=cfg.eval.clips_per_video,
                              aug=AugParams(mean=tuple(cfg.aug.mean), std=tuple(cfg.aug.std)),

@@ -12,7 +12,8 @@ DALI's executor, so these are marginal costs). The python FAME stage is also tim
 inside. A plain PyAV + NumPy loader (same videos, clips, crops and draws, as many
 worker processes as train.pipelines x train.num_threads DALI threads) is timed as the baseline.
 
-On a GPU the pipeline runs there (NVDEC decoding), every timed batch is synchronised,
+On a GPU the pipeline runs there (decoding as data.decode says: NVDEC, or the CPU with the
+frames then copied to the GPU), every timed batch is synchronised,
 each stage is an NVTX range ("profile/<stage>", next to DALI's own operator ranges and
 "fame.augment") for `nsys profile -t cuda,nvtx`, and device memory in use is reported.
 
@@ -38,7 +39,7 @@ from pipelines.fame_stage import FameStage
 from pipelines.loader import pretrain_loader
 from runners import config as C
 from runners.build import pretrain_settings
-from runners.eval_data import load_videos
+from runners.eval_data import load_video_set
 from runners.machine import cpu_model
 from runners.common import (CLIPS_PER_VIDEO, GIB, cli_parser, ensure_data, open_logger, parse_cli_args,
                             prepare_run_dir, resolve_device, setup_logging)
@@ -149,8 +150,8 @@ def profile(cfg: C.Config, device: torch.device, steps: int, warmup: int, repeat
     synchronize = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     clips_per_batch = CLIPS_PER_VIDEO * cfg.train.batch_size
     dali_warmup, baseline_warmup = warmups(cfg, warmup)
-    settings = pretrain_settings(cfg, device)
-    videos = load_videos(cfg, cfg.data.train_list, 0, device)
+    videos, decode = load_video_set(cfg, cfg.data.train_list, 0, device)
+    settings = pretrain_settings(cfg, device, decode)
     wall = {name: float("inf") for name in ROW_LABELS}
     cpu = {name: [] for name in ROW_LABELS}
     fame_seconds = fame_calls = fame_clips = 0
@@ -196,7 +197,7 @@ def profile(cfg: C.Config, device: torch.device, steps: int, warmup: int, repeat
               "full_vs_decode_cpu": _ratio(decode["cpu_seconds_per_batch"], full["cpu_seconds_per_batch"]),
               "full_vs_baseline_cpu": _ratio(baseline_row["cpu_seconds_per_batch"], full["cpu_seconds_per_batch"])}
     return {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(), "decode": decode,
         "cpu_cores": os.cpu_count(), "num_threads": cfg.train.num_threads, "pipelines": cfg.train.pipelines,
         "baseline_workers": baseline_workers(cfg), "prefetch": cfg.train.prefetch,
         "batch_size": cfg.train.batch_size, "clip": dataclasses.asdict(cfg.clip),
@@ -238,7 +239,8 @@ def format_table(result: dict) -> str:
               f"by CPU time (target >= {TARGET_VS_DECODE:.2f})",
               f"full / baseline:     {r['full_vs_baseline']:.2f} by clips/s, {r['full_vs_baseline_cpu']:.2f} "
               f"by CPU time (target >= {TARGET_VS_BASELINE:.2f})",
-              f"device {result['device']}, {result['pipelines']} pipeline(s) x {result['num_threads']} DALI threads"
+              f"device {result['device']}, decode on {result['decode']}, "
+              f"{result['pipelines']} pipeline(s) x {result['num_threads']} DALI threads"
               f" / {result['baseline_workers']} baseline workers, "
               f"batch {result['batch_size']} videos, best of {result['repeats']} x {result['steps']} batches"]
     return "\n".join(lines)

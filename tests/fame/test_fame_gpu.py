@@ -88,7 +88,8 @@ def test_cupy_augment_stays_on_the_device(cupy, natural_112):
 
 @pytest.mark.parametrize("branches", ["one", "both"])
 def test_pipeline_stage_runs_cupy_samples(cupy, branches, natural_112):
-    """The DALI python_function adapter, fed CuPy samples as DALI's GPU backend hands them."""
+    """The DALI python_function adapter, fed CuPy samples as DALI's GPU backend hands them;
+    the batch keys come from the host (no device input, no read back)."""
     from pipelines.fame_stage import FameStage
 
     clips, _ = natural_112
@@ -96,9 +97,10 @@ def test_pipeline_stage_runs_cupy_samples(cupy, branches, natural_112):
     stage = FameStage(cfg, return_masks=True, synchronize_timing=True)
     query = [cupy.asarray(clip) for clip in clips]
     key = [cupy.asarray(clip[:, :, ::-1]) for clip in clips]
-    seeds = [cupy.asarray(7, dtype=cupy.int64)] * len(clips)     # 0-d device arrays, as DALI hands them
-    steps = [cupy.asarray(0, dtype=cupy.int64)] * len(clips)
-    outputs = stage(query, *([key] if stage.takes_key else []), seeds, steps)
+    asked = []
+    function = stage.for_pipeline(lambda iteration: asked.append(iteration) or (7, 0))
+    outputs = function(query, *([key] if stage.takes_key else []))
+    assert asked == [0]
     assert len(outputs) == len(stage.output_layouts)
     merged_q, masks = outputs[0], outputs[-1]
     assert all(isinstance(a, cupy.ndarray) for a in merged_q + masks)

@@ -6,9 +6,12 @@ import pytest
 import torch
 
 import fame
+from pipelines.fame_stage import FameStage
+import pipelines.loader as loader_module
 from pipelines.loader import PretrainBatch, pretrain_loader
 from pipelines.params import AugParams
-from tests.pipelines.conftest import CODED_FRAMES, RAW_AUG, RED_PER_X, frame_numbers, green_codes, video_number
+from tests.pipelines.conftest import (CODED_FRAMES, GREEN0, GREEN_STEP, RAW_AUG, RED_PER_X, frame_numbers,
+                                     green_codes, video_number)
 
 FRAMES, STRIDE, CROP, BATCH = 4, 2, 32, 3
 ALWAYS = AugParams(flip_p=0.5, grayscale_p=0.5, jitter_p=1.0, blur_p=1.0)
@@ -163,3 +166,99 @@ def test_video_with_room_for_one_start_gives_two_identical_starts(coded_videos, 
     assert "room for one clip start only" in caplog.text
     for i in range(BATCH):
         assert list(frame_numbers(got[0].query[i])) == list(frame_numbers(got[0].key[i])) == [0, 2, 4, 6]
+
+
+class RecordingStage(FameStage):
+    """A FAME stage that records, per call, the batch keys it was given and the videos it got."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.seen = []
+
+    def apply(self, clips, seed, step):
+        videos = [int(np.round((clip[..., 1].mean() - GREEN0) / GREEN_STEP)) for clip in clips[0]]
+        self.seen.append((seed, step, videos))
+        return super().apply(clips, seed, step)
+
+
+def test_the_stage_gets_the_keys_of_the_batch_it_merges_with_pipelines_taking_turns_and_a_resume(coded_videos):
+    """The keys reach the stage on the host, by call order: with prefetching pipelines taking
+    turns, broken off and resumed mid-epoch, every call's keys are those the sampler planned
+    for the very batch whose clips the call got, and the steps the loader served are all there."""
+    settings = dict(batch_size=2, fame_cfg=fame.FameConfig(), pipelines=2, prefetch=3)
+    first_stage, resumed_stage = RecordingStage(fame.FameConfig()), RecordingStage(fame.FameConfig())
+    first = loader(coded_videos, fame_stage=first_stage, **settings)
+    for taken, _ in enumerate(first, start=1):
+        if taken == 3:
+            break
+    resumed = loader(coded_videos, fame_stage=resumed_stage, **settings)
+    resumed.load_state_dict(first.state_dict())           # epoch 0 step 3: the pipelines start at an odd step
+    steps = len(first)
+    served = 0
+    for epoch in (0, 1):
+        resumed.set_epoch(epoch)
+        served += sum(1 for _ in resumed)
+    planned = {}
+    for epoch in range(3):       # the pipelines read ahead into the next epoch
+        for step in range(steps):
+            plan = first.sampler.plan(epoch, step)
+            planned[(int(plan["fame_seed"][0]), int(plan["fame_step"][0]))] = [int(i) for i in plan["index"]]
+    for stage in (first_stage, resumed_stage):
+        for seed, step, videos in stage.seen:
+            assert planned[(seed, step)] == videos, (seed, step)
+    assert {step for _, step, _ in first_stage.seen} >= {0, 1, 2}
+    assert {step for _, step, _ in resumed_stage.seen} >= set(range(3, 2 * steps)) and served == 2 * steps - 3
+
+
+def test_a_shared_stage_is_not_a_python_function_by_itself():
+    with pytest.raises(TypeError, match="for_pipeline"):
+        FameStage(fame.FameConfig())([np.zeros((FRAMES, CROP, CROP, 3), np.uint8)])
+
+
+class FakeEvent:
+    """A CUDA event stand-in (no GPU here): it passes when the test says so."""
+
+    def __init__(self):
+        self.passed = self.waited = False
+
+    def record(self, stream):
+        self.stream = stream
+
+    def query(self):
+        return self.passed
+
+    def synchronize(self):
+        self.waited = self.passed = True
+
+
+def test_gpu_outputs_are_held_until_torch_has_run_the_copies_of_them(monkeypatch):
+    """DALI's GPU outputs are let go only once the event after their copies has passed,
+    checked without waiting; closing waits for the last copy."""
+    events = []
+    monkeypatch.setattr(torch.cuda, "Event", lambda: events.append(FakeEvent()) or events[-1])
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: "torch's stream")
+    handover = loader_module._DeviceHandOver(torch.device("cuda", 0))
+    handover.hold("batch 0")
+    handover.hold("batch 1")
+    assert [outputs for _, outputs in handover._pending] == ["batch 0", "batch 1"]
+    assert events[0].stream == "torch's stream"
+    events[0].passed = True
+    handover.hold("batch 2")
+    assert [outputs for _, outputs in handover._pending] == ["batch 1", "batch 2"]
+    handover.wait_all()
+    assert events[-1].waited and not events[1].waited and not handover._pending
+
+
+def test_a_gpu_loader_runs_dali_on_torchs_current_stream(coded_videos, monkeypatch):
+    """Pipeline.run(cuda_stream) orders DALI's outputs on torch's stream: no wait on the host."""
+    streams = []
+
+    class FakePipe:
+        def run(self, *stream):
+            streams.append(stream)
+            return ("outputs",)
+
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: f"stream of {device}")
+    data = loader(coded_videos)
+    data.device = torch.device("cuda", 0)
+    assert data._run(FakePipe()) == ("outputs",) and streams == [("stream of cuda:0",)]

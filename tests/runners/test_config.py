@@ -120,6 +120,7 @@ def test_int_is_accepted_for_float_but_not_the_reverse():
     ("train.weight_decay=1e-4x", r"'train.weight_decay'.*expected float"),
     ("train.lr=nan", r"'train.lr'.*expected float"),
     ("train.epochs=1e2", r"'train.epochs'.*expected int"),
+    ("data.decode=nvdec", r"'data.decode'.*'auto', 'gpu', 'cpu'"),
 ])
 def test_validation_errors_name_the_key(override, message):
     with pytest.raises(C.ConfigError, match=message):
@@ -131,6 +132,14 @@ def test_unbiased_probe_refuses_absolute_lists():
     assert C.load_config(None, [synthetic, "eval.unbiased_probe=true"]).eval.unbiased_probe
     with pytest.raises(C.ConfigError, match="'eval.unbiased_probe'.*relative"):
         C.load_config(None, [synthetic, "eval.unbiased_probe=true", "data.train_list=/abs/train.txt"])
+
+
+def test_decode_defaults_to_auto_and_gpu_decoding_needs_a_gpu_run():
+    assert C.load_config(None).data.decode == "auto"
+    assert C.load_config(None, ["device=gpu", "data.decode=cpu"]).data.decode == "cpu"
+    assert C.load_config(None, ["device=auto", "data.decode=gpu"]).data.decode == "gpu"
+    with pytest.raises(C.ConfigError, match="'device' \\(cpu\\) and 'data.decode' \\(gpu\\).*auto or cpu"):
+        C.load_config(None, ["device=cpu", "data.decode=gpu"])
 
 
 def test_unknown_key_in_a_file_names_it(tmp_path):
