@@ -3,7 +3,10 @@
 f_q, f_k: query and momentum key encoders, each backbone + projection head +
 L2 normalisation. θ_k ← m θ_k + (1 - m) θ_q (``momentum_update``, parameters
 only; the key encoder's BN running statistics come from its own forwards).
-The queue holds K normalised keys as columns of a (dim, K) buffer. Its initial random keys
+The queue holds K normalised keys as columns of a (dim, K) buffer. Its write position is a
+Python int, so enqueueing never reads the device (no host sync per step); the ``queue_ptr``
+buffer mirrors it for checkpoints, and loading a state dict sets the int from it. Every
+process enqueues the same gathered keys, so the ints of a DDP run stay equal. Its initial random keys
 come from a generator seeded with ``queue_seed`` (the run's seed), not the global RNG: the
 processes of a run seed their global RNGs differently (seed + rank) and
 DDP(broadcast_buffers=False) does not broadcast buffers, yet they must share one queue.
@@ -168,6 +171,21 @@ class MoCo(nn.Module):
 
         self.register_buffer("queue", initial_queue(dim, K, queue_seed))
         self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+        self._queue_ptr = 0   # the write position; queue_ptr mirrors it for the state dict
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        """Load as nn.Module does, then take the write position from the loaded queue_ptr (one host
+        read per load, not per step); a position outside the queue is a load error."""
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        key = prefix + "queue_ptr"
+        if key in state_dict:
+            ptr = int(self.queue_ptr[0])
+            if not 0 <= ptr < self.K:
+                error_msgs.append(f"{key} is {ptr}: outside the queue of K={self.K} keys")
+            else:
+                self._queue_ptr = ptr
 
     @property
     def backbone(self) -> nn.Module:
@@ -182,7 +200,8 @@ class MoCo(nn.Module):
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:
-        """Write the keys of every process (gathered) into the queue at queue_ptr, replacing the oldest."""
+        """Write the keys of every process (gathered) into the queue at queue_ptr, replacing the oldest.
+        The position is kept as a Python int: nothing here waits for the device."""
         keys = concat_all_gather(keys)
         n = keys.shape[0]
         if self.K % n != 0:
@@ -190,9 +209,10 @@ class MoCo(nn.Module):
                 f"MoCo queue size K={self.K} must be divisible by the {n} keys enqueued per step "
                 f"(world size {world_size()} x batch x {2 if self.symmetric else 1} views)"
             )
-        ptr = int(self.queue_ptr)
+        ptr = self._queue_ptr
         self.queue[:, ptr : ptr + n] = keys.T.to(self.queue.dtype)
-        self.queue_ptr[0] = (ptr + n) % self.K
+        self._queue_ptr = (ptr + n) % self.K
+        self.queue_ptr.fill_(self._queue_ptr)
 
     def _encode_q(self, x):
         if self.training and self.shuffle_bn and not is_distributed() and self.shuffle_bn_groups > 1:
@@ -244,13 +264,15 @@ class MoCo(nn.Module):
         return F.cross_entropy(logits, labels), logits, labels
 
     def _batch_negatives(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        """q·k_j for every key j of the step on every process except q's own positive: (N, world x N - 1)."""
+        """q·k_j for every key j of the step on every process except q's own positive: (N, world x N - 1),
+        the keys in gathered order. Picked by index (torch.gather), not by a boolean mask, whose
+        size the host would have to read from the device."""
         k_all = concat_all_gather(k)
-        n = q.shape[0]
+        n, m = q.shape[0], k_all.shape[0]
         own = torch.arange(n, device=q.device) + (dist.get_rank() * n if is_distributed() else 0)
-        others = torch.ones(n, k_all.shape[0], dtype=torch.bool, device=q.device)
-        others[torch.arange(n, device=q.device), own] = False
-        return (q @ k_all.T.to(q.dtype))[others].view(n, -1)
+        columns = torch.arange(m - 1, device=q.device).expand(n, -1)
+        others = columns + (columns >= own.view(-1, 1)).long()    # skip column own[i] in row i
+        return torch.gather(q @ k_all.T.to(q.dtype), 1, others)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> MoCoOutput:
         q1 = self._encode_q(x1)

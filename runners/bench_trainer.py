@@ -17,6 +17,7 @@ from models.layout import RGB_CHANNELS
 from runners import config as C
 from runners.common import (CLIPS_PER_VIDEO, GIB, cli_parser, parse_cli_args, resolve_device, seed_everything,
                             setup_logging)
+from runners.checkpoint import LossWatch
 from runners.moco_step import build_training, train_step
 
 DEFAULT_STEPS, DEFAULT_WARMUP = 20, 5
@@ -34,17 +35,19 @@ def time_train_steps(cfg: C.Config, device: torch.device, steps: int = DEFAULT_S
     """Seconds per training step over ``steps`` steps after ``warmup`` untimed ones."""
     model, optimizer, scaler, amp, memory_format = build_training(cfg, device)
     q, k = random_views(cfg, device, memory_format)
+    watch = LossWatch(device)      # as in pretraining: the loss is read back once, not every step
     synchronize = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for step in range(warmup):
-        train_step(model, q, k, optimizer, scaler, amp, cfg.train.grad_clip, step)
+        train_step(model, q, k, optimizer, scaler, amp, cfg.train.grad_clip, step, watch)
     synchronize()
     started = time.perf_counter()
     for step in range(warmup, warmup + steps):
-        out = train_step(model, q, k, optimizer, scaler, amp, cfg.train.grad_clip, step)
+        out = train_step(model, q, k, optimizer, scaler, amp, cfg.train.grad_clip, step, watch)
     synchronize()
     seconds = (time.perf_counter() - started) / steps
+    watch.check()
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "threads": torch.get_num_threads(),

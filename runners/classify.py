@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,7 @@ from runners.config import Config, to_dict
 from runners.eval_data import build_test_clips_loader, build_train_clips_loader, check_list_labels
 from runners.evaluation import (build_eval_backbone, check_pretrained_path, evaluate_classifier,
                                 load_pretrained_backbone, results_record, topk_correct, write_results)
+from runners.logger import gpu_memory_metrics
 from runners.schedule import lr_lambda
 
 log = logging.getLogger("fame")
@@ -58,14 +60,16 @@ def build_classifier(cfg: Config, device: torch.device) -> tuple[VideoClassifier
     return model.to(device), pretrained
 
 
-def train_step(model, clips, labels, optimizer, scaler, amp):
-    """One SGD step on cross-entropy; returns (loss, logits)."""
+def train_step(model, clips, labels, optimizer, scaler, amp, step: int = 0,
+               watch: Optional[ckpt.LossWatch] = None):
+    """One SGD step on cross-entropy; returns (loss, logits). The loss goes to ``watch`` (no host
+    sync; the loop checks it at log steps and saves); without one a non-finite loss raises
+    checkpoint.NonFiniteLoss here."""
     autocast = torch.autocast(clips.device.type, dtype=amp) if amp else contextlib.nullcontext()
     with autocast:
         logits = model(clips)
         loss = F.cross_entropy(logits.float(), labels)
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"non-finite classification loss {loss.item()}")
+    ckpt.check_loss(loss, step, watch)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
@@ -105,10 +109,12 @@ def main(cfg: Config) -> dict:
     logger = open_logger(cfg, run_dir, cfg.eval.protocol, rank)
     logger.truncate_after(step)      # the steps after the checkpoint are logged again
 
-    def save(epoch_copy=None):
-        if rank == 0:
-            ckpt.save_training(run_dir, parts, step=step, epoch=step // steps_per_epoch, config=to_dict(cfg),
-                               run=run, epoch_copy=epoch_copy)
+    watch = ckpt.LossWatch(device)   # read back only at log steps and saves: no host sync per step
+
+    def save(epoch_copy=None):       # every rank: checks the losses so far, gathers the RNG states
+        ckpt.save_training_all_ranks(run_dir, parts, rank=rank, watch=watch, step=step,
+                                     epoch=step // steps_per_epoch, config=to_dict(cfg), run=run,
+                                     epoch_copy=epoch_copy)
 
     log.info("%s on %s (%s): %d steps/epoch x %d epochs on %s (world %d)", cfg.eval.protocol, cfg.data.train_list,
              pretrained["path"] or pretrained["init"] + " init", steps_per_epoch, cfg.eval.epochs, device, world)
@@ -119,15 +125,17 @@ def main(cfg: Config) -> dict:
         t_last = time.perf_counter()
         for batch in train_loader:
             labels = batch.label
-            loss, logits = train_step(ddp, batch.clip, labels, optimizer, scaler, amp)
+            loss, logits = train_step(ddp, batch.clip, labels, optimizer, scaler, amp, step, watch)
             scheduler.step()
             step += 1
             if step % cfg.train.log_every == 0 or step == total_steps:
+                watch.check(step)
                 now = time.perf_counter()
                 elapsed = max(now - t_last, MIN_ELAPSED_S)
                 metrics = {"train/loss": loss.item(), "lr": scheduler.get_last_lr()[0], "epoch": step / steps_per_epoch,
                            "train/clip_top1": PERCENT * topk_correct(logits.float(), labels, (1,))[1] / labels.numel(),
-                           "clips_per_s": cfg.eval.batch_size * world * cfg.train.log_every / elapsed}
+                           "clips_per_s": cfg.eval.batch_size * world * cfg.train.log_every / elapsed,
+                           **gpu_memory_metrics(device)}
                 logger.log(metrics, step)
                 log.info("epoch %d step %d/%d loss %.4f clip top-1 %.1f lr %.4g", epoch, step, total_steps,
                          metrics["train/loss"], metrics["train/clip_top1"], metrics["lr"])

@@ -17,11 +17,27 @@ from typing import Optional
 
 import numpy as np
 
+import torch
+
 from runners.checkpoint import write_atomic
+from runners.common import GIB
 
 log = logging.getLogger("fame")
 METRICS_FILE = "metrics.jsonl"
 AFTER_TRAINING_PREFIXES = ("summary/", "test/")   # rows a finished run logs after its last checkpoint
+GPU_ALLOC_METRIC = "gpu_alloc_gb"   # peak of torch's caching allocator since the process started, GiB
+GPU_USED_METRIC = "gpu_used_gb"     # the device's memory in use now (total - free), GiB
+
+
+def gpu_memory_metrics(device: torch.device) -> dict:
+    """GPU memory for a log row: the peak that torch's allocator handed out (GPU_ALLOC_METRIC) and
+    the device's memory in use (GPU_USED_METRIC: total - free from the driver, so DALI's, CuPy's,
+    NVDEC's and the allocator's cached blocks count, and so do other processes on the same GPU).
+    Empty on the CPU. Neither waits for queued GPU work."""
+    if device.type != "cuda":
+        return {}
+    free, total = torch.cuda.mem_get_info(device)
+    return {GPU_ALLOC_METRIC: torch.cuda.max_memory_allocated(device) / GIB, GPU_USED_METRIC: (total - free) / GIB}
 
 
 def _plain(v):

@@ -9,13 +9,10 @@ import torch
 
 from models.backbones import unwrap_module
 from models.moco import MoCo, check_queue_size
+from runners.checkpoint import LossWatch, NonFiniteLoss, check_loss  # noqa: F401  (NonFiniteLoss: re-exported)
 from runners.common import amp_dtype
 from runners.config import Config
 from runners.evaluation import build_eval_backbone
-
-
-class NonFiniteLoss(RuntimeError):
-    pass
 
 
 class Training(NamedTuple):
@@ -56,13 +53,16 @@ def build_training(cfg: Config, device: torch.device, world: int = 1) -> Trainin
     return Training(model, optimizer, scaler, amp, memory_format)
 
 
-def train_step(model, q, k, optimizer, scaler, amp, grad_clip: float, step: int):
-    """One MoCo step: forward (enqueues the keys), backward, SGD step, then θk ← m θk + (1 - m) θq."""
+def train_step(model, q, k, optimizer, scaler, amp, grad_clip: float, step: int,
+               watch: Optional[LossWatch] = None):
+    """One MoCo step: forward (enqueues the keys), backward, SGD step, then θk ← m θk + (1 - m) θq.
+
+    The loss goes to ``watch`` (no host sync: the loop checks it at log steps and before saving);
+    without a watch a non-finite loss raises NonFiniteLoss here, which waits for the device."""
     autocast = torch.autocast(q.device.type, dtype=amp) if amp else contextlib.nullcontext()
     with autocast:
         out = model(q, k)
-    if not torch.isfinite(out.loss):
-        raise NonFiniteLoss(f"non-finite loss {out.loss.item()} at step {step}; nothing was saved for this step")
+    check_loss(out.loss, step, watch)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(out.loss).backward()
     if grad_clip > 0:

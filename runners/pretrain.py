@@ -20,10 +20,10 @@ from models.backbones import export_backbone_state
 from models.moco import contrastive_accuracy
 from runners import checkpoint as ckpt
 from runners.build import build_pretrain_loader
-from runners.common import (CLIPS_PER_VIDEO, GIB, MIN_ELAPSED_S, end_run, open_logger, parse_cli, start_run,
-                            write_run_config)
+from runners.common import CLIPS_PER_VIDEO, MIN_ELAPSED_S, end_run, open_logger, parse_cli, start_run, write_run_config
 from runners.config import Config, to_dict
 from runners.examples import fame_example_images
+from runners.logger import gpu_memory_metrics
 from runners.moco_step import build_training, train_step
 from runners.schedule import lr_lambda
 
@@ -83,10 +83,12 @@ def main(cfg: Config) -> str:
     logger = open_logger(cfg, run_dir, "pretrain", rank)
     logger.truncate_after(step)      # the steps after the checkpoint are logged again
 
-    def save(epoch_copy=None):
-        if rank == 0:
-            ckpt.save_training(run_dir, parts, step=step, epoch=step // steps_per_epoch, config=to_dict(cfg),
-                               run=run, epoch_copy=epoch_copy)
+    watch = ckpt.LossWatch(device)   # read back only at log steps and saves: no host sync per step
+
+    def save(epoch_copy=None):       # every rank: checks the losses so far, gathers the RNG states
+        ckpt.save_training_all_ranks(run_dir, parts, rank=rank, watch=watch, step=step,
+                                     epoch=step // steps_per_epoch, config=to_dict(cfg), run=run,
+                                     epoch_copy=epoch_copy)
 
     log.info("run %s: %d steps/epoch x %d epochs on %s (world %d)", run_dir, steps_per_epoch,
              cfg.train.epochs, device, world)
@@ -100,16 +102,16 @@ def main(cfg: Config) -> str:
         for batch in loader:
             meter.fetched()
             q, k = (x.contiguous(memory_format=memory_format) for x in (batch.query, batch.key))
-            out = train_step(ddp, q, k, optimizer, scaler, amp, cfg.train.grad_clip, step)
+            out = train_step(ddp, q, k, optimizer, scaler, amp, cfg.train.grad_clip, step, watch)
             scheduler.step()
             step += 1
             bar.update(1)
             if step % cfg.train.log_every == 0 or step == total_steps:
+                watch.check(step)
                 acc1, acc5 = (a.item() for a in contrastive_accuracy(out.logits, out.labels, topk=(1, 5)))
                 metrics = {"loss": out.loss.item(), "acc1": acc1, "acc5": acc5, "lr": scheduler.get_last_lr()[0],
                            "epoch": step / steps_per_epoch, **meter.read()}
-                if device.type == "cuda":
-                    metrics["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / GIB
+                metrics.update(gpu_memory_metrics(device))
                 logger.log(metrics, step)
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc1=f"{acc1:.1f}",
                                 clips_s=f"{metrics['clips_per_s']:.0f}", wait=f"{metrics['data_wait']:.0%}")

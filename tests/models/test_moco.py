@@ -73,6 +73,48 @@ def test_enqueue_writes_at_pointer_and_wraps():
     torch.testing.assert_close(moco.queue[:, 4:], second.T)
 
 
+def test_a_loaded_state_dict_sets_the_write_position():
+    """The position is a Python int; the queue_ptr buffer carries it through checkpoints (old ones too)."""
+    saved = make_moco(K=8)
+    saved.enqueue(torch.randn(4, DIM))
+    state = saved.state_dict()
+    assert state["queue_ptr"].tolist() == [4]
+    loaded = make_moco(K=8)
+    loaded.load_state_dict(state)
+    keys = torch.randn(4, DIM)
+    loaded.enqueue(keys)
+    torch.testing.assert_close(loaded.queue[:, 4:], keys.T)        # written where the saved run stopped
+    assert int(loaded.queue_ptr) == 0
+
+
+def test_a_queue_pointer_outside_the_queue_does_not_load():
+    moco = make_moco(K=8)
+    state = moco.state_dict()
+    state["queue_ptr"] = torch.tensor([8])
+    with pytest.raises(RuntimeError, match="queue_ptr is 8: outside the queue of K=8"):
+        moco.load_state_dict(state)
+
+
+def refuse_host_reads(monkeypatch):
+    """Make every Python-level read of a tensor's value raise: on a GPU each is a host sync
+    (tests/runners/test_gpu_sync.py has the same for the training steps)."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a tensor value was read on the host")
+    for name in ("item", "tolist", "__int__", "__index__", "__bool__", "__float__"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+
+
+@pytest.mark.parametrize("options", [dict(symmetric=False), dict(symmetric=True, batch_negatives=True)])
+def test_a_training_forward_reads_nothing_back_from_the_device(monkeypatch, options):
+    moco = make_moco(backbone=TinyBNBackbone, K=16, **options).train()
+    x1, x2 = clips(4, 20), clips(4, 21)
+    with monkeypatch.context() as patch:
+        refuse_host_reads(patch)
+        moco(x1, x2)
+        moco(x1, x2)
+    assert int(moco.queue_ptr) == (16 if options["symmetric"] else 8) % 16
+
+
 def test_enqueue_rejects_queue_size_not_divisible():
     moco = make_moco(K=10)
     with pytest.raises(ValueError, match="K=10 must be divisible"):

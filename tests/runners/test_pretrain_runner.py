@@ -97,6 +97,42 @@ def test_non_finite_loss_stops_with_the_step(tmp_path, tiny_data_root, monkeypat
     assert state["step"] == 2 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
+def poison_losses_from_step(monkeypatch, first_bad_step):
+    """Make MoCo's loss NaN from the (0-based) step ``first_bad_step`` on (symmetric: two InfoNCE calls a step)."""
+    from models.moco import MoCo
+    calls = {"n": 0}
+    infonce = MoCo.infonce
+
+    def poisoned(self, q, k):
+        calls["n"] += 1
+        loss, logits, labels = infonce(self, q, k)
+        return (loss * float("nan") if calls["n"] > 2 * first_bad_step else loss), logits, labels
+    monkeypatch.setattr(MoCo, "infonce", poisoned)
+
+
+def test_a_non_finite_loss_is_read_back_late_but_named_and_never_saved(tmp_path, tiny_data_root, monkeypatch):
+    """The loss is read from the device only at log steps and saves: the steps after the bad one
+    run on, yet the error names the first bad step and no checkpoint holds their weights."""
+    from runners import pretrain
+    from runners.moco_step import NonFiniteLoss
+    poison_losses_from_step(monkeypatch, 1)
+    with pytest.raises(NonFiniteLoss, match=r"non-finite loss nan at step 1 \(found at step 4"):
+        pretrain.main(tiny(tmp_path, tiny_data_root, "run.name=late", "train.log_every=100"))   # 4 steps
+    assert not (tmp_path / "late" / "checkpoints").exists()
+    assert not read_metrics(str(tmp_path / "late"))
+
+
+def test_the_logs_report_the_gpu_memory_metrics(tmp_path, tiny_data_root, monkeypatch):
+    from runners import pretrain
+    memory = {"gpu_alloc_gb": 1.0, "gpu_used_gb": 2.5}
+    devices = []
+    monkeypatch.setattr(pretrain, "gpu_memory_metrics", lambda device: devices.append(device) or memory)
+    run_dir = pretrain.main(tiny(tmp_path, tiny_data_root, "run.name=memory", "train.log_every=2"))
+    rows = [r for r in read_metrics(run_dir) if "loss" in r]
+    assert [r["step"] for r in rows] == [2, 4] and all(memory.items() <= r.items() for r in rows)
+    assert devices == [torch.device("cpu")] * 2
+
+
 @pytest.mark.parametrize("override, message", [
     ("model.backbone=resnet9000", "config key 'model.backbone': got 'resnet9000'"),
     ("pretrained=runs/x/backbone.pt", "config key 'pretrained'"),
