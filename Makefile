@@ -2,36 +2,53 @@
 # `make help` lists the targets.
 SHELL := /bin/bash
 PYTHON ?= python3
-CUDA ?= 12
 VENV ?= .venv
 CONFIG ?= configs/synthetic.yaml
 ARGS ?=
 NPROC ?= 1
-PY := $(VENV)/bin/python
-REQS := $(if $(filter 13,$(CUDA)),requirements-cuda13.txt,requirements.txt)
-# The CUDA-specific wheels of the other setting, removed before installing: both DALI wheels
-# write the same nvidia/dali files, and CuPy refuses to run with two CuPy packages.
-OTHER_CUDA_WHEELS := $(if $(filter 13,$(CUDA)),nvidia-dali-cuda120 cupy-cuda12x,nvidia-dali-cuda130 cupy-cuda13x)
-STAMP := $(VENV)/.installed-cuda$(CUDA)
-RUN := $(if $(filter 1,$(NPROC)),$(PY) -m,$(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC) -m)
+# NOVENV=1: run with $(PYTHON) as it is, no virtual environment (a machine without network whose
+# Python already holds torch and CuPy, with DALI and the rest on PYTHONPATH: docs/gpu.md).
+NOVENV ?=
+PY := $(if $(NOVENV),$(PYTHON),$(VENV)/bin/python)
+# One CUDA major, 13: torch 2.14.1 from the package registry is a CUDA 13 build and installs only
+# the CUDA 13 runtime libraries, so DALI and CuPy are the CUDA 13 wheels too (requirements.txt).
+# There is no CUDA 12 setting: the CUDA 12 DALI and CuPy wheels load libcublas.so.12,
+# libcufft.so.11, ..., which nothing installs beside this torch. A CUDA 12 setting would need its
+# own CUDA 12 runtime libraries (and torch build) and must pass the same library check
+# (tests/test_install.py, `make doctor`).
+REQS := requirements.txt
+# The CUDA 12 wheels an older venv may hold, removed before installing: both DALI wheels write
+# the same nvidia/dali files, and CuPy refuses to run with two CuPy packages.
+OTHER_CUDA_WHEELS := nvidia-dali-cuda120 cupy-cuda12x
+STAMP := $(if $(NOVENV),,$(VENV)/.installed-cuda13)
+RUN := $(if $(filter 1,$(NPROC)),$(PY) -m,$(PY) -m torch.distributed.run --standalone --nproc_per_node $(NPROC) -m)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test pretrain data-synth profile bench bench-fame bench-trainer sweep report visualize-masks mask-quality caam kernels linear finetune retrieve results clean benchmark
+.PHONY: help setup doctor gpu-check test pretrain data-synth profile bench bench-fame bench-trainer sweep report visualize-masks mask-quality caam kernels linear finetune retrieve results clean benchmark
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
-	@echo "  variables: CONFIG=configs/x.yaml ARGS=\"key=value ...\" NPROC=N CUDA=12|13"
+	@echo "  variables: CONFIG=configs/x.yaml ARGS=\"key=value ...\" NPROC=N NOVENV=1 (this Python, no .venv)"
 
-$(STAMP): requirements.txt requirements-cuda13.txt requirements-common.txt
+$(STAMP): requirements.txt requirements-common.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip uninstall --quiet --yes $(OTHER_CUDA_WHEELS) 2>/dev/null || true
 	$(PY) -m pip install --quiet -r $(REQS)
-	$(PY) -c "import torch, torchvision, nvidia.dali, av, skimage; torchvision.ops.nms"
+	$(PY) -c "import torch, torchvision, nvidia.dali, cupy, av, skimage; torchvision.ops.nms"
 	rm -f $(VENV)/.installed-cuda*
 	touch $@
 
-setup: $(STAMP)  ## create .venv and install requirements (CUDA=13 for the CUDA 13 wheels)
+setup: $(STAMP)  ## create .venv and install requirements (CUDA 13: torch, DALI, CuPy)
+
+# Without a .venv, a Python that already imports torch, CuPy and DALI is used as it is (an offline
+# GPU machine); NOVENV=1 asks for that anywhere.
+GPU_CHECK_PY = $(if $(NOVENV),$(PYTHON),$(shell test -x $(VENV)/bin/python || ! $(PYTHON) -c "import torch, cupy, nvidia.dali" 2>/dev/null || echo $(PYTHON)))
+gpu-check:  ## the whole GPU verification (doctor, GPU tests, benchmarks, profile, pretrain + resume) -> runs/gpu-check/report.md
+	$(if $(GPU_CHECK_PY),$(GPU_CHECK_PY),$(MAKE) --no-print-directory setup && $(VENV)/bin/python) -m runners.gpu_check $(ARGS)
+
+doctor: $(STAMP)  ## check the GPU stack (libraries, CUDA majors, GPU, NVDEC, FAME on CuPy, AMP, NCCL): CONFIG=... NPROC=N
+	$(PY) -m runners.doctor --config $(CONFIG) --nproc $(NPROC) $(ARGS)
 
 test: $(STAMP)  ## run the test suite (CPU; GPU tests run where a GPU exists)
 	$(PY) -m pytest -q
