@@ -22,7 +22,7 @@ import fame
 from fame.mask import masks_from_config, smoothed_statistics, soft_mask_from
 from fame.motion import UINT8_MAX, frame_statistics
 from fame.select import top_k_mask
-from runners.machine import cpu_model
+from engine.machine import cpu_model
 
 FRAMES = 16
 SIZES = (112, 224)

@@ -14,11 +14,11 @@ import time
 import torch
 
 from models.layout import RGB_CHANNELS
-from runners import config as C
-from runners.common import (CLIPS_PER_VIDEO, GIB, cli_parser, parse_cli_args, resolve_device, seed_everything,
+from engine import config as C
+from engine.setup import (CLIPS_PER_VIDEO, GIB, cli_parser, parse_cli_args, resolve_device, seed_everything,
                             setup_logging)
-from runners.checkpoint import LossWatch
-from runners.moco_step import build_training, train_step
+from engine.checkpoint import LossWatch
+from engine.moco_step import build_training, train_step
 
 DEFAULT_STEPS, DEFAULT_WARMUP = 20, 5
 MS_PER_S = 1000.0

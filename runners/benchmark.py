@@ -26,8 +26,8 @@ import statistics
 import sys
 import time
 
-from runners import config as C
-from runners.machine import cpu_model
+from engine import config as C
+from engine.machine import cpu_model
 from runners.report import markdown_table, summarize
 from runners.sweep import expand_grid, parse_seeds, run_trials
 from runners.trial import TRIAL_FILE

@@ -29,15 +29,16 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from models.classifier import VideoClassifier
-from runners import checkpoint as ckpt
-from runners.common import (MIN_ELAPSED_S, amp_dtype, broadcast_buffers, end_run, open_logger, parse_cli,
+from engine import checkpoint as ckpt
+from engine.setup import (MIN_ELAPSED_S, amp_dtype, broadcast_buffers, end_run, open_logger, parse_cli,
                             start_run, write_run_config)
-from runners.config import Config, to_dict
-from runners.eval_data import build_test_clips_loader, build_train_clips_loader, check_list_labels
-from runners.evaluation import (build_eval_backbone, check_pretrained_path, evaluate_classifier,
+from engine.config import Config, to_dict
+from engine.loaders import build_test_clips_loader, build_train_clips_loader, check_list_labels
+from engine.models import make_backbone
+from engine.evaluation import (check_pretrained_path, evaluate_classifier,
                                 load_pretrained_backbone, results_record, topk_correct, write_results)
-from runners.logger import gpu_memory_metrics
-from runners.schedule import lr_lambda
+from engine.logger import gpu_memory_metrics
+from engine.schedule import lr_lambda
 
 log = logging.getLogger("fame")
 SGD_MOMENTUM = 0.9
@@ -53,7 +54,7 @@ RESUME_KEYS = ("seed", "data.root", "data.train_list", "data.num_classes", "data
 
 def build_classifier(cfg: Config, device: torch.device) -> tuple[VideoClassifier, dict]:
     """The classifier of cfg.eval.protocol on cfg.pretrained's backbone; returns it and the pretrained record."""
-    backbone = build_eval_backbone(cfg)
+    backbone = make_backbone(cfg)
     pretrained = load_pretrained_backbone(backbone, cfg)
     linear = cfg.eval.protocol == "linear"
     model = VideoClassifier(backbone, cfg.data.num_classes, 0.0 if linear else cfg.eval.dropout, frozen=linear)

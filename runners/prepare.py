@@ -85,7 +85,7 @@ def _synthetic_target(config: str | None, overrides: list[str], out: str | None,
         if flags:
             raise ValueError(f"with --config, set the spec as data.synthetic.* overrides, not "
                              f"{', '.join('--' + name.replace('_', '-') for name in flags)}")
-        from runners.config import load_config
+        from engine.config import load_config
         cfg = load_config(config, overrides)
         if cfg.data.synthetic is None:
             raise ValueError(f"{config}: no data.synthetic section, nothing to generate")

@@ -18,14 +18,14 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from models.backbones import export_backbone_state
 from models.moco import contrastive_accuracy
-from runners import checkpoint as ckpt
-from runners.build import build_pretrain_loader
-from runners.common import CLIPS_PER_VIDEO, MIN_ELAPSED_S, end_run, open_logger, parse_cli, start_run, write_run_config
-from runners.config import Config, to_dict
-from runners.examples import fame_example_images
-from runners.logger import gpu_memory_metrics
-from runners.moco_step import build_training, train_step
-from runners.schedule import lr_lambda
+from engine import checkpoint as ckpt
+from engine.loaders import build_pretrain_loader
+from engine.setup import CLIPS_PER_VIDEO, MIN_ELAPSED_S, end_run, open_logger, parse_cli, start_run, write_run_config
+from engine.config import Config, to_dict
+from engine.examples import fame_example_images
+from engine.logger import gpu_memory_metrics
+from engine.moco_step import build_training, train_step
+from engine.schedule import lr_lambda
 
 log = logging.getLogger("fame")
 # What a resumed run must share with its checkpoint (a key names a whole section or one value).

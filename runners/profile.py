@@ -18,7 +18,7 @@ each stage is an NVTX range ("profile/<stage>", next to DALI's own operator rang
 "fame.augment") for `nsys profile -t cuda,nvtx`, and device memory in use is reported.
 
 Prints a table, writes profile.json in <run.dir>/<run.name>/ (default name
-profile-<config>-<time>) and logs the figures to W&B through runners.logger.
+profile-<config>-<time>) and logs the figures to W&B through engine.logger.
 """
 from __future__ import annotations
 
@@ -37,11 +37,11 @@ import torch
 from pipelines.baseline import pyav_pretrain_loader
 from pipelines.fame_stage import FameStage
 from pipelines.loader import pretrain_loader
-from runners import config as C
-from runners.build import pretrain_settings
-from runners.eval_data import load_video_set
-from runners.machine import cpu_model
-from runners.common import (CLIPS_PER_VIDEO, GIB, cli_parser, ensure_data, open_logger, parse_cli_args,
+from engine import config as C
+from engine.loaders import pretrain_settings
+from engine.loaders import load_video_set
+from engine.machine import cpu_model
+from engine.setup import (CLIPS_PER_VIDEO, GIB, cli_parser, ensure_data, open_logger, parse_cli_args,
                             prepare_run_dir, resolve_device, setup_logging)
 
 PROFILE_FILE = "profile.json"

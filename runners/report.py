@@ -17,7 +17,7 @@ import statistics
 import sys
 from collections import defaultdict
 
-from runners import config as C
+from engine import config as C
 from runners.sweep import DEFAULT_BASE_CONFIG, SEED_MARK, expand_grid, name_prefix, read_sweep
 
 TRIAL_FILE = "trial.json"

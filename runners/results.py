@@ -17,7 +17,7 @@ import os
 import sys
 from collections import defaultdict
 
-from runners.evaluation import RESULTS_FILE
+from engine.evaluation import RESULTS_FILE
 
 CLASSIFY_METRIC = "video_top1"
 RETRIEVAL_PROTOCOL = "retrieval"

@@ -25,11 +25,12 @@ import torch
 import torch.distributed as dist
 
 from data.filelist import read_file_list
-from runners import checkpoint as ckpt
-from runners.common import amp_dtype, end_run, open_logger, parse_cli, start_run
-from runners.config import Config, data_path, to_dict
-from runners.eval_data import build_test_clips_loader, check_list_labels
-from runners.evaluation import (SHA_HEX_CHARS, build_eval_backbone, check_pretrained_path, extract_video_features,
+from engine import checkpoint as ckpt
+from engine.setup import amp_dtype, end_run, open_logger, parse_cli, start_run
+from engine.config import Config, data_path, to_dict
+from engine.loaders import build_test_clips_loader, check_list_labels
+from engine.models import make_backbone
+from engine.evaluation import (SHA_HEX_CHARS, check_pretrained_path, extract_video_features,
                                 file_sha256, load_pretrained_backbone, results_record, retrieval_recall,
                                 write_results)
 
@@ -106,7 +107,7 @@ def main(cfg: Config) -> dict:
     cfg, run_dir, device, rank, world = start_run(cfg)
     check_list_labels(cfg)
 
-    backbone = build_eval_backbone(cfg)
+    backbone = make_backbone(cfg)
     pretrained = load_pretrained_backbone(backbone, cfg)
     backbone = backbone.to(device)
     amp = amp_dtype(cfg.train.amp, device)

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import yaml
 
-from runners import config as C
+from engine import config as C
 
 
 # Extra overrides that leave a trial's result alone (where it is written, how it is logged):

@@ -28,10 +28,10 @@ import os
 import sys
 
 from runners import classify, pretrain, retrieve
-from runners.common import parse_cli, prepare_run_dir
-from runners.config import Config, DataConfig, run_name
-from runners.evaluation import check_pretrained_path
-from runners.logger import write_json_atomic
+from engine.setup import parse_cli, prepare_run_dir
+from engine.config import Config, DataConfig, run_name
+from engine.evaluation import check_pretrained_path
+from engine.logger import write_json_atomic
 from runners.visualize import caam_in_box
 
 BOOKKEEPING = ("run.", "wandb.", "seed=")

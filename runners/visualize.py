@@ -8,7 +8,7 @@
 Clips are read with PyAV (a few videos; no training pipeline needed): the
 middle clip.frames x clip.stride window, short side resized to clip.crop and
 centre-cropped. PNGs land in <run.dir>/<run.name>/ and are logged to W&B.
-The CAAM backbones run on the config's device (runners.common.resolve_device);
+The CAAM backbones run on the config's device (engine.setup.resolve_device);
 their maps come back to the CPU.
 """
 from __future__ import annotations
@@ -31,10 +31,11 @@ from data.filelist import read_file_list
 from data.video_io import read_video
 from engine.metrics import box_masks, caam, energy_in_box, overlap_scores, ranking_auc
 from models.backbones import apply_backbone_state
-from runners.build import fame_config
-from runners.common import open_logger, prepare_run_dir, resolve_device
-from runners.evaluation import backbone_state_from_file, build_eval_backbone
-from runners.config import Config, ConfigError, data_path, load_config, with_run_name
+from engine.loaders import fame_config
+from engine.setup import open_logger, prepare_run_dir, resolve_device
+from engine.evaluation import backbone_state_from_file
+from engine.models import make_backbone
+from engine.config import Config, ConfigError, data_path, load_config, with_run_name
 
 VARIANTS = ("gauss", "seed", "grid", "fame")
 DEFAULT_VIDEOS = {"masks": 4, "caam": 4, "kernels": 4, "mask-quality": 64}
@@ -225,7 +226,7 @@ def normalise(clips: np.ndarray, cfg: Config) -> torch.Tensor:
 def load_for_figures(path: str, cfg: Config, device: torch.device = CPU) -> torch.nn.Module:
     """A backbone from backbone.pt or a pretraining checkpoint (its query encoder), in eval mode on device."""
     state, _, _ = backbone_state_from_file(path)
-    backbone = build_eval_backbone(cfg)
+    backbone = make_backbone(cfg)
     apply_backbone_state(backbone, state, name=cfg.model.backbone, source=path)
     return backbone.to(device).eval()
 

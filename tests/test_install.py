@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from runners import doctor
+from engine import doctor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CUDA_12_WHEELS = ("nvidia-dali-cuda120", "cupy-cuda12x")

@@ -16,8 +16,9 @@ from pipelines.fame_stage import FameStage
 from pipelines.loader import eval_clips_loader, pretrain_loader, train_clips_loader
 from pipelines.params import AugParams
 from pipelines.videos import VideoMeta
-from runners import build, eval_data, profile
-from runners.config import ConfigError, load_config
+from engine import loaders
+from runners import profile
+from engine.config import ConfigError, load_config
 from tests.conftest import ROOT
 
 CROP, FRAMES = 32, 4
@@ -172,47 +173,47 @@ class FakeIndex:
 
 def test_cpu_run_decodes_on_the_cpu_whatever_auto_would_pick(picks):
     cfg = load_config(None)
-    assert eval_data.decode_for(cfg, FakeIndex(), CPU_RUN)[0] == "cpu"
+    assert loaders.decode_for(cfg, FakeIndex(), CPU_RUN)[0] == "cpu"
     assert picks == []
 
 
 def test_cpu_run_refuses_gpu_decoding():
     cfg = load_config(None, ["device=auto", "data.decode=gpu"])
     with pytest.raises(ConfigError, match="'data.decode' is 'gpu'.*on the CPU.*auto or cpu"):
-        eval_data.decode_for(cfg, FakeIndex(), CPU_RUN)
+        loaders.decode_for(cfg, FakeIndex(), CPU_RUN)
 
 
 @pytest.mark.parametrize("setting", ("gpu", "cpu"))
 def test_gpu_run_decodes_where_the_config_says(setting, picks):
     cfg = load_config(None, [f"data.decode={setting}"])
-    assert eval_data.decode_for(cfg, FakeIndex(), GPU_RUN)[0] == setting
+    assert loaders.decode_for(cfg, FakeIndex(), GPU_RUN)[0] == setting
     assert picks == []
 
 
 def test_gpu_run_on_auto_asks_choose_decoder(picks, monkeypatch):
-    monkeypatch.setattr(eval_data.os, "cpu_count", lambda: 48)
+    monkeypatch.setattr(loaders.os, "cpu_count", lambda: 48)
     cfg = load_config(None)
-    assert eval_data.decode_for(cfg, FakeIndex(), GPU_RUN) == ("cpu", "picked by the test")
+    assert loaders.decode_for(cfg, FakeIndex(), GPU_RUN) == ("cpu", "picked by the test")
     assert picks == [(["a usable record"], 48)]
 
 
 def test_load_video_set_logs_the_choice_and_checks_videos_for_that_decoder(tiny_data_root, picks, caplog):
     cfg = tiny_config(tiny_data_root)
-    with caplog.at_level(logging.INFO, logger=eval_data.__name__):
-        videos, decode = eval_data.load_video_set(cfg, cfg.data.train_list, 0, GPU_RUN)
+    with caplog.at_level(logging.INFO, logger=loaders.__name__):
+        videos, decode = loaders.load_video_set(cfg, cfg.data.train_list, 0, GPU_RUN)
     assert decode == "cpu" and videos and len(picks) == 1
     assert "decode: cpu (picked by the test)" in caplog.messages
     # The tiny videos (64x48) are below NVDEC's minimum: checked for the GPU decoder, they are refused.
     with pytest.raises(ValueError, match="NVDEC"):
-        eval_data.load_video_set(tiny_config(tiny_data_root, "device=gpu", "data.decode=gpu"), cfg.data.train_list,
+        loaders.load_video_set(tiny_config(tiny_data_root, "device=gpu", "data.decode=gpu"), cfg.data.train_list,
                                  0, GPU_RUN)
 
 
 def test_auto_on_a_gpu_run_picks_the_cpu_for_videos_nvdec_refuses(tiny_data_root, caplog):
     """The real choose_decoder: the tiny 64x48 videos are below NVDEC's minimum size."""
     cfg = tiny_config(tiny_data_root, "device=gpu")
-    with caplog.at_level(logging.INFO, logger=eval_data.__name__):
-        videos, decode = eval_data.load_video_set(cfg, cfg.data.train_list, 0, GPU_RUN)
+    with caplog.at_level(logging.INFO, logger=loaders.__name__):
+        videos, decode = loaders.load_video_set(cfg, cfg.data.train_list, 0, GPU_RUN)
     assert decode == "cpu" and videos
     assert any(message.startswith("decode: cpu (") for message in caplog.messages)
 
@@ -230,10 +231,10 @@ def record_kwargs(monkeypatch, module, name: str) -> dict:
 
 
 @pytest.mark.parametrize("module, name, build_loader", [
-    (build, "pretrain_loader", lambda cfg: build.build_pretrain_loader(cfg, 0, 1, GPU_RUN)),
-    (eval_data, "train_clips_loader", lambda cfg: eval_data.build_train_clips_loader(cfg, cfg.data.train_list,
+    (loaders, "pretrain_loader", lambda cfg: loaders.build_pretrain_loader(cfg, 0, 1, GPU_RUN)),
+    (loaders, "train_clips_loader", lambda cfg: loaders.build_train_clips_loader(cfg, cfg.data.train_list,
                                                                                      0, 1, GPU_RUN)),
-    (eval_data, "eval_clips_loader", lambda cfg: eval_data.build_test_clips_loader(cfg, cfg.data.val_list,
+    (loaders, "eval_clips_loader", lambda cfg: loaders.build_test_clips_loader(cfg, cfg.data.val_list,
                                                                                    0, 1, GPU_RUN)),
 ])
 def test_runner_loaders_get_the_resolved_decoder(tiny_data_root, picks, monkeypatch, module, name, build_loader):
@@ -243,8 +244,8 @@ def test_runner_loaders_get_the_resolved_decoder(tiny_data_root, picks, monkeypa
 
 
 def test_cpu_runner_loaders_decode_on_the_cpu(tiny_data_root, picks, monkeypatch):
-    seen = record_kwargs(monkeypatch, build, "pretrain_loader")
-    build.build_pretrain_loader(tiny_config(tiny_data_root), 0, 1, CPU_RUN)
+    seen = record_kwargs(monkeypatch, loaders, "pretrain_loader")
+    loaders.build_pretrain_loader(tiny_config(tiny_data_root), 0, 1, CPU_RUN)
     assert (seen["device"], seen["decode"]) == ("cpu", "cpu") and picks == []
 
 
@@ -254,7 +255,7 @@ class LoaderMade(Exception):
 
 @pytest.mark.parametrize("setting", ("gpu", "cpu"))
 def test_profile_follows_data_decode_on_a_gpu_run(tiny_data_root, monkeypatch, setting):
-    monkeypatch.setattr(eval_data, "videos_from_index", lambda index, **kwargs: [VIDEO])   # NVDEC's size check
+    monkeypatch.setattr(loaders, "videos_from_index", lambda index, **kwargs: [VIDEO])   # NVDEC's size check
     seen = {}
 
     def first_loader(videos, **kwargs):

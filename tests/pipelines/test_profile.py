@@ -1,12 +1,12 @@
-"""runners.build (Config -> pretraining loader) and runners.profile on the tiny synthetic config."""
+"""engine.loaders (Config -> pretraining loader) and runners.profile on the tiny synthetic config."""
 import json
 import os
 
 import torch
 
 from runners import profile
-from runners.build import build_pretrain_loader, fame_config
-from runners.config import load_config
+from engine.loaders import build_pretrain_loader, fame_config
+from engine.config import load_config
 from tests.conftest import ROOT
 
 TINY = os.path.join(ROOT, "configs", "synthetic_tiny.yaml")

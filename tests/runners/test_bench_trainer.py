@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from runners import bench_trainer
-from runners.config import load_config
+from engine.config import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, "configs", "synthetic_tiny.yaml")

@@ -8,10 +8,10 @@ import torch
 import torch.multiprocessing as mp
 
 from data.filelist import read_file_list
-from runners import config as C
-from runners import evaluation as E
-from runners.eval_data import build_test_clips_loader
-from runners.logger import read_metrics
+from engine import config as C
+from engine import evaluation as E
+from engine.loaders import build_test_clips_loader
+from engine.logger import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, "configs", "synthetic_tiny.yaml")

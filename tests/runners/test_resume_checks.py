@@ -5,8 +5,8 @@ import shutil
 import pytest
 import torch
 
-from runners import checkpoint as ckpt
-from runners import config as C
+from engine import checkpoint as ckpt
+from engine import config as C
 from tests.runners.test_classify import pretrained_run, tiny
 
 SAVED = {"seed": 0, "train": {"lr": 0.05, "log_every": 5}, "model": {"K": 64, "T": 0.1}}

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from data.filelist import read_file_list
-from runners import evaluation as E
+from engine import evaluation as E
 from tests.runners.test_classify import ROOT, pretrained_run, tiny
 
 TRAIN_VIDEOS, TEST_VIDEOS = 16, 8

@@ -5,7 +5,7 @@ import re
 import pytest
 from PIL import Image
 
-from runners import config as C
+from engine import config as C
 from runners import report, sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -9,7 +9,7 @@ from PIL import Image
 from engine import metrics
 from models.backbones import build_backbone, export_backbone_state
 from runners import visualize
-from runners.config import load_config
+from engine.config import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, "configs", "synthetic_tiny.yaml")

@@ -1,5 +1,10 @@
-"""The Config mapped onto the evaluation loaders of pipelines.loader.
+"""The Config mapped onto the loaders of pipelines.loader, one per role.
 
+- ``build_pretrain_loader``: two clips per training video, random resized crop +
+  flip per clip, FAME per cfg.fame (none when fame.variant or fame.background is
+  "none"), colour augmentation per cfg.aug, normalisation; train.batch_size
+  videos per process, every process the same number of full batches. Yields
+  PretrainBatch(query, key, label, index[, masks, original, merged]).
 - ``build_train_clips_loader``: one random clip per training video per epoch
   (random resized crop of aug.crop_area / aug.crop_aspect, flip aug.flip_p; no
   colour augmentation), eval.batch_size clips per process, every process the
@@ -25,18 +30,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 import torch.distributed as dist
 
+import fame
 from data.filelist import check_labels, read_file_list
 from data.index import build_index
+from engine.config import Config, ConfigError, data_path
 from pipelines import videos as video_checks
-from pipelines.loader import VideoLoader, eval_clips_loader, train_clips_loader
+from pipelines.loader import VideoLoader, eval_clips_loader, pretrain_loader, train_clips_loader
 from pipelines.params import AugParams
+from pipelines.sampler import full_batches
 from pipelines.videos import VideoMeta, videos_from_index
-from runners.config import Config, ConfigError, data_path
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +53,8 @@ CPU_RUN_REASON = "a CPU run decodes on the CPU"
 # Linear probe / finetuning train on spatial augmentation only.
 NO_COLOUR_AUG = {"grayscale_p": 0.0, "jitter_p": 0.0, "blur_p": 0.0}
 LIST_KEYS = {"train_list": "data.train_list", "val_list": "data.val_list"}
+NO_FAME = "none"
+NO_COMPENSATION = (False, "none")    # fame.camera_compensation values meaning "off"
 
 
 def dali_device(device: torch.device) -> tuple[str, int]:
@@ -148,3 +157,45 @@ def build_test_clips_loader(cfg: Config, list_name: str, rank: int, world: int, 
                              aug=AugParams(mean=tuple(cfg.aug.mean), std=tuple(cfg.aug.std)),
                              rank=rank, world=world, num_threads=cfg.train.num_threads,
                              prefetch=cfg.train.prefetch, device_id=device_id, pipelines=cfg.train.pipelines)
+
+
+# ------------------------------------------------------------- pretraining ----
+def fame_config(cfg: Config, steps_per_epoch: int = 0) -> Optional[fame.FameConfig]:
+    """cfg.fame as a FameConfig, or None when no merging is configured. The beta warm-up
+    (fame.beta_warmup_epochs) is counted in steps of ``steps_per_epoch``."""
+    section = cfg.fame
+    if section.variant == NO_FAME or section.background == NO_FAME:
+        return None
+    compensation = False if section.camera_compensation in NO_COMPENSATION else section.camera_compensation
+    return fame.FameConfig(beta=section.beta, variant=section.variant, hue=section.hue,
+                           background=section.background, pick=section.pick, branches=section.branches,
+                           beta_min=section.beta_min, beta_max=section.beta_max,
+                           camera_compensation=compensation,
+                           beta_warmup_steps=round(section.beta_warmup_epochs * steps_per_epoch))
+
+
+def aug_params(cfg: Config) -> AugParams:
+    return AugParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in dataclasses.asdict(cfg.aug).items()})
+
+
+def pretrain_settings(cfg: Config, device: torch.device, decode: str, steps_per_epoch: int = 0) -> dict:
+    """Keyword arguments of pipelines.loader.pretrain_loader for this config (all but the videos);
+    ``decode`` is where the videos are decoded (``load_video_set`` settles it);
+    ``steps_per_epoch`` sizes FAME's beta warm-up (0: none, as for profiling)."""
+    dali, device_id = dali_device(device)
+    return dict(device=dali, decode=decode, batch_size=cfg.train.batch_size, frames=cfg.clip.frames,
+                stride=cfg.clip.stride, crop=cfg.clip.crop, aug=aug_params(cfg),
+                fame_cfg=fame_config(cfg, steps_per_epoch), seed=cfg.seed,
+                num_threads=cfg.train.num_threads, prefetch=cfg.train.prefetch, device_id=device_id,
+                pipelines=cfg.train.pipelines)
+
+
+def build_pretrain_loader(cfg: Config, rank: int = 0, world: int = 1, device: torch.device = torch.device("cpu"),
+                          *, return_masks: Optional[bool] = None) -> VideoLoader:
+    """The pretraining loader of this process. ``return_masks`` (FAME examples for the logs)
+    defaults to train.examples_every > 0 when FAME is on."""
+    videos, decode = load_video_set(cfg, cfg.data.train_list, rank, device)
+    settings = pretrain_settings(cfg, device, decode, full_batches(len(videos), rank, world, cfg.train.batch_size))
+    if return_masks is None:
+        return_masks = cfg.train.examples_every > 0 and settings["fame_cfg"] is not None
+    return pretrain_loader(videos, rank=rank, world=world, return_masks=return_masks, **settings)

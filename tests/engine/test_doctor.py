@@ -1,5 +1,5 @@
 """runners.doctor: each check's PASS/FAIL/SKIP with the failure injected, the exit codes, the
-command on this machine, and the preflight of GPU runs (runners.common.resolve_device)."""
+command on this machine, and the preflight of GPU runs (engine.setup.resolve_device)."""
 from __future__ import annotations
 
 import os
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from runners import common, doctor
-from runners.config import load_config
+from engine import doctor, setup as common
+from engine.config import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CPU = doctor.Context(device="auto", amp="bf16", nproc=1, gpu=False, no_gpu_reason="no CUDA GPU is visible (test)")

@@ -30,9 +30,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from models.backbones import apply_backbone_state, build_backbone
-from runners import checkpoint as ckpt
-from runners.config import Config, to_dict
+from models.backbones import apply_backbone_state
+from engine import checkpoint as ckpt
+from engine.config import Config, to_dict
 
 log = logging.getLogger("fame")
 
@@ -49,13 +49,6 @@ SIMILARITY_BLOCK_ELEMENTS = 1 << 25
 
 
 # ------------------------------------------------------------ pretrained ----
-def build_eval_backbone(cfg: Config) -> nn.Module:
-    """The backbone of cfg.model (random init, or model.checkpoint's torchvision weights);
-    pretraining builds its query and key encoders with it too."""
-    kwargs = {"width": cfg.model.width} if cfg.model.backbone == "small3d" else {}
-    return build_backbone(cfg.model.backbone, checkpoint=cfg.model.checkpoint, **kwargs)
-
-
 def file_sha256(path: str, hex_chars: int = SHA_HEX_CHARS) -> str:
     """The first ``hex_chars`` hex digits of the file's sha256."""
     digest = hashlib.sha256()

@@ -3,9 +3,9 @@ read back only at log steps and saves, and nothing is saved after a non-finite l
 import pytest
 import torch
 
-from runners import checkpoint as ckpt
+from engine import checkpoint as ckpt
 from runners import classify
-from runners.moco_step import NonFiniteLoss, train_step
+from engine.moco_step import NonFiniteLoss, train_step
 from tests.models.moco_test_nets import TinyBNBackbone
 
 from models.moco import MoCo

@@ -9,9 +9,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from runners import checkpoint as ckpt
-from runners.common import GIB, seed_everything
-from runners.logger import (GPU_ALLOC_METRIC, GPU_USED_METRIC, METRICS_FILE, Logger, gpu_memory_metrics,
+from engine import checkpoint as ckpt
+from engine.setup import GIB, seed_everything
+from engine.logger import (GPU_ALLOC_METRIC, GPU_USED_METRIC, METRICS_FILE, Logger, gpu_memory_metrics,
                             read_metrics, write_json_atomic)
 
 CUDA_STATE_BYTES = 16    # a fake CUDA RNG state (the real one is a longer ByteTensor)

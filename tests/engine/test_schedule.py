@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from runners.schedule import lr_lambda
+from engine.schedule import lr_lambda
 
 
 def test_cosine_with_warmup():

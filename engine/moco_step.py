@@ -9,10 +9,10 @@ import torch
 
 from models.backbones import unwrap_module
 from models.moco import MoCo, check_queue_size
-from runners.checkpoint import LossWatch, NonFiniteLoss, check_loss  # noqa: F401  (NonFiniteLoss: re-exported)
-from runners.common import amp_dtype
-from runners.config import Config
-from runners.evaluation import build_eval_backbone
+from engine.checkpoint import LossWatch, NonFiniteLoss, check_loss  # noqa: F401  (NonFiniteLoss: re-exported)
+from engine.setup import amp_dtype
+from engine.config import Config
+from engine.models import make_backbone
 
 
 class Training(NamedTuple):
@@ -24,7 +24,7 @@ class Training(NamedTuple):
 
 
 def build_model(cfg: Config, device: torch.device) -> MoCo:
-    return MoCo(build_eval_backbone(cfg), build_eval_backbone(cfg), dim=cfg.model.dim, K=cfg.model.K, m=cfg.model.m, T=cfg.model.T,
+    return MoCo(make_backbone(cfg), make_backbone(cfg), dim=cfg.model.dim, K=cfg.model.K, m=cfg.model.m, T=cfg.model.T,
                 head=cfg.model.head, symmetric=cfg.model.symmetric,
                 shuffle_bn_groups=cfg.model.shuffle_bn_groups, batch_negatives=cfg.model.batch_negatives,
                 queue_seed=cfg.seed).to(device)

@@ -1,4 +1,4 @@
-"""Metrics, per-video averaging, distributed gathering and pretrained-weight loading of runners.evaluation."""
+"""Metrics, per-video averaging, distributed gathering and pretrained-weight loading of engine.evaluation."""
 import json
 import os
 
@@ -10,9 +10,10 @@ from torch import nn
 
 from models.backbones import build_backbone, export_backbone_state
 from models.moco import MoCo
-from runners import checkpoint as ckpt
-from runners import evaluation as E
-from runners.config import load_config, to_dict
+from engine import checkpoint as ckpt
+from engine import evaluation as E
+from engine.models import make_backbone
+from engine.config import load_config, to_dict
 
 NUM_VIDEOS, CLIPS, NUM_CLASSES, DIM = 7, 3, 5, 6
 WORLD = 2
@@ -198,18 +199,18 @@ def tiny_cfg(tmp_path, *overrides):
 
 def test_backbone_pt_and_moco_checkpoint_load_the_same_weights(tmp_path):
     cfg = tiny_cfg(tmp_path)
-    source = E.build_eval_backbone(cfg)
+    source = make_backbone(cfg)
     backbone_pt = str(tmp_path / "backbone.pt")
     ckpt.save_atomic(export_backbone_state(source), backbone_pt)
     moco = MoCo(source, dim=cfg.model.dim, K=cfg.model.K)
     moco_pt = ckpt.save_checkpoint(str(tmp_path / "pre"), {"model": moco.state_dict(), "config": to_dict(cfg)})
     for path, fmt in ((backbone_pt, "backbone"), (moco_pt, "moco")):
-        target = E.build_eval_backbone(cfg)
+        target = make_backbone(cfg)
         info = E.load_pretrained_backbone(target, tiny_cfg(tmp_path, f"pretrained={path}"))
         assert info["format"] == fmt and info["path"] == path and len(info["sha256"]) == E.SHA_HEX_CHARS
         for key, value in source.state_dict().items():
             assert torch.equal(target.state_dict()[key], value), key
-    assert E.load_pretrained_backbone(E.build_eval_backbone(cfg), cfg) == {"path": None, "sha256": None,
+    assert E.load_pretrained_backbone(make_backbone(cfg), cfg) == {"path": None, "sha256": None,
                                                                            "init": "random"}
 
 
@@ -220,20 +221,20 @@ def test_bad_pretrained_inputs_fail_clearly(tmp_path):
     other = str(tmp_path / "other.pt")
     ckpt.save_atomic(export_backbone_state(build_backbone("small3d", width=4, depth=2)), other)
     with pytest.raises(ValueError, match="config key 'pretrained'.*does not match backbone 'small3d'.*missing key"):
-        E.load_pretrained_backbone(E.build_eval_backbone(tiny_cfg(tmp_path)), tiny_cfg(tmp_path, f"pretrained={other}"))
+        E.load_pretrained_backbone(make_backbone(tiny_cfg(tmp_path)), tiny_cfg(tmp_path, f"pretrained={other}"))
     r21d = str(tmp_path / "r21d.pt")
     ckpt.save_atomic(export_backbone_state(build_backbone("r2plus1d_18")), r21d)
     with pytest.raises(ValueError, match="does not match backbone 'small3d'; it looks like a 'r2plus1d_18'"):
-        E.load_pretrained_backbone(E.build_eval_backbone(tiny_cfg(tmp_path)), tiny_cfg(tmp_path, f"pretrained={r21d}"))
+        E.load_pretrained_backbone(make_backbone(tiny_cfg(tmp_path)), tiny_cfg(tmp_path, f"pretrained={r21d}"))
     wider = tiny_cfg(tmp_path, "model.width=16")
     moco_pt = ckpt.save_checkpoint(str(tmp_path / "pre"), {
-        "model": MoCo(E.build_eval_backbone(wider), K=8).state_dict(), "config": to_dict(wider)})
+        "model": MoCo(make_backbone(wider), K=8).state_dict(), "config": to_dict(wider)})
     with pytest.raises(ValueError, match="shape.*pretrained with model.backbone=small3d model.width=16"):
-        E.load_pretrained_backbone(E.build_eval_backbone(tiny_cfg(tmp_path)), tiny_cfg(tmp_path, f"pretrained={moco_pt}"))
+        E.load_pretrained_backbone(make_backbone(tiny_cfg(tmp_path)), tiny_cfg(tmp_path, f"pretrained={moco_pt}"))
     junk = str(tmp_path / "junk.pt")
     torch.save({"epoch": 3}, junk)
     with pytest.raises(ValueError, match="neither a backbone state_dict"):
-        E.load_pretrained_backbone(E.build_eval_backbone(tiny_cfg(tmp_path)), tiny_cfg(tmp_path, f"pretrained={junk}"))
+        E.load_pretrained_backbone(make_backbone(tiny_cfg(tmp_path)), tiny_cfg(tmp_path, f"pretrained={junk}"))
 
 
 def test_results_json_record(tmp_path):

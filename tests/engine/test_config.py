@@ -6,7 +6,7 @@ import typing
 import pytest
 import yaml
 
-from runners import config as C
+from engine import config as C
 
 CONFIGS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "*.yaml")))
 
@@ -32,8 +32,8 @@ def test_default_config_maps_onto_the_default_settings():
     from data.synthetic import SyntheticSpec
     from fame import FameConfig
     from pipelines.params import AugParams
-    from runners.build import aug_params, fame_config
-    from runners.common import synthetic_spec
+    from engine.loaders import aug_params, fame_config
+    from engine.setup import synthetic_spec
     cfg = C.load_config(None)
     assert fame_config(cfg) == FameConfig()
     assert aug_params(cfg) == AugParams()

@@ -19,8 +19,8 @@ import numpy as np
 
 import torch
 
-from runners.checkpoint import write_atomic
-from runners.common import GIB
+from engine.checkpoint import write_atomic
+from engine.setup import GIB
 
 log = logging.getLogger("fame")
 METRICS_FILE = "metrics.jsonl"

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from runners import config as C
+from engine import config as C
 
 log = logging.getLogger("fame")
 RUN_CONFIG = "config.yaml"
@@ -45,7 +45,7 @@ def parse_cli(description: str, argv: Optional[list[str]] = None) -> C.Config:
 
 def resolve_device(setting: str, cfg: Optional[C.Config] = None) -> torch.device:
     """device: auto|cpu|gpu -> the torch.device every other part follows. A CUDA device is
-    checked first (runners.doctor.preflight: the quick checks of ``cfg``'s settings; a FAIL
+    checked first (engine.doctor.preflight: the quick checks of ``cfg``'s settings; a FAIL
     exits with code 2, the failures and their fixes on stderr)."""
     has_gpu = torch.cuda.is_available()
     if setting == "gpu" and not has_gpu:
@@ -54,7 +54,7 @@ def resolve_device(setting: str, cfg: Optional[C.Config] = None) -> torch.device
         # A launcher may give each process all of the node's GPUs (torchrun) or only its own one.
         local = int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count()
         torch.cuda.set_device(local)
-        from runners.doctor import preflight
+        from engine.doctor import preflight
         preflight(cfg)
         return torch.device("cuda", local)
     return torch.device("cpu")
@@ -133,7 +133,7 @@ def amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
 
 def open_logger(cfg: C.Config, run_dir: str, job_type: str, rank: int = 0):
     """The run's Logger (metrics.jsonl + W&B per cfg.wandb)."""
-    from runners.logger import Logger
+    from engine.logger import Logger
     return Logger(run_dir, config=C.to_dict(cfg), name=cfg.run.name, mode=cfg.wandb.mode,
                   project=cfg.wandb.project, entity=cfg.wandb.entity, group=cfg.wandb.group,
                   tags=cfg.wandb.tags, job_type=job_type, rank=rank)
