@@ -21,10 +21,10 @@ REQS := requirements.txt
 # the same nvidia/dali files, and CuPy refuses to run with two CuPy packages.
 OTHER_CUDA_WHEELS := nvidia-dali-cuda120 cupy-cuda12x
 STAMP := $(if $(NOVENV),,$(VENV)/.installed-cuda13)
-RUN := $(if $(filter 1,$(NPROC)),$(PY) -m,$(PY) -m torch.distributed.run --standalone --nproc_per_node $(NPROC) -m)
+LAUNCH := $(if $(filter 1,$(NPROC)),$(PY) -m,$(PY) -m torch.distributed.run --standalone --nproc_per_node $(NPROC) -m)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup doctor gpu-check test pretrain data-synth profile bench bench-fame bench-trainer sweep report visualize-masks mask-quality caam kernels linear finetune retrieve results clean benchmark
+.PHONY: help setup doctor gpu-check bias-probe test pretrain data-synth profile bench bench-fame bench-trainer sweep report visualize-masks mask-quality caam kernels linear finetune retrieve results clean benchmark
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -54,7 +54,7 @@ test: $(STAMP)  ## run the test suite (CPU; GPU tests run where a GPU exists)
 	$(PY) -m pytest -q
 
 pretrain: $(STAMP)  ## MoCo+FAME pretraining: CONFIG=... ARGS="key=value ..." NPROC=N
-	$(RUN) runners.pretrain --config $(CONFIG) $(ARGS)
+	$(LAUNCH) runners.pretrain --config $(CONFIG) $(ARGS)
 
 data-synth: $(STAMP)  ## generate the synthetic dataset of the config (default videos/synthetic)
 	$(PY) -m runners.prepare synthetic --config $(CONFIG) $(ARGS)
@@ -72,13 +72,13 @@ bench-trainer: $(STAMP)  ## clips/s of the MoCo training step alone (random clip
 bench: bench-fame bench-trainer profile  ## all benchmarks
 
 linear: $(STAMP)  ## linear probe: CONFIG=configs/ucf101_r21d_linear.yaml ARGS="pretrained=runs/<name>/backbone.pt"
-	$(RUN) runners.classify --config $(CONFIG) eval.protocol=linear $(ARGS)
+	$(LAUNCH) runners.classify --config $(CONFIG) eval.protocol=linear $(ARGS)
 
 finetune: $(STAMP)  ## finetune: CONFIG=configs/ucf101_r21d_finetune.yaml ARGS="pretrained=..."
-	$(RUN) runners.classify --config $(CONFIG) eval.protocol=finetune $(ARGS)
+	$(LAUNCH) runners.classify --config $(CONFIG) eval.protocol=finetune $(ARGS)
 
 retrieve: $(STAMP)  ## video retrieval R@k: CONFIG=configs/ucf101_r21d_retrieval.yaml ARGS="pretrained=..."
-	$(RUN) runners.retrieve --config $(CONFIG) $(ARGS)
+	$(LAUNCH) runners.retrieve --config $(CONFIG) $(ARGS)
 
 results: $(STAMP)  ## collect runs/*/results.json into one markdown table (runs/results.md)
 	$(PY) -m runners.results $(ARGS)
@@ -101,6 +101,10 @@ visualize-masks: $(STAMP)  ## Fig. 5: frames, seed region, soft mask, masks and 
 
 mask-quality: $(STAMP)  ## recall/precision of every variant's mask against the object's box (synthetic data)
 	$(PY) -m runners.visualize mask-quality --config $(CONFIG) $(ARGS)
+
+RUN ?=
+bias-probe: $(STAMP)  ## background-bias probe of a classifier: RUN=runs/<classify run> ARGS="data.val_list=..."
+	$(PY) -m runners.bias_probe --run $(RUN) $(ARGS)
 
 CKPT ?=
 caam: $(STAMP)  ## Fig. 1: class-agnostic activation maps: CKPT="runs/a/backbone.pt runs/b/backbone.pt"
