@@ -24,13 +24,12 @@ Layout written under ``root``::
     classInd.txt                  1-based class names
     annotations.json              per video: split, label, motion, pool, background,
                                   per-frame object boxes [x0, y0, x1, y1] (pixels, x1/y1 exclusive)
-    spec.json                     the spec that produced the data (written last: marks completion)
+    spec.json                     the spec that produced the data (data.spec.SyntheticSpec; written last: marks completion)
 """
 
 from __future__ import annotations
 
 import colorsys
-import dataclasses
 import json
 import logging
 import os
@@ -47,7 +46,8 @@ import skimage.transform
 
 from data.filelist import Entry, read_file_list, write_class_names, write_file_list
 from data.parallel import auto_workers, process_pool
-from data.video_io import CODECS, codec_setting, write_video
+from data.spec import MOTIONS, SyntheticSpec
+from data.video_io import codec_setting, write_video
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +61,11 @@ SPEC_FILE = "spec.json"
 VIDEOS_DIR = "videos"
 LIST_FOR_SPLIT = {"train": TRAIN_LIST, "test": TEST_LIST}
 
-# Class order: the first num_classes of these are used.
-MOTIONS = ("right", "left", "circle_cw", "pulse", "down", "up", "zigzag", "circle_ccw")
-
 # scikit-image images that load without a download. Grayscale ones become RGB.
 COLOUR_BACKGROUNDS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
                       "immunohistochemistry", "retina", "stereo_motorcycle")
 GRAY_BACKGROUNDS = ("camera", "coins", "moon", "brick", "grass", "gravel", "clock")
 
-BACKGROUND_KINDS = ("images", "generated")
 GENERATED_PREFIX = "generated-"
 
 # Generated backgrounds: smooth random colour fields, one per video; a pool is a hue
@@ -85,8 +81,6 @@ GENERATED_DETAIL_BLOB_DIVISOR = 6    # the fine texture's blobs are this many ti
 # Smallest value range a smooth field is divided by when rescaled to 0..1 (a flat field stays flat).
 FIELD_RANGE_FLOOR = 1e-6
 
-MIN_FRAME_SIDE = 32
-MAX_OBJECT_SIZE = 0.6
 PIXEL_MAX = 255.0
 
 # Background crops: fraction of the largest crop that fits the image, and a cap on
@@ -122,105 +116,11 @@ ALPHA_BOX_THRESHOLD = 0.5
 VIDEOS_PER_TASK = 4
 
 
-# Field name -> required Python type (float fields also accept integers).
-FIELD_TYPES = {
-    "codec": str,
-    "num_classes": int, "videos_per_class_train": int, "videos_per_class_test": int,
-    "width": int, "height": int, "frames": int, "fps": int, "gop": int, "seed": int,
-    "bg_correlation_train": float, "bg_correlation_test": float, "noise_std": float, "pan_speed": float,
-    "palette": int, "backgrounds": str,
-}
 # Random streams, each seeded [seed, stream id]; per-video draws use [seed, split, label, index].
 # The ids are fixed: changing one changes every generated dataset.
 POOL_STREAM = 8      # shuffles the background images into pools
 PLAN_STREAM = 9      # assigns every video its background pool and image
 PALETTE_STREAM = 97  # seeds the fixed looks of a palette apart from the per-video draws
-
-
-def _require(condition: bool, name: str, value, allowed: str) -> None:
-    if not condition:
-        raise ValueError(f"synthetic spec: {name}={value!r} is invalid; expected {allowed}")
-
-
-@dataclass(frozen=True)
-class SyntheticSpec:
-    """Everything that determines a synthetic dataset (saved as spec.json)."""
-
-    num_classes: int = 4
-    videos_per_class_train: int = 24
-    videos_per_class_test: int = 12
-    width: int = 128
-    height: int = 96
-    frames: int = 48
-    fps: int = 15
-    codec: str = "vp9"
-    bg_correlation_train: float = 0.9
-    bg_correlation_test: float = 0.0
-    noise_std: float = 3.0  # per-frame Gaussian sensor noise, in 0..255 levels
-    pan_speed: float = 0.5  # largest background pan, pixels per frame
-    object_size: tuple[float, float] = (0.15, 0.3)  # object diameter range, fraction of the shorter side
-    gop: int = 8  # keyframe interval: short, since seeking decodes from the previous keyframe
-    palette: int = 0  # 0: a random look per video; n > 0: one of n fixed looks shared by all classes
-    backgrounds: str = "images"  # "images": crops of shipped photos; "generated": a new texture per video
-    seed: int = 0
-
-    def __post_init__(self):
-        object.__setattr__(self, "object_size", tuple(self.object_size))
-        for field_ in dataclasses.fields(self):
-            value = getattr(self, field_.name)
-            kind = FIELD_TYPES.get(field_.name)
-            if kind is not None:
-                accepted = (int, float) if kind is float else kind
-                _require(isinstance(value, accepted) and not isinstance(value, bool),
-                         field_.name, value, f"a value of type {kind.__name__}")
-        _require(2 <= self.num_classes <= len(MOTIONS), "num_classes", self.num_classes,
-                 f"an integer in [2, {len(MOTIONS)}] (motions: {', '.join(MOTIONS)})")
-        for name in ("videos_per_class_train", "videos_per_class_test", "fps", "gop"):
-            _require(getattr(self, name) >= 1, name, getattr(self, name), "an integer >= 1")
-        for name in ("width", "height"):
-            value = getattr(self, name)
-            _require(value >= MIN_FRAME_SIDE and value % 2 == 0, name, value,
-                     f"an even integer >= {MIN_FRAME_SIDE}")
-        _require(self.frames >= 2, "frames", self.frames, "an integer >= 2")
-        _require(self.codec in CODECS, "codec", self.codec, f"one of {sorted(CODECS)}")
-        for name in ("bg_correlation_train", "bg_correlation_test"):
-            _require(0.0 <= getattr(self, name) <= 1.0, name, getattr(self, name), "a number in [0, 1]")
-        _require(self.noise_std >= 0, "noise_std", self.noise_std, "a number >= 0")
-        _require(self.pan_speed >= 0, "pan_speed", self.pan_speed, "a number >= 0")
-        _require(self.backgrounds in BACKGROUND_KINDS, "backgrounds", self.backgrounds,
-                 f"one of {BACKGROUND_KINDS}")
-        _require(self.palette >= 0, "palette", self.palette, "an integer >= 0 (0: a random look per video)")
-        size = self.object_size
-        valid_size = (len(size) == 2 and all(isinstance(v, (int, float)) for v in size)
-                      and 0 < size[0] <= size[1] <= MAX_OBJECT_SIZE)
-        _require(valid_size, "object_size", list(size), f"[min, max] with 0 < min <= max <= {MAX_OBJECT_SIZE}")
-
-    @property
-    def motions(self) -> tuple[str, ...]:
-        return MOTIONS[: self.num_classes]
-
-    @property
-    def extension(self) -> str:
-        return codec_setting(self.codec).extension
-
-    def videos_per_class(self, split: str) -> int:
-        return {"train": self.videos_per_class_train, "test": self.videos_per_class_test}[split]
-
-    def bg_correlation(self, split: str) -> float:
-        return {"train": self.bg_correlation_train, "test": self.bg_correlation_test}[split]
-
-    def to_dict(self) -> dict:
-        values = dataclasses.asdict(self)
-        values["object_size"] = list(self.object_size)
-        return values
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "SyntheticSpec":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown synthetic spec keys {unknown}; allowed: {sorted(known)}")
-        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -235,7 +135,7 @@ class VideoPlan:
 
     def relpath(self, spec: SyntheticSpec) -> str:
         motion = spec.motions[self.label]
-        name = f"{motion}_{self.split}_{self.index:03d}{spec.extension}"
+        name = f"{motion}_{self.split}_{self.index:03d}{codec_setting(spec.codec).extension}"
         return f"{VIDEOS_DIR}/{self.split}/{motion}/{name}"
 
 

@@ -238,6 +238,28 @@ def config_value(config: dict, key: str):
     return node
 
 
+def with_added_keys(saved: dict, current: dict) -> dict:
+    """``saved`` plus the config keys ``current`` has and it lacks (keys added to the schema since
+    it was saved), at the schema's defaults: a run that kept a new key's default resumes. A saved
+    config today's schema cannot read stays as it is."""
+    from engine.config import ConfigError, build_config, to_dict
+    try:
+        defaults = to_dict(build_config(dict(saved)))
+    except (ConfigError, TypeError):
+        return saved
+    return _fill_missing(saved, current, defaults)
+
+
+def _fill_missing(saved: dict, current: dict, defaults: dict) -> dict:
+    filled = dict(saved)
+    for key, value in current.items():
+        if key not in saved and key in defaults:
+            filled[key] = defaults[key]
+        elif isinstance(value, dict) and isinstance(saved.get(key), dict) and isinstance(defaults.get(key), dict):
+            filled[key] = _fill_missing(saved[key], value, defaults[key])
+    return filled
+
+
 def check_same_run(path: str, state: dict, config: dict, keys: tuple[str, ...], run: dict) -> None:
     """Refuse to resume ``path`` into a run that differs from it in a config key of ``keys``
     (a whole section for a key like "model") or in a ``run`` fact (e.g. the process count):
@@ -245,6 +267,7 @@ def check_same_run(path: str, state: dict, config: dict, keys: tuple[str, ...], 
     saved = state.get("config")
     if not isinstance(saved, dict):
         raise ValueError(f"cannot resume {path}: it holds no 'config' (not a training checkpoint of this project)")
+    saved = with_added_keys(saved, config)
     differences = [f"config key '{key}' was {config_value(saved, key)!r}, now {config_value(config, key)!r}"
                    for key in keys if config_value(saved, key) != config_value(config, key)]
     saved_run = state.get(RUN, {})

@@ -3,8 +3,12 @@
 An experiment is a YAML file under configs/ that names its parent with
 ``inherit: other.yaml`` (resolved relative to the file) and overrides some
 keys; ``key=value`` pairs on the command line override last. The merged tree
-is checked against the dataclasses below: an unknown key, a wrong type or a
-value out of range fails before any work, naming the key and what is allowed.
+is checked against the dataclasses below (the sections fame, aug and data.synthetic
+are the library's own settings classes: fame.FameConfig, pipelines.params.AugParams,
+data.spec.SyntheticSpec): an unknown key, a wrong type or a value out of range fails
+before any work, naming the dotted key and what is allowed. Each field's rule is its
+type hint and range (fame.fields), written once. Loading imports neither torch nor
+DALI, PyAV or scikit-image.
 
     cfg = load_config("configs/synthetic.yaml", ["fame.beta=0.3"])
     cfg.fame.beta, cfg.train.epochs
@@ -15,12 +19,16 @@ import dataclasses
 import datetime
 import math
 import os
-import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional
 
 import yaml
+
+from data.spec import SyntheticSpec
+from fame.config import FameConfig
+from fame.fields import UNIONS, SettingError, bounded, check_fields, setting_fields, type_hints, value_problem
+from pipelines.params import AugParams
 
 INHERIT_KEY = "inherit"
 
@@ -29,42 +37,15 @@ class ConfigError(ValueError):
     """A config file or override that does not fit the schema."""
 
 
-def _range(lo=None, hi=None, *, lo_open=False):
-    """Field metadata: the allowed closed interval [lo, hi] (lo open if lo_open); on a list
-    field it bounds every element."""
-    return {"range": (lo, hi, lo_open)}
-
-
 # ---------------------------------------------------------------- schema ----
-@dataclass
-class SynthConfig:
-    """The built-in synthetic dataset, generated under data.root when missing."""
-    num_classes: int = field(default=4, metadata=_range(2, 8))   # 8 motion patterns exist
-    videos_per_class_train: int = field(default=24, metadata=_range(1))
-    videos_per_class_test: int = field(default=12, metadata=_range(1))
-    width: int = field(default=128, metadata=_range(32))
-    height: int = field(default=96, metadata=_range(32))
-    frames: int = field(default=48, metadata=_range(2))
-    fps: int = field(default=15, metadata=_range(1))
-    codec: Literal["vp9", "h264", "mjpeg"] = "vp9"
-    bg_correlation_train: float = field(default=0.9, metadata=_range(0.0, 1.0))
-    bg_correlation_test: float = field(default=0.0, metadata=_range(0.0, 1.0))
-    noise_std: float = field(default=3.0, metadata=_range(0.0))      # sensor noise, 0..255 levels
-    pan_speed: float = field(default=0.5, metadata=_range(0.0))      # background pan, pixels per frame
-    object_size: tuple[float, float] = (0.15, 0.3)   # object diameter range, fraction of the shorter side
-    palette: int = field(default=0, metadata=_range(0))   # 0: a look per video; n: n looks shared by all classes
-    backgrounds: Literal["images", "generated"] = "images"   # photo crops, or a new colour texture per video
-    seed: int = 0
-
-
 @dataclass
 class DataConfig:
     root: str = "videos/synthetic"
     train_list: str = "trainlist.txt"      # relative to root unless absolute
     val_list: str = "testlist.txt"
-    num_classes: int = field(default=4, metadata=_range(1))
-    min_frames: int = field(default=0, metadata=_range(0))  # 0: clip.frames*clip.stride
-    synthetic: Optional[SynthConfig] = None  # set: generate the data when missing
+    num_classes: int = field(default=4, metadata=bounded(1))
+    min_frames: int = field(default=0, metadata=bounded(0))  # 0: clip.frames*clip.stride
+    synthetic: Optional[SyntheticSpec] = None  # set: generate the data when missing (data.spec)
     # Where videos are decoded on a GPU run: gpu (NVDEC), cpu (DALI's CPU decoder, frames then
     # go to the GPU for the rest) or auto (pipelines.videos.choose_decoder picks, logged).
     # A CPU run always decodes on the CPU; 'gpu' there is an error.
@@ -73,40 +54,9 @@ class DataConfig:
 
 @dataclass
 class ClipConfig:
-    frames: int = field(default=16, metadata=_range(2))
-    stride: int = field(default=2, metadata=_range(1))
-    crop: int = field(default=112, metadata=_range(16))
-
-
-@dataclass
-class FameSection:
-    beta: Union[float, Literal["auto"]] = field(default=0.5, metadata=_range(0.0, 1.0))
-    variant: Literal["fame", "seed", "grid", "gauss", "none"] = "fame"
-    background: Literal["inter", "intra", "none"] = "inter"   # none: no merging (the baseline)
-    branches: Literal["one", "both"] = "one"
-    hue: Literal["published", "angle"] = "published"
-    pick: Literal["derangement", "permutation"] = "derangement"
-    beta_min: float = field(default=0.3, metadata=_range(0.0, 1.0))   # clamp of beta=auto
-    beta_max: float = field(default=0.7, metadata=_range(0.0, 1.0))
-    camera_compensation: Literal["none", "median", "phase"] = "none"
-    beta_warmup_epochs: float = field(default=0.0, metadata=_range(0.0))   # beta from 1 down to beta over these
-
-
-@dataclass
-class AugConfig:
-    crop_area: tuple[float, float] = (0.2, 1.0)
-    crop_aspect: tuple[float, float] = (3 / 4, 4 / 3)
-    flip_p: float = field(default=0.5, metadata=_range(0.0, 1.0))
-    grayscale_p: float = field(default=0.2, metadata=_range(0.0, 1.0))
-    jitter_p: float = field(default=0.8, metadata=_range(0.0, 1.0))
-    brightness: float = field(default=0.4, metadata=_range(0.0))
-    contrast: float = field(default=0.4, metadata=_range(0.0))
-    saturation: float = field(default=0.4, metadata=_range(0.0))
-    hue: float = field(default=0.1, metadata=_range(0.0, 0.5))
-    blur_p: float = field(default=0.5, metadata=_range(0.0, 1.0))
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
-    mean: tuple[float, float, float] = (0.43216, 0.394666, 0.37645)
-    std: tuple[float, float, float] = (0.22803, 0.22145, 0.216989)
+    frames: int = field(default=16, metadata=bounded(2))
+    stride: int = field(default=2, metadata=bounded(1))
+    crop: int = field(default=112, metadata=bounded(16))
 
 
 @dataclass
@@ -114,54 +64,54 @@ class ModelConfig:
     # models/backbones.py's BACKBONES (a test keeps the two lists equal); a Literal keeps this
     # module free of torch, which the sweep and report processes would otherwise import.
     backbone: Literal["i3d", "r2plus1d_18", "r3d_18", "s3d", "small3d"] = "small3d"
-    width: int = field(default=32, metadata=_range(1))   # small3d only
+    width: int = field(default=32, metadata=bounded(1))   # small3d only
     checkpoint: Optional[str] = None      # local torchvision weights to start from
     head: Literal["mlp", "linear"] = "mlp"
-    dim: int = field(default=128, metadata=_range(1))
-    K: int = field(default=2048, metadata=_range(1))
-    m: float = field(default=0.999, metadata=_range(0.0, 1.0))
-    T: float = field(default=0.1, metadata=_range(0.0, lo_open=True))
+    dim: int = field(default=128, metadata=bounded(1))
+    K: int = field(default=2048, metadata=bounded(1))
+    m: float = field(default=0.999, metadata=bounded(0.0, 1.0))
+    T: float = field(default=0.1, metadata=bounded(0.0, lo_open=True))
     symmetric: bool = True
-    shuffle_bn_groups: int = field(default=2, metadata=_range(1))
+    shuffle_bn_groups: int = field(default=2, metadata=bounded(1))
     batch_negatives: bool = False     # also contrast with the step's other keys (models/moco.py)
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = field(default=200, metadata=_range(0))
-    batch_size: int = field(default=64, metadata=_range(1))
-    lr: float = field(default=0.01, metadata=_range(0.0, lo_open=True))
-    momentum: float = field(default=0.9, metadata=_range(0.0, 1.0))
-    weight_decay: float = field(default=1e-4, metadata=_range(0.0))
+    epochs: int = field(default=200, metadata=bounded(0))
+    batch_size: int = field(default=64, metadata=bounded(1))
+    lr: float = field(default=0.01, metadata=bounded(0.0, lo_open=True))
+    momentum: float = field(default=0.9, metadata=bounded(0.0, 1.0))
+    weight_decay: float = field(default=1e-4, metadata=bounded(0.0))
     schedule: Literal["cosine", "step"] = "cosine"
-    warmup_epochs: float = field(default=0.0, metadata=_range(0.0))
+    warmup_epochs: float = field(default=0.0, metadata=bounded(0.0))
     milestones: list[int] = field(default_factory=lambda: [60, 120])
-    lr_decay: float = field(default=0.1, metadata=_range(0.0, 1.0))
+    lr_decay: float = field(default=0.1, metadata=bounded(0.0, 1.0))
     amp: Literal["none", "bf16", "fp16"] = "bf16"    # ignored on CPU
-    grad_clip: float = field(default=0.0, metadata=_range(0.0))  # 0: off
+    grad_clip: float = field(default=0.0, metadata=bounded(0.0))  # 0: off
     channels_last: bool = True     # channels-last-3d model and inputs on a GPU (ignored on the CPU)
-    checkpoint_every: int = field(default=10, metadata=_range(1))  # epochs: keep epoch_NNNN.pt
-    checkpoint_steps: int = field(default=0, metadata=_range(0))   # also refresh last.pt every N steps
-    log_every: int = field(default=10, metadata=_range(1))         # steps
-    examples_every: int = field(default=500, metadata=_range(0))   # steps, 0: never
+    checkpoint_every: int = field(default=10, metadata=bounded(1))  # epochs: keep epoch_NNNN.pt
+    checkpoint_steps: int = field(default=0, metadata=bounded(0))   # also refresh last.pt every N steps
+    log_every: int = field(default=10, metadata=bounded(1))         # steps
+    examples_every: int = field(default=500, metadata=bounded(0))   # steps, 0: never
     resume: str = "auto"      # auto | none | path to a checkpoint
-    num_threads: int = field(default=2, metadata=_range(1))        # DALI CPU threads per pipeline
-    pipelines: int = field(default=1, metadata=_range(1))          # DALI pipelines taking turns by batch
-    prefetch: int = field(default=2, metadata=_range(1))
+    num_threads: int = field(default=2, metadata=bounded(1))        # DALI CPU threads per pipeline
+    pipelines: int = field(default=1, metadata=bounded(1))          # DALI pipelines taking turns by batch
+    prefetch: int = field(default=2, metadata=bounded(1))
 
 
 @dataclass
 class EvalConfig:
     protocol: Literal["linear", "finetune"] = "linear"
-    clips_per_video: int = field(default=10, metadata=_range(1))
-    epochs: int = field(default=100, metadata=_range(0))
-    batch_size: int = field(default=64, metadata=_range(1))
-    lr: float = field(default=0.025, metadata=_range(0.0, lo_open=True))
-    weight_decay: float = field(default=1e-4, metadata=_range(0.0))
-    dropout: float = field(default=0.7, metadata=_range(0.0, 1.0))
+    clips_per_video: int = field(default=10, metadata=bounded(1))
+    epochs: int = field(default=100, metadata=bounded(0))
+    batch_size: int = field(default=64, metadata=bounded(1))
+    lr: float = field(default=0.025, metadata=bounded(0.0, lo_open=True))
+    weight_decay: float = field(default=1e-4, metadata=bounded(0.0))
+    dropout: float = field(default=0.7, metadata=bounded(0.0, 1.0))
     schedule: Literal["cosine", "step"] = "step"
     milestones: list[int] = field(default_factory=lambda: [60, 120])
-    ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20, 50], metadata=_range(1))   # every k
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20, 50], metadata=bounded(1))   # every k
     # runners.trial: also linear-probe on the synthetic data's sibling whose training split
     # has class-independent backgrounds (<data.root>-unbiased), a control for the probe's shortcut
     unbiased_probe: bool = False
@@ -189,8 +139,8 @@ class Config:
     pretrained: Optional[str] = None     # backbone.pt for downstream runners
     data: DataConfig = field(default_factory=DataConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
-    fame: FameSection = field(default_factory=FameSection)
-    aug: AugConfig = field(default_factory=AugConfig)
+    fame: FameConfig = field(default_factory=FameConfig)     # fame/config.py
+    aug: AugParams = field(default_factory=AugParams)       # pipelines/params.py
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -200,119 +150,73 @@ class Config:
 
 
 # ------------------------------------------------------------ validation ----
-def _describe(tp) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(tp))
-    if origin in (list, tuple):
-        args = typing.get_args(tp)
-        return f"a list of {_describe(args[0])}" + (f" (length {len(args)})" if origin is tuple else "")
-    if tp is type(None):
-        return "null"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _float_from_text(text: str, bad: ConfigError) -> float:
-    """A finite float written as text: YAML 1.1 reads 1e-4 (no dot in the mantissa) as a string."""
+# Every section is a settings class (fame.fields): its field types and ranges are its rules,
+# checked when it is built. Reading YAML only moves values toward those types first.
+def _float_from_text(text: str) -> Any:
+    """A finite float written as text (YAML 1.1 reads 1e-4, no dot in the mantissa, as a
+    string), or the text itself for the check to refuse."""
     try:
         value = float(text)
     except ValueError:
-        raise bad from None
-    if not math.isfinite(value):
-        raise bad
-    return value
+        return text
+    return value if math.isfinite(value) else text
 
 
-def _coerce(key: str, tp, value, meta) -> Any:
-    """Return value as type tp, or raise ConfigError naming key and the allowed values."""
-    origin = typing.get_origin(tp)
-    bad = ConfigError(f"config key '{key}': got {value!r}, expected {_describe(tp)}")
-    if dataclasses.is_dataclass(tp):
+def _section_type(tp) -> Optional[type]:
+    """The settings class of a section field (``Section`` or ``Optional[Section]``), else None."""
+    candidates = typing.get_args(tp) if typing.get_origin(tp) in UNIONS else (tp,)
+    return next((c for c in candidates if dataclasses.is_dataclass(c)), None)
+
+
+def _convert(key: str, tp, value) -> Any:
+    """A YAML value moved toward type hint tp: a mapping becomes its section, an int or float
+    text a float, a list a tuple, element by element; what does not convert is left for the
+    settings class to refuse."""
+    section = _section_type(tp)
+    if section is not None and (isinstance(value, dict) or tp is section):
         if not isinstance(value, dict):
-            raise ConfigError(f"config key '{key}': expected a mapping of {sorted(f.name for f in dataclasses.fields(tp))}, got {value!r}")
-        return _build(tp, value, key + ".")
-    if origin in (Union, types.UnionType):
-        errors = []
-        for arg in typing.get_args(tp):
-            try:
-                return _coerce(key, arg, value, meta)
-            except ConfigError as e:
-                errors.append(str(e))
-        if any("outside" in e for e in errors):
-            raise ConfigError(next(e for e in errors if "outside" in e))
-        raise bad
-    if origin is Literal:
-        if value in typing.get_args(tp):
-            return value
-        raise bad
-    if tp is type(None):
-        if value is None:
-            return None
-        raise bad
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise bad
+            raise ConfigError(f"config key '{key}': expected a mapping of "
+                              f"{sorted(f.name for f in setting_fields(section))}, got {value!r}")
+        return _build(section, value, key + ".")
+    origin = typing.get_origin(tp)
+    if origin in UNIONS:
+        for arg in (a for a in typing.get_args(tp) if not dataclasses.is_dataclass(a)):
+            converted = _convert(key, arg, value)
+            if value_problem(arg, converted) is None:
+                return converted
+        return value
+    if tp is float and isinstance(value, str):
+        return _float_from_text(value)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if origin in (list, tuple) and isinstance(value, (list, tuple)):
         args = typing.get_args(tp)
-        if origin is tuple:
-            if len(value) != len(args):
-                raise bad
-            return tuple(_coerce(f"{key}[{i}]", a, v, {}) for i, (a, v) in enumerate(zip(args, value)))
-        return [_coerce(f"{key}[{i}]", args[0], v, meta) for i, v in enumerate(value)]
-    if tp is bool:
-        if isinstance(value, bool):
+        if origin is tuple and len(args) != len(value):
             return value
-        raise bad
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-    elif tp is float:
-        if isinstance(value, str):
-            value = _float_from_text(value, bad)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
-        value = float(value)
-    elif tp is str:
-        if not isinstance(value, str):
-            raise bad
-    if "range" in meta and isinstance(value, (int, float)):
-        lo, hi, lo_open = meta["range"]
-        if (lo is not None and (value < lo or (lo_open and value == lo))) or (hi is not None and value > hi):
-            interval = f"{'(' if lo_open else '['}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
-            raise ConfigError(f"config key '{key}': {value!r} is outside the allowed range {interval}")
+        element_types = args if origin is tuple else args * len(value)
+        return origin(_convert(f"{key}[{i}]", arg, v) for i, (arg, v) in enumerate(zip(element_types, value)))
     return value
 
 
 def _build(cls, tree: dict, prefix: str = ""):
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(tree) - set(fields))
+    """The settings class ``cls`` of a YAML mapping, checked; errors name the dotted key."""
+    names = sorted(f.name for f in setting_fields(cls))
+    unknown = sorted(set(tree) - set(names))
     if unknown:
         raise ConfigError(f"unknown config key '{prefix}{unknown[0]}'; allowed keys under "
-                          f"'{prefix.rstrip('.') or '<top>'}': {', '.join(sorted(fields))}")
-    kwargs = {}
-    for name, value in tree.items():
-        tp = hints[name]
-        if dataclasses.is_dataclass(tp) and value is None:
-            continue
-        inner = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
-        if inner and isinstance(value, dict):     # Optional[Section]
-            tp = inner[0]
-        kwargs[name] = _coerce(prefix + name, tp, value, dict(fields[name].metadata))
-    return cls(**kwargs)
+                          f"'{prefix.rstrip('.') or '<top>'}': {', '.join(names)}")
+    hints = type_hints(cls)
+    kwargs = {name: _convert(prefix + name, hints[name], value) for name, value in tree.items()
+              if not (dataclasses.is_dataclass(hints[name]) and value is None)}
+    try:
+        settings = cls(**kwargs)
+        check_fields(settings)
+    except SettingError as e:
+        raise ConfigError(f"config key '{prefix}{e.field}': {e.problem}") from None
+    return settings
 
 
 def _check_relations(cfg: Config) -> None:
-    if cfg.fame.beta_min > cfg.fame.beta_max:
-        raise ConfigError(f"config keys 'fame.beta_min' ({cfg.fame.beta_min}) and 'fame.beta_max' "
-                          f"({cfg.fame.beta_max}): beta_min must not exceed beta_max")
-    for key in ("crop_area", "crop_aspect", "blur_sigma"):
-        lo, hi = getattr(cfg.aug, key)
-        if not 0 < lo <= hi:
-            raise ConfigError(f"config key 'aug.{key}': need 0 < low <= high, got {[lo, hi]}")
-    if cfg.aug.crop_area[1] > 1:
-        raise ConfigError(f"config key 'aug.crop_area': the area fraction must be at most 1, got {cfg.aug.crop_area[1]}")
     if cfg.train.resume not in ("auto", "none") and not os.path.exists(cfg.train.resume):
         raise ConfigError(f"config key 'train.resume': '{cfg.train.resume}' is neither auto, none, nor an existing checkpoint")
     if cfg.eval.unbiased_probe and cfg.data.synthetic is None:
@@ -390,14 +294,14 @@ def load_config(path: Optional[str], overrides: list[str] = ()) -> Config:
 
 
 def to_dict(cfg: Config) -> dict:
-    """A plain tree (tuples as lists) that build_config reads back to an equal Config."""
+    """A plain tree (tuples as lists, no derived fields) that build_config reads back to an equal Config."""
     def plain(x):
+        if dataclasses.is_dataclass(x):
+            return {f.name: plain(getattr(x, f.name)) for f in setting_fields(x)}
         if isinstance(x, (list, tuple)):
             return [plain(v) for v in x]
-        if isinstance(x, dict):
-            return {k: plain(v) for k, v in x.items()}
         return x
-    return plain(dataclasses.asdict(cfg))
+    return plain(cfg)
 
 
 def dump_config(cfg: Config, path: str) -> None:

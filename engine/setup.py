@@ -108,14 +108,9 @@ def ensure_data(cfg: C.Config, rank: int = 0) -> None:
     """Generate the synthetic dataset of data.synthetic when it is missing or stale (rank 0)."""
     if cfg.data.synthetic is not None and rank == 0:
         from data.synthetic import ensure_dataset
-        ensure_dataset(cfg.data.root, synthetic_spec(cfg.data.synthetic))
+        ensure_dataset(cfg.data.root, cfg.data.synthetic)
     if dist.is_initialized():
         dist.barrier()
-
-
-def synthetic_spec(s: C.SynthConfig):
-    from data.synthetic import SyntheticSpec
-    return SyntheticSpec(**dataclasses.asdict(s))
 
 
 def setup_logging(rank: int = 0) -> None:

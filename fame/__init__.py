@@ -17,7 +17,8 @@ API
 - pick_backgrounds(n, rng, mode="derangement"|"permutation") -> (n,) indices.
 - augment(clips, cfg, rng, background_clips=None) -> (merged, masks): the whole batch
   augmentation (the pipeline's python_function stage calls this).
-- FameConfig: frozen dataclass of every knob, published values as defaults.
+- FameConfig: frozen dataclass of every knob, published values as defaults; each field's
+  rule is its type hint and range (fame.fields, shared with the other settings classes).
 
 The steps, constants and choices follow the paper and its published code: seed region of adjacent-frame
 differences, Gaussian blur (k = int(0.1*crop)//2*2+1, sigma = k/3, reflect padding),

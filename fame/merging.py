@@ -99,7 +99,7 @@ def augment(clips, cfg: FameConfig, rng: np.random.Generator, background_clips=N
     """
     xp = array_module(clips)
     batch, _, height, width = check_clips(clips)
-    if cfg.variant == "none":
+    if not cfg.merges:          # variant or background "none": the clips as they are
         return clips, xp.ones((batch, height, width), dtype=xp.uint8)
     masks = masks_from_config(clips, cfg)
     if cfg.background == "intra":

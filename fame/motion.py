@@ -50,7 +50,7 @@ def _clip_to_unit_range(mean, clips_dtype):
     return mean
 
 
-def frame_statistics(clips, camera_compensation=False):
+def frame_statistics(clips, camera_compensation="none"):
     """(B, T, H, W, 3) -> seed region S (B, H, W) and time-mean frame (B, H, W, 3), float32.
 
     S is the channel-summed |X[t+1] - X[t]| averaged over the T-1 pairs (eq. 2); the mean
@@ -63,7 +63,7 @@ def frame_statistics(clips, camera_compensation=False):
     return _plain_statistics(clips)
 
 
-def seed_region(clips, camera_compensation=False):
+def seed_region(clips, camera_compensation="none"):
     """(B, T, H, W, 3) -> (B, H, W) float32 seed region S (see frame_statistics)."""
     return frame_statistics(clips, camera_compensation)[0]
 

@@ -31,7 +31,6 @@ from data.filelist import read_file_list
 from data.video_io import read_video
 from engine.metrics import box_masks, caam, energy_in_box, overlap_scores, ranking_auc
 from models.backbones import apply_backbone_state
-from engine.loaders import fame_config
 from engine.setup import open_logger, prepare_run_dir, resolve_device
 from engine.evaluation import backbone_state_from_file
 from engine.models import make_backbone
@@ -114,7 +113,7 @@ def mask_panels(clips: np.ndarray, cfg: Config) -> list[tuple[str, list[np.ndarr
 
 def figure_fame_config(cfg: Config) -> fame.FameConfig:
     """cfg.fame for the figures: every variant is drawn, so a baseline config still gets masks."""
-    return fame_config(dataclasses.replace(cfg, fame=dataclasses.replace(cfg.fame, variant="fame", background="inter")))
+    return dataclasses.replace(cfg.fame, variant="fame", background="inter")
 
 
 def save_grid(columns: list[tuple[str, list[np.ndarray]]], path: str, row_labels=None) -> None:

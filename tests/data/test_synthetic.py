@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from data.filelist import read_class_names, read_file_list
-from data.synthetic import (MOTIONS, SyntheticSpec, background_pools, dataset_is_current, ensure_dataset,
-                            generate_dataset, load_annotations, load_boxes, motion_trajectory, plan_videos,
-                            render_video)
+from data.spec import MOTIONS, SyntheticSpec
+from data.synthetic import (background_pools, dataset_is_current, ensure_dataset, generate_dataset,
+                            load_annotations, load_boxes, motion_trajectory, plan_videos, render_video)
 from data.video_io import read_video
 
 # Mean absolute difference (0..255 levels) allowed between rendered and decoded frames.
@@ -163,8 +163,18 @@ def test_annotations_record_pool_and_boxes(tiny_dataset, tiny_spec):
     ({"backgrounds": "photos"}, "backgrounds"),
 ])
 def test_spec_validation_names_the_key(changes, key):
-    with pytest.raises(ValueError, match=rf"synthetic spec: {key}="):
+    with pytest.raises(ValueError, match=rf"SyntheticSpec\.{key}: "):
         SyntheticSpec(**changes)
+
+
+def test_spec_json_of_the_default_spec_is_that_of_existing_datasets():
+    """spec.json decides on regenerating (dataset_is_current): the spec's move to data.spec and
+    into the config schema keeps every key and default, so generated datasets stay current."""
+    assert SyntheticSpec().to_dict() == {
+        "num_classes": 4, "videos_per_class_train": 24, "videos_per_class_test": 12, "width": 128, "height": 96,
+        "frames": 48, "fps": 15, "codec": "vp9", "bg_correlation_train": 0.9, "bg_correlation_test": 0.0,
+        "noise_std": 3.0, "pan_speed": 0.5, "object_size": [0.15, 0.3], "gop": 8, "palette": 0,
+        "backgrounds": "images", "seed": 0}
 
 
 def test_spec_dict_round_trip_and_unknown_keys():

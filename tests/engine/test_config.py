@@ -1,6 +1,8 @@
 import dataclasses
 import glob
 import os
+import subprocess
+import sys
 import typing
 
 import pytest
@@ -8,6 +10,7 @@ import yaml
 
 from engine import config as C
 
+REPOSITORY = os.path.join(os.path.dirname(__file__), "..", "..")
 CONFIGS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "*.yaml")))
 
 
@@ -25,19 +28,54 @@ def test_defaults_are_the_published_recipe():
     assert cfg.aug.mean == (0.43216, 0.394666, 0.37645)
 
 
-def test_default_config_maps_onto_the_default_settings():
-    """The schema repeats the defaults of the plain settings runners build from it
-    (FameConfig, AugParams, SyntheticSpec); a change on one side alone would make the
-    default experiment differ from the library's defaults."""
-    from data.synthetic import SyntheticSpec
+def test_schema_holds_the_library_settings_classes_themselves():
+    """fame, aug and data.synthetic are FameConfig, AugParams and SyntheticSpec, not copies:
+    the default experiment is the library's defaults."""
+    from data.spec import SyntheticSpec
     from fame import FameConfig
     from pipelines.params import AugParams
-    from engine.loaders import aug_params, fame_config
-    from engine.setup import synthetic_spec
-    cfg = C.load_config(None)
-    assert fame_config(cfg) == FameConfig()
-    assert aug_params(cfg) == AugParams()
-    assert synthetic_spec(C.SynthConfig()) == SyntheticSpec()
+    cfg = C.load_config(None, ["data.synthetic={}"])
+    assert type(cfg.fame) is FameConfig and cfg.fame == FameConfig()
+    assert type(cfg.aug) is AugParams and cfg.aug == AugParams()
+    assert type(cfg.data.synthetic) is SyntheticSpec and cfg.data.synthetic == SyntheticSpec()
+
+
+def test_loading_a_config_imports_no_heavy_library():
+    script = ("import sys; from engine.config import load_config; load_config('configs/synthetic.yaml'); "
+              "heavy = [m for m in ('torch', 'nvidia.dali', 'av', 'skimage', 'cupy') if m in sys.modules]; "
+              "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=REPOSITORY)
+
+
+def test_synthetic_codecs_are_the_video_codecs():
+    from data.spec import SyntheticSpec
+    from data.video_io import CODECS
+    assert sorted(typing.get_args(typing.get_type_hints(SyntheticSpec)["codec"])) == sorted(CODECS)
+
+
+def test_derived_fields_are_no_config_keys(tmp_path):
+    with pytest.raises(C.ConfigError, match="unknown config key 'fame.steps_per_epoch'"):
+        C.load_config(None, ["fame.steps_per_epoch=3"])
+    assert "steps_per_epoch" not in C.to_dict(C.load_config(None))["fame"]
+
+
+def test_settings_without_a_former_config_key_are_keys_now():
+    cfg = C.load_config(None, ["aug.antialias=true", "aug.blur_window_fraction=0.2", "fame.bins=12",
+                               "data.synthetic={gop: 4}"])
+    assert (cfg.aug.antialias, cfg.aug.blur_window_fraction, cfg.fame.bins, cfg.data.synthetic.gop) == (True, 0.2, 12, 4)
+
+
+def test_a_saved_run_config_of_the_former_schema_loads(tmp_path):
+    """config.yaml of runs saved before the schema held the settings classes: the same keys."""
+    tree = {"fame": {"beta": 0.3, "variant": "fame", "background": "inter", "branches": "one", "hue": "published",
+                     "pick": "derangement", "beta_min": 0.3, "beta_max": 0.7, "camera_compensation": "none",
+                     "beta_warmup_epochs": 0.0},
+            "aug": {"crop_area": [0.2, 1.0], "crop_aspect": [0.75, 1.3333333333333333], "flip_p": 0.5,
+                    "grayscale_p": 0.2, "jitter_p": 0.8, "brightness": 0.4, "contrast": 0.4, "saturation": 0.4,
+                    "hue": 0.1, "blur_p": 0.5, "blur_sigma": [0.1, 2.0], "mean": [0.43216, 0.394666, 0.37645],
+                    "std": [0.22803, 0.22145, 0.216989]}}
+    cfg = C.load_config(write(tmp_path, "config.yaml", tree))
+    assert cfg.fame.beta == 0.3 and cfg.fame.camera_compensation == "none" and cfg.aug.crop_aspect == (0.75, 4 / 3)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
@@ -121,6 +159,15 @@ def test_int_is_accepted_for_float_but_not_the_reverse():
     ("train.lr=nan", r"'train.lr'.*expected float"),
     ("train.epochs=1e2", r"'train.epochs'.*expected int"),
     ("data.decode=nvdec", r"'data.decode'.*'auto', 'gpu', 'cpu'"),
+    ("aug.crop_area=[0.5,1.5]", r"'aug.crop_area\[1\]': 1.5 is outside the allowed range \(0.0, 1.0\]"),
+    ("aug.blur_sigma=[2.0,1.0]", r"'aug.blur_sigma': need \(min, max\) with min <= max"),
+    ("aug.std=[0.2,0.2,0]", r"'aug.std\[2\]'.*outside"),
+    ("fame.grid_keep=17", r"'fame.grid_keep'.*grid_cells"),
+    ("fame.bins=1", r"'fame.bins': 1 is outside the allowed range \[2, inf\]"),
+    ("fame.beta_warmup_epochs=-1", r"'fame.beta_warmup_epochs'.*outside"),
+    ("data.synthetic={width: 63}", r"'data.synthetic.width'.*even"),
+    ("data.synthetic={codec: av1}", r"'data.synthetic.codec'.*'h264', 'mjpeg', 'vp9'"),
+    ("data.synthetic=3", r"'data.synthetic': got 3, expected SyntheticSpec or null"),
 ])
 def test_validation_errors_name_the_key(override, message):
     with pytest.raises(C.ConfigError, match=message):

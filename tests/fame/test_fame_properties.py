@@ -244,9 +244,10 @@ def test_augment_intra_video_needs_and_uses_background_clips():
     np.testing.assert_array_equal(merged, fame.merge(clips, masks, backgrounds))
 
 
-def test_variant_none_returns_the_clips_and_an_all_ones_mask():
+@pytest.mark.parametrize("setting", [{"variant": "none"}, {"background": "none"}])
+def test_no_merging_returns_the_clips_and_an_all_ones_mask(setting):
     clips = random_clips()
-    merged, masks = fame.augment(clips, fame.FameConfig(variant="none"), np.random.default_rng(0))
+    merged, masks = fame.augment(clips, fame.FameConfig(**setting), np.random.default_rng(0))
     assert merged is clips and masks.dtype == np.uint8 and masks.all()
 
 
@@ -325,8 +326,8 @@ def test_camera_compensation_keeps_the_object_under_a_panning_camera(panning_112
         ]
         return np.mean([iou(m, b) for m, b in zip(masks, boxes)])
 
-    assert mean_iou("seed", "phase") >= max(0.75, mean_iou("seed", False) + 0.3)
-    assert mean_iou("fame", "phase") >= mean_iou("fame", False) + 0.15
+    assert mean_iou("seed", "phase") >= max(0.75, mean_iou("seed", "none") + 0.3)
+    assert mean_iou("fame", "phase") >= mean_iou("fame", "none") + 0.15
     median = fame.foreground_mask(clips, camera_compensation="median")
     assert (median.sum(axis=(1, 2)) == int(0.5 * 112 * 112)).all()
 
@@ -396,8 +397,10 @@ def test_numpy_use_never_imports_cupy():
         ("grid_keep", 17),
         ("gauss_sigma", 0.0),
         ("beta_min", 0.9),
-        ("beta_warmup_steps", -1),
-        ("beta_warmup_steps", 2.5),
+        ("beta_warmup_epochs", -1.0),
+        ("beta_warmup_epochs", "one"),
+        ("steps_per_epoch", -1),
+        ("steps_per_epoch", 2.5),
     ],
 )
 def test_config_rejects_bad_values_naming_the_field(field, value):
@@ -410,7 +413,7 @@ def test_config_defaults_are_the_published_values():
     assert (cfg.beta, cfg.variant, cfg.hue, cfg.fg_fraction, cfg.bg_fraction, cfg.bins, cfg.laplace) == (
         0.5, "fame", "published", 0.5, 0.1, 10, 1.0,
     )
-    assert cfg.pick == "derangement" and cfg.camera_compensation is False
+    assert cfg.pick == "derangement" and cfg.camera_compensation == "none"
     with pytest.raises(Exception):
         cfg.beta = 0.3  # frozen
     with pytest.raises(ValueError, match="unknown FameConfig option"):
@@ -418,8 +421,11 @@ def test_config_defaults_are_the_published_values():
 
 
 def test_beta_warmup_falls_linearly_from_one_then_holds():
-    cfg = fame.FameConfig(beta=0.3, beta_warmup_steps=10)
+    cfg = fame.FameConfig(beta=0.3, beta_warmup_epochs=2.5, steps_per_epoch=4)
+    assert cfg.beta_warmup_steps == 10
     assert [cfg.at_step(s).beta for s in (0, 5, 10, 40)] == pytest.approx([1.0, 0.65, 0.3, 0.3])
     assert cfg.at_step(10) is cfg and fame.FameConfig(beta=0.3).at_step(0).beta == 0.3
-    with pytest.raises(ValueError, match="beta_warmup_steps"):
-        fame.FameConfig(beta="auto", beta_warmup_steps=5)
+    assert fame.FameConfig(beta=0.3, beta_warmup_epochs=2.5).at_step(0).beta == 0.3   # steps unknown: no warm-up
+    assert cfg.for_steps_per_epoch(8).beta_warmup_steps == 20
+    with pytest.raises(ValueError, match="beta_warmup_epochs"):
+        fame.FameConfig(beta="auto", beta_warmup_epochs=5)

@@ -103,3 +103,12 @@ def test_a_cuda_model_and_optimizer_resume(tmp_path):
     assert ckpt.resume_training(str(tmp_path), "auto", {"model": again, "optimizer": again_optimizer}) == 1
     assert all(torch.equal(a, b) for a, b in zip(again.parameters(), model.parameters()))
     assert again_optimizer.state_dict()["state"][0]["momentum_buffer"].device.type == "cuda"
+
+
+def test_keys_added_to_the_schema_since_the_save_resume_at_their_defaults():
+    now = C.to_dict(C.load_config("configs/synthetic_tiny.yaml"))
+    saved = {**now, "fame": {k: v for k, v in now["fame"].items() if k != "bins"}}      # saved before fame.bins
+    ckpt.check_same_run("last.pt", {"config": saved, "run": {"world": 1}}, now, ("fame",), {"world": 1})
+    changed = {**now, "fame": {**now["fame"], "bins": now["fame"]["bins"] + 1}}
+    with pytest.raises(ValueError, match=r"config key 'fame' was"):
+        ckpt.check_same_run("last.pt", {"config": saved, "run": {"world": 1}}, changed, ("fame",), {"world": 1})
