@@ -27,7 +27,6 @@ checked against that decoder up front.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from typing import NamedTuple, Optional
@@ -38,10 +37,10 @@ import torch.distributed as dist
 import fame
 from data.filelist import check_labels, read_file_list
 from data.index import build_index
-from engine.config import Config, ConfigError, data_path
+from engine.config import ClipConfig, Config, ConfigError, TrainConfig, data_path
 from pipelines import videos as video_checks
 from pipelines.loader import VideoLoader, eval_clips_loader, pretrain_loader, train_clips_loader
-from pipelines.params import AugParams
+from pipelines.params import AugParams, ClipGeometry, Runtime, Sharding
 from pipelines.sampler import full_batches
 from pipelines.videos import VideoMeta, videos_from_index
 
@@ -50,11 +49,7 @@ log = logging.getLogger(__name__)
 AUTO_DECODE = "auto"
 CPU_RUN_REASON = "a CPU run decodes on the CPU"
 
-# Linear probe / finetuning train on spatial augmentation only.
-NO_COLOUR_AUG = {"grayscale_p": 0.0, "jitter_p": 0.0, "blur_p": 0.0}
 LIST_KEYS = {"train_list": "data.train_list", "val_list": "data.val_list"}
-NO_FAME = "none"
-NO_COMPENSATION = (False, "none")    # fame.camera_compensation values meaning "off"
 
 
 def dali_device(device: torch.device) -> tuple[str, int]:
@@ -133,61 +128,50 @@ def load_video_set(cfg: Config, list_name: str, rank: int, device: torch.device)
     return VideoSet(videos_from_index(index, min_frames=min_frames(cfg), device=decode), decode)
 
 
-def train_aug(cfg: Config) -> AugParams:
-    """cfg.aug's crop, flip and normalisation without its colour augmentation."""
-    return AugParams(**{**dataclasses.asdict(cfg.aug), **NO_COLOUR_AUG})
+def clip_geometry(clip: ClipConfig) -> ClipGeometry:
+    return ClipGeometry(clip.frames, clip.stride, clip.crop)
+
+
+def pipeline_runtime(train: TrainConfig, device: torch.device, decode: str) -> Runtime:
+    """How the DALI pipelines run: on ``device``, decoding on ``decode``, with train.num_threads
+    threads, train.prefetch batches ahead and train.pipelines pipelines taking turns."""
+    dali, device_id = dali_device(device)
+    return Runtime(device=dali, decode=decode, device_id=device_id, num_threads=train.num_threads,
+                   prefetch=train.prefetch, pipelines=train.pipelines)
 
 
 def build_train_clips_loader(cfg: Config, list_name: str, rank: int, world: int, device: torch.device) -> VideoLoader:
-    dali, device_id = dali_device(device)
     videos, decode = load_video_set(cfg, list_name, rank, device)
-    return train_clips_loader(videos, device=dali, decode=decode,
-                              batch_size=cfg.eval.batch_size, frames=cfg.clip.frames, stride=cfg.clip.stride,
-                              crop=cfg.clip.crop, aug=train_aug(cfg), seed=cfg.seed, rank=rank, world=world,
-                              num_threads=cfg.train.num_threads, prefetch=cfg.train.prefetch, device_id=device_id,
-                              pipelines=cfg.train.pipelines)
+    return train_clips_loader(videos, clip=clip_geometry(cfg.clip), batch_size=cfg.eval.batch_size,
+                              runtime=pipeline_runtime(cfg.train, device, decode),
+                              shard=Sharding(seed=cfg.seed, rank=rank, world=world), aug=cfg.aug.without_colour())   # the probes train on spatial augmentation only
 
 
 def build_test_clips_loader(cfg: Config, list_name: str, rank: int, world: int, device: torch.device) -> VideoLoader:
-    dali, device_id = dali_device(device)
     videos, decode = load_video_set(cfg, list_name, rank, device)
-    return eval_clips_loader(videos, device=dali, decode=decode,
-                             batch_size=cfg.eval.batch_size, frames=cfg.clip.frames, stride=cfg.clip.stride,
-                             crop=cfg.clip.crop, clips_per_video=cfg.eval.clips_per_video,
-                             aug=AugParams(mean=tuple(cfg.aug.mean), std=tuple(cfg.aug.std)),
-                             rank=rank, world=world, num_threads=cfg.train.num_threads,
-                             prefetch=cfg.train.prefetch, device_id=device_id, pipelines=cfg.train.pipelines)
+    return eval_clips_loader(videos, clip=clip_geometry(cfg.clip), batch_size=cfg.eval.batch_size,
+                             runtime=pipeline_runtime(cfg.train, device, decode),
+                             shard=Sharding(rank=rank, world=world), clips_per_video=cfg.eval.clips_per_video,
+                             aug=AugParams(mean=cfg.aug.mean, std=cfg.aug.std))
 
 
 # ------------------------------------------------------------- pretraining ----
 def fame_config(cfg: Config, steps_per_epoch: int = 0) -> Optional[fame.FameConfig]:
-    """cfg.fame as a FameConfig, or None when no merging is configured. The beta warm-up
-    (fame.beta_warmup_epochs) is counted in steps of ``steps_per_epoch``."""
-    section = cfg.fame
-    if section.variant == NO_FAME or section.background == NO_FAME:
-        return None
-    compensation = False if section.camera_compensation in NO_COMPENSATION else section.camera_compensation
-    return fame.FameConfig(beta=section.beta, variant=section.variant, hue=section.hue,
-                           background=section.background, pick=section.pick, branches=section.branches,
-                           beta_min=section.beta_min, beta_max=section.beta_max,
-                           camera_compensation=compensation,
-                           beta_warmup_steps=round(section.beta_warmup_epochs * steps_per_epoch))
+    """cfg.fame for a run of ``steps_per_epoch`` steps an epoch (which sizes its beta warm-up),
+    or None when it merges nothing (fame.variant or fame.background "none")."""
+    return cfg.fame.for_steps_per_epoch(steps_per_epoch) if cfg.fame.merges else None
 
 
-def aug_params(cfg: Config) -> AugParams:
-    return AugParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in dataclasses.asdict(cfg.aug).items()})
-
-
-def pretrain_settings(cfg: Config, device: torch.device, decode: str, steps_per_epoch: int = 0) -> dict:
-    """Keyword arguments of pipelines.loader.pretrain_loader for this config (all but the videos);
+def pretrain_settings(cfg: Config, device: torch.device, decode: str, *, rank: int = 0, world: int = 1,
+                      steps_per_epoch: int = 0) -> dict:
+    """Keyword arguments of pipelines.loader.pretrain_loader for this config and process (all
+    but the videos and return_masks): clip, batch_size, runtime, shard, aug, fame_cfg.
     ``decode`` is where the videos are decoded (``load_video_set`` settles it);
     ``steps_per_epoch`` sizes FAME's beta warm-up (0: none, as for profiling)."""
-    dali, device_id = dali_device(device)
-    return dict(device=dali, decode=decode, batch_size=cfg.train.batch_size, frames=cfg.clip.frames,
-                stride=cfg.clip.stride, crop=cfg.clip.crop, aug=aug_params(cfg),
-                fame_cfg=fame_config(cfg, steps_per_epoch), seed=cfg.seed,
-                num_threads=cfg.train.num_threads, prefetch=cfg.train.prefetch, device_id=device_id,
-                pipelines=cfg.train.pipelines)
+    return dict(clip=clip_geometry(cfg.clip), batch_size=cfg.train.batch_size,
+                runtime=pipeline_runtime(cfg.train, device, decode),
+                shard=Sharding(seed=cfg.seed, rank=rank, world=world), aug=cfg.aug,
+                fame_cfg=fame_config(cfg, steps_per_epoch))
 
 
 def build_pretrain_loader(cfg: Config, rank: int = 0, world: int = 1, device: torch.device = torch.device("cpu"),
@@ -195,7 +179,8 @@ def build_pretrain_loader(cfg: Config, rank: int = 0, world: int = 1, device: to
     """The pretraining loader of this process. ``return_masks`` (FAME examples for the logs)
     defaults to train.examples_every > 0 when FAME is on."""
     videos, decode = load_video_set(cfg, cfg.data.train_list, rank, device)
-    settings = pretrain_settings(cfg, device, decode, full_batches(len(videos), rank, world, cfg.train.batch_size))
+    settings = pretrain_settings(cfg, device, decode, rank=rank, world=world,
+                                 steps_per_epoch=full_batches(len(videos), rank, world, cfg.train.batch_size))
     if return_masks is None:
         return_masks = cfg.train.examples_every > 0 and settings["fame_cfg"] is not None
-    return pretrain_loader(videos, rank=rank, world=world, return_masks=return_masks, **settings)
+    return pretrain_loader(videos, return_masks=return_masks, **settings)

@@ -1,7 +1,8 @@
 """DALI input pipelines: pretraining (two clips + FAME), training clips and test clips.
 
 - videos: usable videos of a probed index (bad files named or skipped up front)
-- params: AugParams and ClipGeometry, the plain settings runners map their config onto
+- feeds: the declared feeds of each role (name, DALI type, per view or per batch)
+- params: AugParams, ClipGeometry, Runtime and Sharding, the plain settings the engine maps a config onto
 - sampler: stateless keyed draws (epoch order, shards, clip starts, crops, colour, FAME seed)
 - graphs: the DALI graphs per role, CPU or GPU, cut-able per stage for profiling
 - fame_stage: the python_function adapter around fame.augment (NumPy or CuPy)

@@ -20,6 +20,7 @@ from scipy.ndimage import gaussian_filter1d
 
 import fame
 from pipelines.blas import limit_blas_threads
+from pipelines.feeds import FAME_SEED, FAME_STEP, FRAMES, INDEX, KEY, LABEL, QUERY, ViewFeeds
 from pipelines.sampler import NO_BLUR_SIGMA, PretrainSampler
 
 SEEK_GAP = 16             # frames: a longer jump between needed frames seeks instead of decoding through
@@ -114,37 +115,40 @@ class PyAVPretrainBatches(torch.utils.data.Dataset):
         return self.sampler.steps_per_epoch * self.epochs
 
     def _views(self, plan: dict, i: int) -> tuple[np.ndarray, np.ndarray]:
-        video = self.sampler.videos[int(plan["index"][i])]
-        frames = decode_frames(video.path, plan["frames"][i])
+        """Sample i's query and key clips, cropped: (T, crop, crop, 3) uint8 each."""
+        video = self.sampler.videos[int(plan[INDEX.name][i])]
+        frames = decode_frames(video.path, plan[FRAMES.name][i])
         crop = self.sampler.geometry.crop
-        return tuple(crop_resize(frames[plan[f"order_{v}"][i]], plan[f"roi_start_{v}"][i], plan[f"roi_end_{v}"][i],
-                                 crop) for v in "qk")
+        return tuple(crop_resize(frames[plan[v.order.name][i]], plan[v.roi_start.name][i], plan[v.roi_end.name][i],
+                                 crop) for v in (QUERY, KEY))
 
-    def _finish(self, clips: np.ndarray, plan: dict, view: str) -> torch.Tensor:
+    def _finish(self, clips: np.ndarray, plan: dict, view: ViewFeeds) -> torch.Tensor:
+        """NTHWC uint8 clips of ``view`` -> NCTHW float32: colour twist, blur, normalisation."""
         out = []
+        colour = view.colour
         for i, clip in enumerate(clips):
-            clip = colour_twist(clip, *(float(plan[f"{n}_{view}"][i]) for n in ("brightness", "contrast",
-                                                                                 "saturation", "hue")))
-            clip = blur(clip, float(plan[f"sigma_{view}"][i]), self.blur_window)
+            factors = (colour.brightness, colour.contrast, colour.saturation, colour.hue)
+            clip = colour_twist(clip, *(float(plan[feed.name][i]) for feed in factors))
+            clip = blur(clip, float(plan[colour.sigma.name][i]), self.blur_window)
             out.append(((clip.astype(np.float32) - self.mean) * self.scale).transpose(3, 0, 1, 2))
         return torch.from_numpy(np.stack(out))
 
     def __getitem__(self, item: int):
         epoch, step = divmod(item, self.sampler.steps_per_epoch)
         plan = self.sampler.plan(self.first_epoch + epoch, step)
-        views = [self._views(plan, i) for i in range(len(plan["index"]))]
+        views = [self._views(plan, i) for i in range(len(plan[INDEX.name]))]
         query, key = np.stack([v[0] for v in views]), np.stack([v[1] for v in views])
         if self.fame_cfg is not None:
-            rng = np.random.default_rng(int(plan["fame_seed"][0]))
-            fame_cfg = self.fame_cfg.at_step(int(plan["fame_step"][0]))
+            rng = np.random.default_rng(int(plan[FAME_SEED.name][0]))
+            fame_cfg = self.fame_cfg.at_step(int(plan[FAME_STEP.name][0]))
             background = key if fame_cfg.background == "intra" else None
             merged, _ = fame.augment(query, fame_cfg, rng, background_clips=background)
             if fame_cfg.branches == "both":
                 key, _ = fame.augment(key, fame_cfg, rng, background_clips=query)
             query = merged
-        label = torch.from_numpy(np.stack(plan["label"]))
-        index = torch.from_numpy(np.stack(plan["index"]))
-        return self._finish(query, plan, "q"), self._finish(key, plan, "k"), label, index
+        label = torch.from_numpy(np.stack(plan[LABEL.name]))
+        index = torch.from_numpy(np.stack(plan[INDEX.name]))
+        return self._finish(query, plan, QUERY), self._finish(key, plan, KEY), label, index
 
 
 def pyav_pretrain_loader(sampler: PretrainSampler, fame_cfg: Optional[fame.FameConfig], *, first_epoch: int = 0,

@@ -17,15 +17,19 @@ conditional and twisting in uint8. The blur runs only on the clips that drew it 
 conditional on the per-sample flag), before the twist, on uint8 pixels (``colour_clip``
 says why the order does not matter).
 
-``device="cpu"`` runs every operator on the CPU with no GPU (device_id None);
-``device="gpu"`` runs everything after the decoder on the GPU, the python stage
-included (CuPy arrays on DALI's stream). Where the videos are decoded is ``decode``:
-"gpu" decodes with NVDEC ("mixed"); "cpu" with DALI's CPU decoder, whose frames are
-then copied to the GPU (hybrid decoding: small videos often decode faster on many CPU
-cores than on NVDEC, and some hosts have none). A CPU graph decodes on the CPU.
+``Runtime.device`` "cpu" runs every operator on the CPU with no GPU (device_id None);
+"gpu" runs everything after the decoder on the GPU, the python stage included (CuPy
+arrays on DALI's stream). Where the videos are decoded is ``Runtime.decoder``: "gpu"
+decodes with NVDEC ("mixed"); "cpu" with DALI's CPU decoder, whose frames are then
+copied to the GPU (hybrid decoding: small videos often decode faster on many CPU cores
+than on NVDEC, and some hosts have none). A CPU graph decodes on the CPU.
+
+What a graph reads is declared in pipelines.feeds and chosen here before the graph is
+built (``pretrain_feeds``, ``train_feeds``, ``eval_feeds``): the loader hands the same
+tuple to the external source. Each builder takes the ``Runtime`` (params) it runs under.
 
 The pretraining graph can be cut after a stage (``stage`` in STAGES) to time what each
-stage costs.
+stage costs (pipelines.loader.pretrain_stage_loader, for profiling).
 """
 from __future__ import annotations
 
@@ -37,85 +41,69 @@ import nvidia.dali.types as types
 from nvidia.dali import Pipeline, pipeline_def
 
 from pipelines.fame_stage import FameStage
-from pipelines.params import RGB_CHANNELS, AugParams
-from pipelines.sampler import FEEDS
+from pipelines.feeds import ENCODED, FRAMES, INDEX, KEY, LABEL, QUERY, TEST_VIEW, TRAIN_VIEW, Feed, ViewFeeds
+from pipelines.params import RGB_CHANNELS, AugParams, ClipGeometry, Runtime
 
-STAGES = ("decode", "crop", "fame", "augment", "full")
-DEVICES = ("cpu", "gpu")
-DECODERS = ("cpu", "gpu")     # where the videos are decoded (``decode``)
+FULL = "full"
+STAGES = ("decode", "crop", "fame", "augment", FULL)
+COLOUR_STAGES = ("augment", FULL)     # the cuts that include the colour stage
 PIXEL_MAX = 255.0
-ENCODED = "encoded"
-INT_FEEDS = {"frames", "order", "order_q", "order_k"}
-LONG_FEEDS = {"label", "index", "fame_seed", "fame_step"}
-BOOL_FEEDS = {"blur", "blur_q", "blur_k"}
-COLOUR_FEEDS = ("brightness", "contrast", "saturation", "hue", "blur")
-# The blur reads sigma on the GPU (fn.gaussian_blur) and the sampler's weights on the CPU (fn.filter).
-BLUR_FEED = {"gpu": "sigma", "cpu": "blur_weights"}
 CLIP_LAYOUT = "CFHW"
 
 
 @dataclass(frozen=True)
 class Graph:
-    """A DALI pipeline, the names of its outputs in order, and the feed names its source returns."""
+    """A DALI pipeline, the names of its outputs in order, and the feeds its source returns."""
 
     pipe: Pipeline
     outputs: tuple[str, ...]
-    feeds: tuple[str, ...]
+    feeds: tuple[Feed, ...]
 
 
-def feed_names(role: str, device: str = "cpu") -> tuple[str, ...]:
-    """What the external source returns per batch, in order: encoded bytes then the sampler's plan
-    (of the two forms of the blur, the one the ``device`` reads)."""
-    unused = {name for d, name in BLUR_FEED.items() if d != device}
-    return (ENCODED, *(name for name in FEEDS[role] if name.removesuffix("_q").removesuffix("_k") not in unused))
+def pretrain_feeds(device: str, stage: str = FULL) -> tuple[Feed, ...]:
+    """What the pretraining graph on ``device`` cut at ``stage`` reads, in source order: the
+    file bytes and frames, both views' orders, their crops, their colour draws (of the blur,
+    the form ``device`` reads), label and index, each as far as the stage goes."""
+    _check_stage(stage)
+    feeds = [ENCODED, FRAMES, QUERY.order, KEY.order]
+    if stage != "decode":
+        feeds += [*QUERY.crop, *KEY.crop]
+    if stage in COLOUR_STAGES:
+        feeds += [*QUERY.colour.reads(device), *KEY.colour.reads(device)]
+    if stage == FULL:
+        feeds += [LABEL, INDEX]
+    return tuple(feeds)
 
 
-def _dtype(name: str):
-    if name == ENCODED:
-        return types.UINT8
-    if name in INT_FEEDS:
-        return types.INT32
-    if name in LONG_FEEDS:
-        return types.INT64
-    if name in BOOL_FEEDS:
-        return types.BOOL
-    return types.FLOAT
+def train_feeds(device: str) -> tuple[Feed, ...]:
+    """What the training-clip graph on ``device`` reads, in source order."""
+    return (ENCODED, FRAMES, *TRAIN_VIEW.crop, *TRAIN_VIEW.colour.reads(device), LABEL, INDEX)
 
 
-def decode_device(device: str, decode: str | None) -> str:
-    """Where a graph on ``device`` decodes: ``decode``, or ``device`` itself when None.
-    Raises ValueError for an unknown device and for GPU decoding in a CPU graph."""
-    if device not in DEVICES:
-        raise ValueError(f"pipeline device must be one of {DEVICES}, got {device!r}")
-    decode = device if decode is None else decode
-    if decode not in DECODERS:
-        raise ValueError(f"decode device must be one of {DECODERS}, got {decode!r}")
-    if device == "cpu" and decode == "gpu":
-        raise ValueError("decode 'gpu' (NVDEC, config key 'data.decode') needs pipeline device 'gpu'; "
-                         "a CPU pipeline decodes on the CPU: use decode 'cpu'")
-    return decode
+def eval_feeds() -> tuple[Feed, ...]:
+    """What the test-clip graph reads, in source order."""
+    return (ENCODED, FRAMES, TEST_VIEW.order, *TEST_VIEW.crop, LABEL, INDEX)
 
 
-def _check(device: str, stage: str = "full") -> None:
-    if device not in DEVICES:
-        raise ValueError(f"pipeline device must be one of {DEVICES}, got {device!r}")
+def _check_stage(stage: str) -> None:
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
 
 
-def _pipeline_options(device: str, device_id: int, batch_size: int, num_threads: int, prefetch: int) -> dict:
-    return {"batch_size": batch_size, "num_threads": num_threads, "prefetch_queue_depth": prefetch,
-            "device_id": device_id if device == "gpu" else None, "exec_dynamic": True}
+def _pipeline_options(runtime: Runtime, batch_size: int) -> dict:
+    return {"batch_size": batch_size, "num_threads": runtime.num_threads, "prefetch_queue_depth": runtime.prefetch,
+            "device_id": runtime.device_id if runtime.device == "gpu" else None, "exec_dynamic": True}
 
 
-def _inputs(source, names: tuple[str, ...]) -> dict:
-    nodes = fn.external_source(source=source, num_outputs=len(names), batch=True, batch_info=True,
-                               dtype=[_dtype(n) for n in names])
-    return dict(zip(names, nodes))
+def _inputs(source, feeds: tuple[Feed, ...]) -> dict[Feed, object]:
+    """One external source returning ``feeds`` per batch: its output node per feed."""
+    nodes = fn.external_source(source=source, num_outputs=len(feeds), batch=True, batch_info=True,
+                               dtype=[feed.dtype for feed in feeds])
+    return dict(zip(feeds, nodes))
 
 
-def _decode(feeds: dict, device: str, decode: str):
-    """All needed frames of each video, in ascending order (FHWC uint8), on ``device``; a frame
+def _decode(feeds: dict, runtime: Runtime):
+    """All needed frames of each video, in ascending order (FHWC uint8), on the runtime's device; a frame
     past the end of a video is an error (the index and the file disagree), never silent padding.
 
     NVDEC ("mixed") runs with ``affine=False``: by default it pins its threads to cores, and
@@ -123,21 +111,22 @@ def _decode(feeds: dict, device: str, decode: str):
     decoder's frames go to the GPU when the graph runs there (before the clips are picked
     out, so each needed frame crosses once).
     """
-    if decode == "gpu":
-        return fn.decoders.video(feeds[ENCODED], frames=feeds["frames"], pad_mode="none",
+    if runtime.decoder == "gpu":
+        return fn.decoders.video(feeds[ENCODED], frames=feeds[FRAMES], pad_mode="none",
                                  device="mixed", affine=False, name="decode")
-    video = fn.decoders.video(feeds[ENCODED], frames=feeds["frames"], pad_mode="none", device="cpu", name="decode")
-    return video.gpu() if device == "gpu" else video
+    video = fn.decoders.video(feeds[ENCODED], frames=feeds[FRAMES], pad_mode="none", device="cpu", name="decode")
+    return video.gpu() if runtime.device == "gpu" else video
 
 
-def _crop(clip, feeds: dict, suffix: str, crop: int, aug: AugParams):
-    return fn.resize(clip, size=[crop, crop], roi_start=feeds["roi_start" + suffix],
-                     roi_end=feeds["roi_end" + suffix], roi_relative=False, antialias=aug.antialias)
+def _crop(clip, feeds: dict, view: ViewFeeds, crop: int, aug: AugParams):
+    return fn.resize(clip, size=[crop, crop], roi_start=feeds[view.roi_start], roi_end=feeds[view.roi_end],
+                     roi_relative=False, antialias=aug.antialias)
 
 
-def colour_clip(clip, feeds: dict, suffix: str, crop: int, aug: AugParams):
+def colour_clip(clip, feeds: dict, view: ViewFeeds, crop: int, aug: AugParams):
     """FHWC uint8 -> FHWC float32 in 0..255: the blur on the clips whose flag is set (a DALI
     conditional, on uint8 pixels), then the colour twist (identity where not drawn), clamped.
+    ``feeds`` maps the colour feeds of ``view`` to their nodes.
 
     The published order is jitter, grayscale, then blur. The twist and the blur are both
     linear in the pixels (a per-pixel affine colour map; a normalised convolution per
@@ -145,11 +134,11 @@ def colour_clip(clip, feeds: dict, suffix: str, crop: int, aug: AugParams):
     the blur's rounding to uint8 (under a level). On the CPU a uint8 blur costs a
     fraction of a float one.
     """
-    if feeds["blur" + suffix]:
-        blur = feeds[BLUR_FEED[clip.device] + suffix]
-        clip = blur_clip(clip, blur, aug.blur_window(crop))
-    clip = fn.color_twist(clip, brightness=feeds["brightness" + suffix], contrast=feeds["contrast" + suffix],
-                          saturation=feeds["saturation" + suffix], hue=feeds["hue" + suffix], dtype=types.FLOAT)
+    colour = view.colour
+    if feeds[colour.blur]:
+        clip = blur_clip(clip, feeds[colour.blur_input(clip.device)], aug.blur_window(crop))
+    clip = fn.color_twist(clip, brightness=feeds[colour.brightness], contrast=feeds[colour.contrast],
+                          saturation=feeds[colour.saturation], hue=feeds[colour.hue], dtype=types.FLOAT)
     # max then min: on the CPU, DALI's clamp costs about 3x the pair (README, pipeline profile).
     return dmath.min(dmath.max(clip, 0.0), PIXEL_MAX)
 
@@ -181,36 +170,24 @@ def pretrain_outputs(stage: str, fame_stage: FameStage | None) -> tuple[str, ...
     names = ("query", "key")
     if stage not in ("decode", "crop") and fame_stage is not None and fame_stage.return_masks:
         names += ("original", "masks", "merged")
-    return names + (("label", "index") if stage == "full" else ())
-
-
-def pretrain_feeds(stage: str, fame_stage: FameStage | None, device: str = "cpu") -> tuple[str, ...]:
-    """The feeds the pretraining graph cut at ``stage`` on ``device`` reads, in feed order."""
-    used = {ENCODED, "frames", "order_q", "order_k"}
-    if stage != "decode":
-        used |= {f"roi_{end}_{view}" for end in ("start", "end") for view in "qk"}
-    if stage in ("augment", "full"):
-        used |= {f"{name}_{view}" for name in (*COLOUR_FEEDS, BLUR_FEED[device]) for view in "qk"}
-    if stage == "full":
-        used |= {"label", "index"}
-    return tuple(name for name in feed_names("pretrain", device) if name in used)
+    return names + (("label", "index") if stage == FULL else ())
 
 
 @pipeline_def(enable_conditionals=True)
-def _pretrain_def(source, device, decode, crop, aug, fame_stage, stage):
-    feeds = _inputs(source, pretrain_feeds(stage, fame_stage, device))
-    video = _decode(feeds, device, decode)
-    query = fn.sequence_rearrange(video, new_order=feeds["order_q"])
-    key = fn.sequence_rearrange(video, new_order=feeds["order_k"])
+def _pretrain_def(source, runtime, crop, aug, fame_stage, stage):
+    feeds = _inputs(source, pretrain_feeds(runtime.device, stage))
+    video = _decode(feeds, runtime)
+    query = fn.sequence_rearrange(video, new_order=feeds[QUERY.order])
+    key = fn.sequence_rearrange(video, new_order=feeds[KEY.order])
     if stage == "decode":
         return query, key
-    query, key = _crop(query, feeds, "_q", crop, aug), _crop(key, feeds, "_k", crop, aug)
+    query, key = _crop(query, feeds, QUERY, crop, aug), _crop(key, feeds, KEY, crop, aug)
     extra = ()
     if stage != "crop" and fame_stage is not None:
         inputs = (query, key) if fame_stage.takes_key else (query,)     # batch keys: on the host (fame_stage)
         results = fn.python_function(*inputs, function=fame_stage, batch_processing=True,
                                      num_outputs=len(fame_stage.output_layouts),
-                                     output_layouts=fame_stage.output_layouts, device=device, name="fame")
+                                     output_layouts=fame_stage.output_layouts, device=runtime.device, name="fame")
         results = list(results) if isinstance(results, (list, tuple)) else [results]
         original, query = query, results.pop(0)
         if fame_stage.branches == "both":
@@ -219,65 +196,53 @@ def _pretrain_def(source, device, decode, crop, aug, fame_stage, stage):
             extra = (original, results.pop(0), query)
     if stage in ("crop", "fame"):
         return (query, key) + extra
-    query, key = colour_clip(query, feeds, "_q", crop, aug), colour_clip(key, feeds, "_k", crop, aug)
+    query, key = colour_clip(query, feeds, QUERY, crop, aug), colour_clip(key, feeds, KEY, crop, aug)
     if stage == "augment":
         return (query, key) + extra
-    return (_normalise(query, aug), _normalise(key, aug)) + extra + (feeds["label"], feeds["index"])
+    return (_normalise(query, aug), _normalise(key, aug)) + extra + (feeds[LABEL], feeds[INDEX])
 
 
-def pretrain_graph(source, *, device: str, batch_size: int, crop: int, aug: AugParams,
-                   fame_stage: FameStage | None, num_threads: int = 2, prefetch: int = 2,
-                   device_id: int = 0, stage: str = "full", decode: str | None = None) -> Graph:
-    """Two clips per video -> (query, key) CFHW float32, label, index.
+def pretrain_graph(source, *, runtime: Runtime, batch_size: int, crop: int, aug: AugParams,
+                   fame_stage: FameStage | None, stage: str = FULL) -> Graph:
+    """Two clips per video -> (query, key) CFHW float32, label, index; reads ``pretrain_feeds``.
 
     With a FAME stage that returns masks, also the query before FAME (``original``, FHWC
     uint8), its mask (``masks``, HW uint8) and after FAME (``merged``, FHWC uint8).
-    Cut at ``stage``, the outputs are the two clips as they are after that stage.
-    ``decode`` ("cpu" | "gpu", default ``device``) is where the videos are decoded.
+    Cut at ``stage`` (profiling), the outputs are the two clips as they are after that stage.
     """
-    _check(device, stage)
-    decode = decode_device(device, decode)
-    pipe = _pretrain_def(source, device, decode, crop, aug, fame_stage, stage,
-                         **_pipeline_options(device, device_id, batch_size, num_threads, prefetch))
-    return Graph(pipe, pretrain_outputs(stage, fame_stage), pretrain_feeds(stage, fame_stage, device))
+    feeds = pretrain_feeds(runtime.device, stage)
+    pipe = _pretrain_def(source, runtime, crop, aug, fame_stage, stage, **_pipeline_options(runtime, batch_size))
+    return Graph(pipe, pretrain_outputs(stage, fame_stage), feeds)
 
 
 # --------------------------------------------------------- evaluation ----
 @pipeline_def(enable_conditionals=True)
-def _train_clip_def(source, device, decode, crop, aug):
-    feeds = _inputs(source, feed_names("train", device))
-    clip = colour_clip(_crop(_decode(feeds, device, decode), feeds, "", crop, aug), feeds, "", crop, aug)
-    return _normalise(clip, aug), feeds["label"], feeds["index"]
+def _train_clip_def(source, runtime, crop, aug):
+    feeds = _inputs(source, train_feeds(runtime.device))
+    clip = _crop(_decode(feeds, runtime), feeds, TRAIN_VIEW, crop, aug)
+    clip = colour_clip(clip, feeds, TRAIN_VIEW, crop, aug)
+    return _normalise(clip, aug), feeds[LABEL], feeds[INDEX]
 
 
-def train_clip_graph(source, *, device: str, batch_size: int, crop: int, aug: AugParams,
-                     num_threads: int = 2, prefetch: int = 2, device_id: int = 0,
-                     decode: str | None = None) -> Graph:
-    """One random clip per video -> clip CFHW float32, label, index; decoded on ``decode``
-    ("cpu" | "gpu", default ``device``)."""
-    _check(device)
-    decode = decode_device(device, decode)
-    pipe = _train_clip_def(source, device, decode, crop, aug,
-                           **_pipeline_options(device, device_id, batch_size, num_threads, prefetch))
-    return Graph(pipe, ("clip", "label", "index"), feed_names("train", device))
+def train_clip_graph(source, *, runtime: Runtime, batch_size: int, crop: int, aug: AugParams) -> Graph:
+    """One random clip per video -> clip CFHW float32, label, index; reads ``train_feeds``."""
+    pipe = _train_clip_def(source, runtime, crop, aug, **_pipeline_options(runtime, batch_size))
+    return Graph(pipe, ("clip", "label", "index"), train_feeds(runtime.device))
 
 
 @pipeline_def
-def _eval_clip_def(source, device, decode, crop, clips_per_video, frames, aug):
-    feeds = _inputs(source, feed_names("test"))
-    clips = fn.sequence_rearrange(_decode(feeds, device, decode), new_order=feeds["order"])
-    clips = _normalise(_crop(clips, feeds, "", crop, aug), aug)
+def _eval_clip_def(source, runtime, crop, clips_per_video, frames, aug):
+    feeds = _inputs(source, eval_feeds())
+    clips = fn.sequence_rearrange(_decode(feeds, runtime), new_order=feeds[TEST_VIEW.order])
+    clips = _normalise(_crop(clips, feeds, TEST_VIEW, crop, aug), aug)
     clips = fn.reshape(clips, shape=[RGB_CHANNELS, clips_per_video, frames, crop, crop], layout="")
-    return fn.transpose(clips, perm=[1, 0, 2, 3, 4]), feeds["label"], feeds["index"]
+    return fn.transpose(clips, perm=[1, 0, 2, 3, 4]), feeds[LABEL], feeds[INDEX]
 
 
-def eval_clip_graph(source, *, device: str, batch_size: int, crop: int, clips_per_video: int, frames: int,
-                    aug: AugParams, num_threads: int = 2, prefetch: int = 2, device_id: int = 0,
-                    decode: str | None = None) -> Graph:
+def eval_clip_graph(source, *, runtime: Runtime, batch_size: int, geometry: ClipGeometry, clips_per_video: int,
+                    aug: AugParams) -> Graph:
     """All clips of a video, centre crop -> (clips_per_video, 3, frames, crop, crop) float32, label,
-    index; decoded on ``decode`` ("cpu" | "gpu", default ``device``)."""
-    _check(device)
-    decode = decode_device(device, decode)
-    pipe = _eval_clip_def(source, device, decode, crop, clips_per_video, frames, aug,
-                          **_pipeline_options(device, device_id, batch_size, num_threads, prefetch))
-    return Graph(pipe, ("clips", "label", "index"), feed_names("test"))
+    index; reads ``eval_feeds``."""
+    pipe = _eval_clip_def(source, runtime, geometry.crop, clips_per_video, geometry.frames, aug,
+                          **_pipeline_options(runtime, batch_size))
+    return Graph(pipe, ("clips", "label", "index"), eval_feeds())

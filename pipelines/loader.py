@@ -1,7 +1,8 @@
 """Torch-facing loaders over the DALI graphs: batches of tensors on the training device.
 
-    loader = pretrain_loader(videos, device="cpu", batch_size=8, frames=8, stride=2, crop=64,
-                             aug=AugParams(), fame_cfg=fame.FameConfig(), seed=0, rank=0, world=1)
+    loader = pretrain_loader(videos, clip=ClipGeometry(frames=8, stride=2, crop=64), batch_size=8,
+                             runtime=Runtime(device="cpu"), shard=Sharding(seed=0, rank=0, world=1),
+                             aug=AugParams(), fame_cfg=fame.FameConfig())
     for epoch in range(start_epoch, epochs):
         loader.set_epoch(epoch)
         for batch in loader:              # PretrainBatch(query, key, label, index, ...)
@@ -27,6 +28,10 @@ passed (``_DeviceHandOver``), so DALI cannot reuse a buffer under a pending copy
 outputs bound for a GPU are staged through pinned memory, which torch keeps until its
 asynchronous copy is done.
 
+The settings come grouped (pipelines.params): the clip geometry, the ``Runtime`` (device,
+decoder, threads, prefetch, pipelines) and the ``Sharding`` (seed, rank, world). Profiling
+cuts the pretraining graph after a stage through its own entry, ``pretrain_stage_loader``.
+
 A failing pipeline is told apart from failing videos: the videos of the batch are probed
 again (``data.index.probe_video``); those that no longer read as indexed are named as
 bad, else the pipeline itself is blamed (a CUDA / NVDEC library or driver, or an
@@ -37,6 +42,7 @@ from __future__ import annotations
 import collections
 import logging
 import re
+from dataclasses import dataclass
 from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
@@ -46,8 +52,10 @@ import fame
 from data.filelist import Entry
 from data.index import probe_video
 from pipelines.fame_stage import FameStage, PipelineFameStage
-from pipelines.graphs import ENCODED, Graph, decode_device, eval_clip_graph, pretrain_graph, train_clip_graph
-from pipelines.params import AugParams, ClipGeometry
+from pipelines.feeds import ENCODED, INDEX, Feed
+from pipelines.graphs import (FULL, Graph, eval_clip_graph, eval_feeds, pretrain_feeds, pretrain_graph,
+                              train_clip_graph, train_feeds)
+from pipelines.params import AugParams, ClipGeometry, Runtime, Sharding
 from pipelines.sampler import EvalClipSampler, PretrainSampler, TrainClipSampler
 from pipelines.videos import VideoMeta, require_clip_room, warn_single_clip_videos
 
@@ -147,7 +155,8 @@ def read_encoded(path: str) -> np.ndarray:
 
 
 class _Feed:
-    """The external source of one pipeline: per iteration the plan of a step plus the file bytes.
+    """The external source of one pipeline: per iteration the plan of a step plus the file bytes,
+    as the tuple of ``feeds`` (what the pipeline's graph reads, in its order).
 
     Steps are counted across epochs (position = epoch * steps_per_epoch + step); iteration i
     of the pipeline serves position ``first + i * every``, so ``every`` pipelines started at
@@ -159,8 +168,8 @@ class _Feed:
     on the host (``fame_keys``), by the same iteration -> batch rule.
     """
 
-    def __init__(self, sampler, names: tuple[str, ...], first: int, every: int = 1, epoch: Optional[int] = None):
-        self.sampler, self.names = sampler, names
+    def __init__(self, sampler, feeds: tuple[Feed, ...], first: int, every: int = 1, epoch: Optional[int] = None):
+        self.sampler, self.feeds = sampler, feeds
         self.first, self.every, self.epoch = first, every, epoch
 
     def batch(self, iteration: int) -> tuple[int, int]:
@@ -186,8 +195,8 @@ class _Feed:
 
     def _inputs(self, epoch: int, step: int) -> tuple:
         plan = self.sampler.plan(epoch, step)
-        plan[ENCODED] = [read_encoded(self.sampler.videos[int(i)].path) for i in plan["index"]]
-        return tuple(plan[name] for name in self.names)
+        plan[ENCODED.name] = [read_encoded(self.sampler.videos[int(i)].path) for i in plan[INDEX.name]]
+        return tuple(plan[feed.name] for feed in self.feeds)
 
 
 class _DeviceHandOver:
@@ -265,6 +274,8 @@ def _listed(names: Sequence[str]) -> str:
 class VideoLoader:
     """Steps through one role's sampler with DALI graphs; yields role batches of torch tensors.
 
+    ``feeds`` are what the graphs ``make_graph`` builds read from their source, in order.
+
     ``pipelines`` copies of the graph take turns by step, each with its own threads. DALI
     runs the CPU operators of one pipeline one at a time, the python stage on a single
     thread, so a second pipeline keeps the cores busy meanwhile (README, pipeline profile).
@@ -275,11 +286,12 @@ class VideoLoader:
     either way: each is a function of (epoch, step) alone.
     """
 
-    def __init__(self, sampler, make_graph: Callable[[_Feed], Graph], assemble: Callable[[dict], tuple],
-                 device: torch.device, pipelines: int = 1, replay: bool = False):
+    def __init__(self, sampler, feeds: tuple[Feed, ...], make_graph: Callable[[_Feed], Graph],
+                 assemble: Callable[[dict], tuple], device: torch.device, pipelines: int = 1, replay: bool = False):
         if pipelines < 1:
             raise ValueError(f"pipelines must be >= 1, got {pipelines}")
         self.sampler, self.device, self.pipelines, self.replay = sampler, torch.device(device), pipelines, replay
+        self.feeds = feeds
         self._make_graph, self._assemble = make_graph, assemble
         self.epoch, self.step = 0, 0
         self._graphs: list[Graph] = []
@@ -350,11 +362,9 @@ class VideoLoader:
         there, else new ones started at it."""
         if not self._graphs or self._next != (self.epoch, self.step):
             first = self.epoch * len(self) + self.step
-            feeds = [_Feed(self.sampler, (), first + turn, self.pipelines, self.epoch if self.replay else None)
-                     for turn in range(self.pipelines)]
+            feeds = [_Feed(self.sampler, self.feeds, first + turn, self.pipelines,
+                           self.epoch if self.replay else None) for turn in range(self.pipelines)]
             self._graphs = [self._make_graph(feed) for feed in feeds]
-            for feed, graph in zip(feeds, self._graphs):
-                feed.names = graph.feeds
             self._next, self._served = (self.epoch, self.step), 0
         return self._graphs
 
@@ -402,95 +412,108 @@ class VideoLoader:
 
 
 # ------------------------------------------------------------- builders ----
-def pretrain_loader(videos: list[VideoMeta], *, device: str = "cpu", batch_size: int, frames: int, stride: int,
-                    crop: int, aug: AugParams = AugParams(), fame_cfg: Optional[fame.FameConfig] = None,
-                    seed: int = 0, rank: int = 0, world: int = 1, num_threads: int = 2, prefetch: int = 2,
-                    device_id: int = 0, return_masks: bool = False, stage: str = "full", raw: bool = False,
-                    fame_stage: Optional[FameStage] = None, pipelines: int = 1,
-                    decode: Optional[str] = None) -> VideoLoader:
+@dataclass(frozen=True)
+class StageCut:
+    """For profiling: where the pretraining graph is cut (``stage`` in graphs.STAGES; short of
+    "full" a batch is a dict of the outputs as they are after that stage) and whether the
+    DALI outputs themselves are yielded (``raw``: no conversion to torch)."""
+
+    stage: str = FULL
+    raw: bool = False
+
+
+def pretrain_loader(videos: list[VideoMeta], *, clip: ClipGeometry, batch_size: int, runtime: Runtime = Runtime(),
+                    shard: Sharding = Sharding(), aug: AugParams = AugParams(),
+                    fame_cfg: Optional[fame.FameConfig] = None, return_masks: bool = False) -> VideoLoader:
     """Pretraining: two clips per video (query, key), crop + flip each, FAME on the query
     (or both, ``fame_cfg.branches``; none when ``fame_cfg`` is None or its variant is "none"),
-    then colour augmentation and normalisation. Yields PretrainBatch.
+    then colour augmentation and normalisation; ``batch_size`` videos per batch. Yields
+    PretrainBatch, with FAME's masks when ``return_masks``.
 
-    ``decode`` ("cpu" | "gpu"; default: ``device``) is where the videos are decoded; "cpu"
-    with ``device="gpu"`` decodes on the CPU and runs the rest on the GPU.
-
-    For profiling: ``stage`` cuts the graph ("decode", "crop", "fame", "augment"), the
-    batch is then a dict of the outputs as they are after that stage; ``raw`` yields the
-    DALI outputs themselves (no conversion to torch); a given ``fame_stage`` is used as
-    the python stage, so its timing can be read afterwards.
+    ``runtime.decode`` is where the videos are decoded; "cpu" with device "gpu" decodes on
+    the CPU and runs the rest on the GPU.
     """
-    decode = decode_device(device, decode)
-    geometry = ClipGeometry(frames, stride, crop)
-    require_clip_room(videos, geometry.span, "pretraining")
-    warn_single_clip_videos(videos, geometry.span, "pretraining")
-    sampler = PretrainSampler(videos, geometry, aug, batch_size=batch_size, seed=seed, rank=rank, world=world)
-    if fame_stage is None and fame_cfg is not None and fame_cfg.variant != "none":
+    fame_stage = None
+    if fame_cfg is not None and fame_cfg.variant != "none":
         fame_stage = FameStage(fame_cfg, return_masks=return_masks)
-    out_device = output_device(device, device_id)
+    sampler = _pretrain_sampler(videos, clip, batch_size, shard, aug)
+    return _pretrain_loader(sampler, runtime, fame_stage, StageCut())
+
+
+def pretrain_stage_loader(videos: list[VideoMeta], cut: StageCut, *, clip: ClipGeometry, batch_size: int,
+                          runtime: Runtime, shard: Sharding, aug: AugParams,
+                          fame_stage: Optional[FameStage]) -> VideoLoader:
+    """For profiling: ``pretrain_loader``'s batches with the graph cut as ``cut`` says, and
+    ``fame_stage`` (None: no FAME) used as the python stage as it is, so its timing can be
+    read afterwards."""
+    return _pretrain_loader(_pretrain_sampler(videos, clip, batch_size, shard, aug), runtime, fame_stage, cut)
+
+
+def _pretrain_sampler(videos: list[VideoMeta], clip: ClipGeometry, batch_size: int, shard: Sharding,
+                      aug: AugParams) -> PretrainSampler:
+    require_clip_room(videos, clip.span, "pretraining")
+    warn_single_clip_videos(videos, clip.span, "pretraining")
+    return PretrainSampler(videos, clip, aug, batch_size=batch_size, seed=shard.seed, rank=shard.rank,
+                           world=shard.world)
+
+
+def _pretrain_loader(sampler: PretrainSampler, runtime: Runtime, fame_stage: Optional[FameStage],
+                     cut: StageCut) -> VideoLoader:
+    out_device = output_device(runtime.device, runtime.device_id)
 
     def make_graph(feed):
-        return pretrain_graph(feed, device=device, batch_size=batch_size, crop=crop, aug=aug,
-                              fame_stage=feed.bind(fame_stage), num_threads=num_threads, prefetch=prefetch,
-                              device_id=device_id, stage=stage, decode=decode)
+        return pretrain_graph(feed, runtime=runtime, batch_size=sampler.batch_size, crop=sampler.geometry.crop,
+                              aug=sampler.aug, fame_stage=feed.bind(fame_stage), stage=cut.stage)
 
     def assemble(outputs: dict):
-        if raw:
+        if cut.raw:
             return outputs
         tensors = {name: _to_torch(value, out_device) for name, value in outputs.items()}
-        return PretrainBatch(**tensors) if stage == "full" else tensors
+        return PretrainBatch(**tensors) if cut.stage == FULL else tensors
 
-    return VideoLoader(sampler, make_graph, assemble, out_device, pipelines)
+    return VideoLoader(sampler, pretrain_feeds(runtime.device, cut.stage), make_graph, assemble, out_device,
+                       runtime.pipelines)
 
 
-def train_clips_loader(videos: list[VideoMeta], *, device: str = "cpu", batch_size: int, frames: int, stride: int,
-                       crop: int, aug: AugParams = AugParams(), seed: int = 0, rank: int = 0, world: int = 1,
-                       num_threads: int = 2, prefetch: int = 2, device_id: int = 0,
-                       pipelines: int = 1, decode: Optional[str] = None) -> VideoLoader:
-    """Linear probe / finetuning: one random clip per video with a random view. Yields ClipBatch.
-    ``decode``: where the videos are decoded, as in ``pretrain_loader``."""
-    decode = decode_device(device, decode)
-    geometry = ClipGeometry(frames, stride, crop)
-    require_clip_room(videos, geometry.span, "training clips")
-    sampler = TrainClipSampler(videos, geometry, aug, batch_size=batch_size, seed=seed, rank=rank, world=world)
-    out_device = output_device(device, device_id)
+def train_clips_loader(videos: list[VideoMeta], *, clip: ClipGeometry, batch_size: int,
+                       runtime: Runtime = Runtime(), shard: Sharding = Sharding(),
+                       aug: AugParams = AugParams()) -> VideoLoader:
+    """Linear probe / finetuning: one random clip per video with a random view, ``batch_size``
+    clips per batch. Yields ClipBatch."""
+    require_clip_room(videos, clip.span, "training clips")
+    sampler = TrainClipSampler(videos, clip, aug, batch_size=batch_size, seed=shard.seed, rank=shard.rank,
+                               world=shard.world)
+    out_device = output_device(runtime.device, runtime.device_id)
 
     def make_graph(feed):
-        return train_clip_graph(feed, device=device, batch_size=batch_size, crop=crop, aug=aug,
-                                num_threads=num_threads, prefetch=prefetch, device_id=device_id, decode=decode)
+        return train_clip_graph(feed, runtime=runtime, batch_size=batch_size, crop=clip.crop, aug=aug)
 
     def assemble(outputs: dict):
         return ClipBatch(*(_to_torch(value, out_device) for value in outputs.values()))
 
-    return VideoLoader(sampler, make_graph, assemble, out_device, pipelines)
+    return VideoLoader(sampler, train_feeds(runtime.device), make_graph, assemble, out_device, runtime.pipelines)
 
 
-def eval_clips_loader(videos: list[VideoMeta], *, device: str = "cpu", batch_size: int, frames: int, stride: int,
-                      crop: int, clips_per_video: int = 10, aug: AugParams = AugParams(),
-                      centre_fraction: Optional[float] = None, rank: int = 0, world: int = 1,
-                      num_threads: int = 2, prefetch: int = 2, device_id: int = 0,
-                      pipelines: int = 1, decode: Optional[str] = None) -> VideoLoader:
+def eval_clips_loader(videos: list[VideoMeta], *, clip: ClipGeometry, batch_size: int, runtime: Runtime = Runtime(),
+                      shard: Sharding = Sharding(), clips_per_video: int = 10, aug: AugParams = AugParams(),
+                      centre_fraction: Optional[float] = None) -> VideoLoader:
     """Testing / feature extraction: ``clips_per_video`` uniformly spaced clips of every video,
     centre crop, list order, each video exactly once per pass (the last batch may be smaller;
     nothing is padded). ``batch_size`` counts clips: a batch holds batch_size //
-    clips_per_video videos (at least one). Of ``aug`` only ``mean``, ``std`` and ``antialias`` are used.
-    Yields EvalBatch. Ranks read near-equal disjoint slices, so their lengths may differ by one.
-    ``decode``: where the videos are decoded, as in ``pretrain_loader``.
+    clips_per_video videos (at least one). Of ``aug`` only ``mean``, ``std`` and ``antialias`` are used,
+    of ``shard`` only rank and world (nothing is drawn). Yields EvalBatch. Ranks read near-equal
+    disjoint slices, so their lengths may differ by one.
     """
-    decode = decode_device(device, decode)
-    geometry = ClipGeometry(frames, stride, crop)
-    require_clip_room(videos, geometry.span, "test clips")
+    require_clip_room(videos, clip.span, "test clips")
     videos_per_batch = max(1, batch_size // clips_per_video)
     options = {} if centre_fraction is None else {"centre_fraction": centre_fraction}
-    sampler = EvalClipSampler(videos, geometry, clips_per_video=clips_per_video,
-                              videos_per_batch=videos_per_batch, rank=rank, world=world, **options)
-    out_device = output_device(device, device_id)
+    sampler = EvalClipSampler(videos, clip, clips_per_video=clips_per_video,
+                              videos_per_batch=videos_per_batch, rank=shard.rank, world=shard.world, **options)
+    out_device = output_device(runtime.device, runtime.device_id)
 
     def make_graph(feed):
-        return eval_clip_graph(feed, device=device, batch_size=videos_per_batch, crop=crop,
-                               clips_per_video=clips_per_video, frames=frames, aug=aug,
-                               num_threads=num_threads, prefetch=prefetch, device_id=device_id,
-                               decode=decode)
+        return eval_clip_graph(feed, runtime=runtime, batch_size=videos_per_batch, geometry=clip,
+                               clips_per_video=clips_per_video, aug=aug)
 
     def assemble(outputs: dict):
         clips = _to_torch(outputs["clips"], out_device)
@@ -500,4 +523,4 @@ def eval_clips_loader(videos: list[VideoMeta], *, device: str = "cpu", batch_siz
         index = _to_torch(outputs["index"], out_device).repeat_interleave(per_video)
         return EvalBatch(clips, label, index)
 
-    return VideoLoader(sampler, make_graph, assemble, out_device, pipelines, replay=True)
+    return VideoLoader(sampler, eval_feeds(), make_graph, assemble, out_device, runtime.pipelines, replay=True)

@@ -1,14 +1,15 @@
 """Plain settings of the input pipelines: augmentation parameters and clip geometry.
 
-Runners map their configuration onto these frozen dataclasses; nothing here
-knows about configuration files.
+AugParams is also the config schema's ``aug`` section (engine.config holds it
+itself); its field types and ranges are its rules (fame.fields).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from fame.fields import SettingError, bounded, check_fields
 from fame.mask import gaussian_weights
 
 # Published normalisation of the Kinetics-trained video models (the paper's published code).
@@ -16,17 +17,8 @@ KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
 RGB_CHANNELS = 3
 MIN_BLUR_WINDOW = 3
-
-
-def _check_probability(name: str, value: float) -> None:
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"AugParams.{name} must be a probability in [0, 1], got {value!r}")
-
-
-def _check_range(name: str, pair: tuple, *, low: float = 0.0, high: float | None = None) -> None:
-    if len(pair) != 2 or not low < pair[0] <= pair[1] or (high is not None and pair[1] > high):
-        bound = f" and at most {high}" if high is not None else ""
-        raise ValueError(f"AugParams.{name} must be (min, max) with {low} < min <= max{bound}, got {pair!r}")
+PAIR_FIELDS = ("crop_area", "crop_aspect", "blur_sigma")   # (min, max) pairs
+NO_COLOUR = {"grayscale_p": 0.0, "jitter_p": 0.0, "blur_p": 0.0}
 
 
 @dataclass(frozen=True)
@@ -41,43 +33,39 @@ class AugParams:
     of int(blur_window_fraction * crop) // 2 * 2 + 1 pixels (at least 3). mean / std: RGB
     normalisation in 0..1 units. antialias: low-pass filter when the crop is shrunk; off
     by default, as in the published pipeline (bilinear interpolation of the crop).
+    Pairs are (min, max) with min <= max.
     """
 
-    crop_area: tuple[float, float] = (0.2, 1.0)
-    crop_aspect: tuple[float, float] = (3 / 4, 4 / 3)
-    flip_p: float = 0.5
-    grayscale_p: float = 0.2
-    jitter_p: float = 0.8
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.4
-    hue: float = 0.1
-    blur_p: float = 0.5
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
-    blur_window_fraction: float = 0.1
+    crop_area: tuple[float, float] = field(default=(0.2, 1.0), metadata=bounded(0.0, 1.0, lo_open=True))
+    crop_aspect: tuple[float, float] = field(default=(3 / 4, 4 / 3), metadata=bounded(0.0, lo_open=True))
+    flip_p: float = field(default=0.5, metadata=bounded(0.0, 1.0))
+    grayscale_p: float = field(default=0.2, metadata=bounded(0.0, 1.0))
+    jitter_p: float = field(default=0.8, metadata=bounded(0.0, 1.0))
+    brightness: float = field(default=0.4, metadata=bounded(0.0))
+    contrast: float = field(default=0.4, metadata=bounded(0.0))
+    saturation: float = field(default=0.4, metadata=bounded(0.0))
+    hue: float = field(default=0.1, metadata=bounded(0.0, 0.5))
+    blur_p: float = field(default=0.5, metadata=bounded(0.0, 1.0))
+    blur_sigma: tuple[float, float] = field(default=(0.1, 2.0), metadata=bounded(0.0, lo_open=True))
+    blur_window_fraction: float = field(default=0.1, metadata=bounded(0.0, 1.0, lo_open=True))
     mean: tuple[float, float, float] = KINETICS_MEAN
-    std: tuple[float, float, float] = KINETICS_STD
+    std: tuple[float, float, float] = field(default=KINETICS_STD, metadata=bounded(0.0, lo_open=True))
     antialias: bool = False
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        for name in PAIR_FIELDS:
+            low, high = getattr(self, name)
+            if low > high:
+                raise SettingError(type(self).__name__, name, f"need (min, max) with min <= max, got {[low, high]}")
 
     def blur_window(self, crop: int) -> int:
         """Odd Gaussian window width in pixels for a crop x crop clip."""
         return max(MIN_BLUR_WINDOW, int(self.blur_window_fraction * crop) // 2 * 2 + 1)
 
-    def __post_init__(self) -> None:
-        _check_range("crop_area", tuple(self.crop_area), high=1.0)
-        _check_range("crop_aspect", tuple(self.crop_aspect))
-        _check_range("blur_sigma", tuple(self.blur_sigma))
-        for name in ("flip_p", "grayscale_p", "jitter_p", "blur_p"):
-            _check_probability(name, getattr(self, name))
-        for name in ("brightness", "contrast", "saturation"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"AugParams.{name} must be >= 0, got {getattr(self, name)!r}")
-        if not 0.0 < self.blur_window_fraction <= 1.0:
-            raise ValueError(f"AugParams.blur_window_fraction must be in (0, 1], got {self.blur_window_fraction!r}")
-        if not 0.0 <= self.hue <= 0.5:
-            raise ValueError(f"AugParams.hue must be in [0, 0.5], got {self.hue!r}")
-        if len(self.mean) != RGB_CHANNELS or len(self.std) != RGB_CHANNELS or min(self.std) <= 0:
-            raise ValueError(f"AugParams.mean/std must be 3 values each, std > 0; got {self.mean!r}, {self.std!r}")
+    def without_colour(self) -> "AugParams":
+        """These crop, flip and normalisation settings with no grayscale, colour jitter or blur."""
+        return replace(self, **NO_COLOUR)
 
 
 # No randomness beyond the clip position: the largest centred square of the frame (the whole
@@ -107,3 +95,52 @@ class ClipGeometry:
     def span(self) -> int:
         """Frames of the video one clip covers, first to last inclusive."""
         return (self.frames - 1) * self.stride + 1
+
+
+PIPELINE_DEVICES = ("cpu", "gpu")    # where a graph's operators run
+DECODERS = ("cpu", "gpu")            # where its videos are decoded: DALI's CPU decoder or NVDEC
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how a loader's DALI pipelines run.
+
+    device: "cpu" (every operator on the CPU, no GPU) or "gpu" (everything after the decoder
+    on GPU ``device_id``). decode: where the videos are decoded, "cpu" | "gpu" (NVDEC), None
+    for ``device`` itself; GPU decoding needs a GPU graph. num_threads: DALI threads per
+    pipeline; prefetch: batches each pipeline makes ahead; pipelines: copies of the graph
+    taking turns by step.
+    """
+
+    device: str = "cpu"
+    decode: str | None = None
+    device_id: int = 0
+    num_threads: int = 2
+    prefetch: int = 2
+    pipelines: int = 1
+
+    def __post_init__(self) -> None:
+        if self.device not in PIPELINE_DEVICES:
+            raise ValueError(f"pipeline device must be one of {PIPELINE_DEVICES}, got {self.device!r}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decode device must be one of {DECODERS}, got {self.decode!r}")
+        if self.device == "cpu" and self.decoder == "gpu":
+            raise ValueError("decode 'gpu' (NVDEC, config key 'data.decode') needs pipeline device 'gpu'; "
+                             "a CPU pipeline decodes on the CPU: use decode 'cpu'")
+        if self.pipelines < 1:
+            raise ValueError(f"pipelines must be >= 1, got {self.pipelines}")
+
+    @property
+    def decoder(self) -> str:
+        """Where the videos are decoded: ``decode``, or ``device`` when it is None."""
+        return self.device if self.decode is None else self.decode
+
+
+@dataclass(frozen=True)
+class Sharding:
+    """Which draws and which slice of every epoch a process reads: the sampling seed, this
+    process's rank and the number of processes (pipelines.sampler)."""
+
+    seed: int = 0
+    rank: int = 0
+    world: int = 1

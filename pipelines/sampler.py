@@ -14,7 +14,8 @@ last incomplete batch is dropped, so every rank runs the same number of steps.
 Test clips are not shuffled: ranks take near-equal contiguous slices of the list and the
 last batch of a rank may be smaller; every video is seen once.
 
-A plan is a dict of per-sample arrays named after the pipeline inputs (see FEEDS); the
+A plan is a dict of per-sample arrays keyed by the names of the role's feeds
+(pipelines.feeds), cast to their types, plus the clip starts (STARTS, for checks); the
 loader adds the encoded file bytes. Crop windows are DALI ROIs in (y, x) order, absolute
 pixels of the decoded frame; a flipped view has its x coordinates swapped.
 """
@@ -26,6 +27,8 @@ from typing import Sequence
 
 import numpy as np
 
+from pipelines.feeds import (FAME_SEED, FAME_STEP, FRAMES, INDEX, LABEL, PRETRAIN, TEST, TEST_VIEW, TRAIN,
+                             RoleFeeds, ViewFeeds)
 from pipelines.params import AugParams, ClipGeometry, blur_weights
 from pipelines.videos import VideoMeta
 
@@ -34,14 +37,7 @@ CROP_TRIES = 10            # random resized crop: tries before the centre-crop f
 HUE_DEGREES = 360.0        # hue jitter is a fraction of the colour circle
 NO_BLUR_SIGMA = 0.01       # a Gaussian this narrow leaves uint8 pixels unchanged
 SEED_BOUND = 2**62         # FAME batch seeds are drawn in [0, SEED_BOUND)
-
-VIEW_FEEDS = ("roi_start", "roi_end", "brightness", "contrast", "saturation", "hue", "blur", "sigma", "blur_weights")
-FEEDS = {
-    "pretrain": ("frames", "order_q", "order_k", *(f"{n}_q" for n in VIEW_FEEDS),
-                 *(f"{n}_k" for n in VIEW_FEEDS), "label", "index", "fame_seed", "fame_step"),
-    "train": ("frames", *VIEW_FEEDS, "label", "index"),
-    "test": ("frames", "order", "roi_start", "roi_end", "label", "index"),
-}
+STARTS = "starts"          # plan key of the clip starts: for checks, not a graph input
 
 
 # ---------------------------------------------------------------- keys ----
@@ -212,16 +208,15 @@ class ViewDraw:
     flip: bool
     colour: ColourDraw
 
-    def feeds(self, blur_window: int, suffix: str = "") -> dict[str, np.ndarray]:
-        """DALI inputs of the view; the blur as sigma and as its weights over ``blur_window`` pixels."""
+    def plan(self, view: ViewFeeds, blur_window: int) -> dict[str, np.ndarray]:
+        """The draws under the feeds of ``view`` (which has colour feeds); the blur as sigma and
+        as its weights over ``blur_window`` pixels."""
         roi_start, roi_end = self.window.roi(self.flip)
-        c = self.colour
-        values = {"roi_start": roi_start, "roi_end": roi_end, "brightness": c.brightness,
-                  "contrast": c.contrast, "saturation": c.saturation, "hue": c.hue, "sigma": c.sigma}
-        feeds = {f"{name}{suffix}": np.asarray(v, dtype=np.float32) for name, v in values.items()}
-        feeds[f"blur{suffix}"] = np.bool_(c.blur)
-        feeds[f"blur_weights{suffix}"] = blur_weights(c.sigma, blur_window)
-        return feeds
+        c, feeds = self.colour, view.colour
+        values = {view.roi_start: roi_start, view.roi_end: roi_end, feeds.brightness: c.brightness,
+                  feeds.contrast: c.contrast, feeds.saturation: c.saturation, feeds.hue: c.hue,
+                  feeds.blur: c.blur, feeds.sigma: c.sigma, feeds.blur_weights: blur_weights(c.sigma, blur_window)}
+        return {feed.name: feed.array(value) for feed, value in values.items()}
 
 
 def draw_view(rng: np.random.Generator, video: VideoMeta, aug: AugParams) -> ViewDraw:
@@ -231,8 +226,14 @@ def draw_view(rng: np.random.Generator, video: VideoMeta, aug: AugParams) -> Vie
 
 
 # ----------------------------------------------------------- samplers ----
-def _collate(samples: list[dict[str, np.ndarray]], names: Sequence[str]) -> dict[str, list[np.ndarray]]:
+def _collate(samples: list[dict[str, np.ndarray]], feeds: RoleFeeds) -> dict[str, list[np.ndarray]]:
+    """Per-sample plans -> the batch plan: per key of ``feeds`` (and STARTS) the list over samples."""
+    names = (*(feed.name for feed in feeds.planned), STARTS)
     return {name: [s[name] for s in samples] for name in names}
+
+
+def _video_feeds(video_index: int, label: int) -> dict[str, np.ndarray]:
+    return {LABEL.name: LABEL.array(label), INDEX.name: INDEX.array(video_index)}
 
 
 class _ShardedEpochs:
@@ -276,7 +277,10 @@ class _ShardedEpochs:
 
 
 class _RandomViewSampler(_ShardedEpochs):
-    """Shuffled equal shards, clips at random starts with random views (the training roles)."""
+    """Shuffled equal shards; per video one clip per view of ``feeds`` at different random
+    starts, each with its own random view (the training roles)."""
+
+    feeds: RoleFeeds
 
     def __init__(self, videos: Sequence[VideoMeta], geometry: ClipGeometry, aug: AugParams, *,
                  batch_size: int, seed: int = 0, rank: int = 0, world: int = 1):
@@ -288,38 +292,44 @@ class _RandomViewSampler(_ShardedEpochs):
     def plan(self, epoch: int, step: int) -> dict[str, list[np.ndarray]]:
         positions, video_ids = self.batch_positions(epoch, step)
         samples = [self.sample(epoch, int(p), int(v)) for p, v in zip(positions, video_ids)]
-        self.add_batch_feeds(samples, epoch, step, int(positions[0]))
-        return _collate(samples, (*FEEDS[self.role], "starts"))
+        self.add_batch_feeds(samples, epoch, step)
+        return _collate(samples, self.feeds)
 
-    def add_batch_feeds(self, samples: list[dict], epoch: int, step: int, first_position: int) -> None:
+    def sample(self, epoch: int, position: int, video_index: int) -> dict[str, np.ndarray]:
+        """The draws of one video: clip starts, then each view's crop, flip and colour, in view order.
+
+        The frames of all clips are decoded once (``union_frames``); a view with an order
+        feed picks its clip out of them, a single clip is the decoded frames themselves.
+        """
+        video = self.videos[video_index]
+        rng = sample_rng(self.seed, epoch, position)
+        starts = draw_clip_starts(rng, video.frames, self.geometry.span, len(self.feeds.views))
+        frames, orders = union_frames([clip_frame_indices(int(s), self.geometry) for s in starts])
+        plan = {FRAMES.name: FRAMES.array(frames), STARTS: starts.astype(np.int64),
+                **_video_feeds(video_index, video.label)}
+        for view, order in zip(self.feeds.views, orders):
+            if view.order is not None:
+                plan[view.order.name] = view.order.array(order)
+            plan.update(draw_view(rng, video, self.aug).plan(view, self.blur_window))
+        return plan
+
+    def add_batch_feeds(self, samples: list[dict], epoch: int, step: int) -> None:
         """Per-batch draws shared by every sample of the batch (none by default)."""
 
 
 class PretrainSampler(_RandomViewSampler):
     """Two clips per video (query, key) at different random starts, each with its own view draw."""
 
-    role = "pretrain"
+    feeds = PRETRAIN
 
-    def sample(self, epoch: int, position: int, video_index: int) -> dict[str, np.ndarray]:
-        video = self.videos[video_index]
-        rng = sample_rng(self.seed, epoch, position)
-        starts = draw_clip_starts(rng, video.frames, self.geometry.span, 2)
-        frames, (order_q, order_k) = union_frames([clip_frame_indices(s, self.geometry) for s in starts])
-        feeds = {"frames": frames, "order_q": order_q, "order_k": order_k,
-                 "starts": starts.astype(np.int64), "label": np.int64(video.label),
-                 "index": np.int64(video_index)}
-        feeds.update(draw_view(rng, video, self.aug).feeds(self.blur_window, "_q"))
-        feeds.update(draw_view(rng, video, self.aug).feeds(self.blur_window, "_k"))
-        return feeds
-
-    def add_batch_feeds(self, samples: list[dict], epoch: int, step: int, first_position: int) -> None:
-        seed, global_step = (np.int64(key) for key in self.fame_keys(epoch, step))
+    def add_batch_feeds(self, samples: list[dict], epoch: int, step: int) -> None:
+        seed, global_step = self.fame_keys(epoch, step)
         for s in samples:
-            s["fame_seed"], s["fame_step"] = seed, global_step
+            s[FAME_SEED.name], s[FAME_STEP.name] = FAME_SEED.array(seed), FAME_STEP.array(global_step)
 
     def fame_keys(self, epoch: int, step: int) -> tuple[int, int]:
         """A batch's FAME seed (its background pick) and global training step (its beta warm-up),
-        on the host: what the plan's "fame_seed" / "fame_step" hold for every sample."""
+        on the host: what the plan's FAME_SEED / FAME_STEP hold for every sample."""
         first_position = self.positions.start + step * self.batch_size
         return batch_seed(self.seed, epoch, first_position), epoch * self.steps_per_epoch + step
 
@@ -327,17 +337,7 @@ class PretrainSampler(_RandomViewSampler):
 class TrainClipSampler(_RandomViewSampler):
     """One random clip per video with a random view (linear probe / finetuning)."""
 
-    role = "train"
-
-    def sample(self, epoch: int, position: int, video_index: int) -> dict[str, np.ndarray]:
-        video = self.videos[video_index]
-        rng = sample_rng(self.seed, epoch, position)
-        start = draw_clip_starts(rng, video.frames, self.geometry.span, 1)
-        feeds = {"frames": clip_frame_indices(int(start[0]), self.geometry).astype(np.int32),
-                 "starts": start.astype(np.int64), "label": np.int64(video.label),
-                 "index": np.int64(video_index)}
-        feeds.update(draw_view(rng, video, self.aug).feeds(self.blur_window))
-        return feeds
+    feeds = TRAIN
 
 
 DEFAULT_CENTRE_FRACTION = 112 / 128   # centre crop 112 of a short side resized to 128
@@ -350,7 +350,7 @@ class EvalClipSampler(_ShardedEpochs):
     videos make a batch, the last one of a rank possibly fewer.
     """
 
-    role = "test"
+    feeds = TEST
 
     def __init__(self, videos: Sequence[VideoMeta], geometry: ClipGeometry, *, clips_per_video: int,
                  videos_per_batch: int, centre_fraction: float = DEFAULT_CENTRE_FRACTION,
@@ -368,10 +368,11 @@ class EvalClipSampler(_ShardedEpochs):
         starts = uniform_clip_starts(video.frames, self.geometry.span, self.clips_per_video)
         frames, orders = union_frames([clip_frame_indices(int(s), self.geometry) for s in starts])
         roi_start, roi_end = centre_window(video.width, video.height, self.centre_fraction).roi()
-        return {"frames": frames, "order": np.concatenate(orders), "roi_start": roi_start,
-                "roi_end": roi_end, "starts": starts, "label": np.int64(video.label),
-                "index": np.int64(video_index)}
+        view = TEST_VIEW
+        return {FRAMES.name: FRAMES.array(frames), view.order.name: view.order.array(np.concatenate(orders)),
+                view.roi_start.name: view.roi_start.array(roi_start), view.roi_end.name: view.roi_end.array(roi_end),
+                STARTS: starts, **_video_feeds(video_index, video.label)}
 
     def plan(self, epoch: int, step: int) -> dict[str, list[np.ndarray]]:
         _, video_ids = self.batch_positions(epoch, step)
-        return _collate([self.sample(int(v)) for v in video_ids], (*FEEDS[self.role], "starts"))
+        return _collate([self.sample(int(v)) for v in video_ids], self.feeds)

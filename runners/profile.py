@@ -36,7 +36,7 @@ import torch
 
 from pipelines.baseline import pyav_pretrain_loader
 from pipelines.fame_stage import FameStage
-from pipelines.loader import pretrain_loader
+from pipelines.loader import StageCut, pretrain_stage_loader
 from engine import config as C
 from engine.loaders import pretrain_settings
 from engine.loaders import load_video_set
@@ -152,6 +152,7 @@ def profile(cfg: C.Config, device: torch.device, steps: int, warmup: int, repeat
     dali_warmup, baseline_warmup = warmups(cfg, warmup)
     videos, decode = load_video_set(cfg, cfg.data.train_list, 0, device)
     settings = pretrain_settings(cfg, device, decode)
+    fame_cfg = settings.pop("fame_cfg")
     wall = {name: float("inf") for name in ROW_LABELS}
     cpu = {name: [] for name in ROW_LABELS}
     fame_seconds = fame_calls = fame_clips = 0
@@ -160,8 +161,8 @@ def profile(cfg: C.Config, device: torch.device, steps: int, warmup: int, repeat
         sampler = None
         for name, stage, raw in ROWS:
             # Only the FAME row reads the stage's own timing; its synchronisation would stall the others.
-            timer = FameStage(settings["fame_cfg"], synchronize_timing=name == "fame") if settings["fame_cfg"] else None
-            loader = pretrain_loader(videos, return_masks=False, stage=stage, raw=raw, fame_stage=timer, **settings)
+            timer = FameStage(fame_cfg, synchronize_timing=name == "fame") if fame_cfg else None
+            loader = pretrain_stage_loader(videos, StageCut(stage, raw), fame_stage=timer, **settings)
             sampler = loader.sampler
             with _nvtx(device, f"profile/{name}"):
                 timing = time_batches(endless(loader), steps, dali_warmup, synchronize)
@@ -173,7 +174,7 @@ def profile(cfg: C.Config, device: torch.device, steps: int, warmup: int, repeat
                 fame_seconds, fame_calls, fame_clips = (fame_seconds + timer.seconds, fame_calls + timer.calls,
                                                         fame_clips + timer.clips)
         with _nvtx(device, "profile/baseline"):
-            timing = time_baseline(sampler, settings["fame_cfg"], baseline_workers(cfg), steps, baseline_warmup)
+            timing = time_baseline(sampler, fame_cfg, baseline_workers(cfg), steps, baseline_warmup)
         wall["baseline"] = min(wall["baseline"], timing.wall)
         cpu["baseline"].append(timing.cpu)
         gc.collect()
@@ -201,7 +202,7 @@ def profile(cfg: C.Config, device: torch.device, steps: int, warmup: int, repeat
         "cpu_cores": os.cpu_count(), "num_threads": cfg.train.num_threads, "pipelines": cfg.train.pipelines,
         "baseline_workers": baseline_workers(cfg), "prefetch": cfg.train.prefetch,
         "batch_size": cfg.train.batch_size, "clip": dataclasses.asdict(cfg.clip),
-        "fame": dataclasses.asdict(cfg.fame), "videos": len(sampler.videos), "steps_per_epoch": len(sampler),
+        "fame": C.to_dict(cfg)["fame"], "videos": len(sampler.videos), "steps_per_epoch": len(sampler),
         "steps": steps, "warmup": dali_warmup, "baseline_warmup": baseline_warmup, "repeats": repeats,
         "stages": rows, "fame_op": fame_op, "baseline": baseline_row, "ratios": ratios,
         "targets": {"full_vs_decode": TARGET_VS_DECODE, "full_vs_baseline": TARGET_VS_BASELINE,

@@ -10,11 +10,12 @@ from data.filelist import write_file_list
 from data.index import build_index
 from data.video_io import write_video
 from pipelines.loader import eval_clips_loader, pretrain_loader, train_clips_loader
+from pipelines.params import ClipGeometry, Sharding
 from pipelines.videos import VideoMeta, videos_from_index, warn_single_clip_videos
 from tests.pipelines.conftest import FPS, GOP, NVDEC_SIZE, coded_frames, write_vp9
 
 SPAN = 7           # frames 4, stride 2
-CLIP_SETTINGS = dict(device="cpu", batch_size=1, frames=4, stride=2, crop=32)   # SPAN frames a clip
+CLIP_SETTINGS = dict(clip=ClipGeometry(frames=4, stride=2, crop=32), batch_size=1)   # SPAN frames a clip
 GOOD_FRAMES = 30
 GOOD_VIDEOS = 3
 DAMAGE_SEED = 0    # its epoch order puts the damaged video last
@@ -156,7 +157,7 @@ def test_a_file_damaged_after_indexing_fails_naming_its_own_batch(tmp_path, dama
     if damage == "truncated":
         truncated(bad)
     videos = [VideoMeta(path, 0, GOOD_FRAMES, 64, 48) for path in good] + [VideoMeta(bad, 1, GOOD_FRAMES, 64, 48)]
-    loader = pretrain_loader(videos, device="cpu", batch_size=1, frames=4, stride=2, crop=32, seed=DAMAGE_SEED)
+    loader = pretrain_loader(videos, **CLIP_SETTINGS, shard=Sharding(seed=DAMAGE_SEED))
     bad_step = [int(loader.sampler.batch_positions(0, step)[1][0]) for step in range(len(loader))].index(len(good))
     assert len(loader) >= 3 and bad_step == len(loader) - 1
     with pytest.raises((RuntimeError, OSError)) as error:

@@ -7,9 +7,10 @@ import torch
 
 from pipelines.baseline import crop_resize, decode_frames, pyav_pretrain_loader
 from pipelines.loader import pretrain_loader
-from pipelines.params import AugParams
+from pipelines.params import AugParams, ClipGeometry, Sharding
 from tests.pipelines.conftest import coded_frames, write_vp9
 
+CLIP = ClipGeometry(frames=4, stride=2, crop=32)
 RAW_SCALE = dict(mean=(0.0, 0.0, 0.0), std=(1 / 255,) * 3)
 # Decoders' YUV -> RGB conversions and the colour / blur kernels differ by a level or two.
 MEAN_LEVEL_TOLERANCE = 2.0
@@ -37,7 +38,7 @@ def test_numpy_crop_flips_with_a_reversed_roi():
 
 def dali_and_baseline(videos, aug: AugParams) -> list[tuple]:
     """(query, key, DALI's, baseline's) per view of every batch of both pipelines on the same draws."""
-    dali = pretrain_loader(videos, device="cpu", batch_size=4, frames=4, stride=2, crop=32, aug=aug, seed=2)
+    dali = pretrain_loader(videos, clip=CLIP, batch_size=4, shard=Sharding(seed=2), aug=aug)
     expected = [(b.query.clone(), b.key.clone(), b.index.clone()) for b in dali]
     got = list(pyav_pretrain_loader(dali.sampler, None, num_workers=0))
     assert len(got) == len(expected) > 0
@@ -64,7 +65,7 @@ def test_baseline_matches_the_dali_pipeline_blur(textured_videos):
 
 def test_baseline_in_worker_processes(coded_videos):
     aug = dataclasses.replace(AugParams(), **RAW_SCALE)
-    dali = pretrain_loader(coded_videos, device="cpu", batch_size=2, frames=4, stride=2, crop=32, aug=aug)
+    dali = pretrain_loader(coded_videos, clip=CLIP, batch_size=2, aug=aug)
     batches = list(pyav_pretrain_loader(dali.sampler, None, epochs=2, num_workers=2))
     assert len(batches) == 2 * len(dali)
     assert batches[0][0].shape == (2, 3, 4, 32, 32)

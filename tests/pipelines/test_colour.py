@@ -8,12 +8,13 @@ from nvidia.dali import pipeline_def
 import fame
 from pipelines.fame_stage import FameStage
 from pipelines.graphs import blur_clip, colour_clip, pretrain_graph, train_clip_graph
-from pipelines.params import AugParams, blur_weights
+from pipelines.feeds import TRAIN_VIEW
+from pipelines.params import AugParams, Runtime, blur_weights
 
 CROP, FRAMES = 32, 3
 AUG = AugParams()
 BT601 = np.array([0.299, 0.587, 0.114])
-NAMES = ("brightness", "contrast", "saturation", "hue", "blur", "blur_weights")
+COLOUR_FEEDS = TRAIN_VIEW.colour.reads("cpu")    # brightness, contrast, saturation, hue, blur, blur_weights
 
 
 def run_colour(clips: list[np.ndarray], **draws) -> list[np.ndarray]:
@@ -22,14 +23,14 @@ def run_colour(clips: list[np.ndarray], **draws) -> list[np.ndarray]:
     values = {"brightness": 1.0, "contrast": 1.0, "saturation": 1.0, "hue": 0.0, "blur": False, "sigma": 0.01}
     values.update(draws)
     values["blur_weights"] = blur_weights(values.pop("sigma"), AUG.blur_window(CROP))
-    feeds = [[np.asarray(values[name], dtype=bool if name == "blur" else np.float32)] * n for name in NAMES]
+    feeds = [[feed.array(values[feed.name])] * n for feed in COLOUR_FEEDS]
 
     @pipeline_def(enable_conditionals=True, batch_size=n, num_threads=1, device_id=None)
     def pipe():
-        clip, *rest = fn.external_source(source=lambda: (clips, *feeds), num_outputs=1 + len(NAMES), batch=True,
-                                         layout=["FHWC"] + [""] * len(NAMES),
-                                         dtype=[types.UINT8] + [types.FLOAT] * 4 + [types.BOOL, types.FLOAT])
-        return colour_clip(clip, dict(zip(NAMES, rest)), "", CROP, AUG)
+        clip, *rest = fn.external_source(source=lambda: (clips, *feeds), num_outputs=1 + len(COLOUR_FEEDS),
+                                         batch=True, layout=["FHWC"] + [""] * len(COLOUR_FEEDS),
+                                         dtype=[types.UINT8] + [feed.dtype for feed in COLOUR_FEEDS])
+        return colour_clip(clip, dict(zip(COLOUR_FEEDS, rest)), TRAIN_VIEW, CROP, AUG)
 
     p = pipe()
     (out,) = p.run()
@@ -124,8 +125,10 @@ def test_cpu_blur_agrees_with_gaussian_blur_of_the_gpu_path(sigma):
 def test_each_device_reads_one_form_of_the_blur(device, reads, skips):
     """The graphs are defined (not built, so no GPU is needed) with the feeds of their device."""
     stage = FameStage(fame.FameConfig())
-    graphs = [pretrain_graph(lambda info: None, device=device, batch_size=2, crop=CROP, aug=AUG, fame_stage=stage),
-              train_clip_graph(lambda info: None, device=device, batch_size=2, crop=CROP, aug=AUG)]
+    options = dict(runtime=Runtime(device=device), batch_size=2, crop=CROP, aug=AUG)
+    graphs = [pretrain_graph(lambda info: None, fame_stage=stage, **options),
+              train_clip_graph(lambda info: None, **options)]
     for graph, views in zip(graphs, (("_q", "_k"), ("",))):
+        names = {feed.name for feed in graph.feeds}
         for view in views:
-            assert reads + view in graph.feeds and skips + view not in graph.feeds
+            assert reads + view in names and skips + view not in names

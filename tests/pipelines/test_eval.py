@@ -6,21 +6,22 @@ import numpy as np
 import torch
 
 from pipelines.loader import ClipBatch, EvalBatch, eval_clips_loader, train_clips_loader
+from pipelines.params import ClipGeometry, Runtime, Sharding
 from pipelines.sampler import uniform_clip_starts
 from tests.pipelines.conftest import (GREEN_PER_Y, RAW_AUG, RED_PER_X, count_graph_builds, frame_numbers,
                                       video_number)
 
 FRAMES, STRIDE, CROP, CLIPS = 4, 3, 32, 3
 SPAN = STRIDE * (FRAMES - 1) + 1
+CLIP = ClipGeometry(FRAMES, STRIDE, CROP)
 CENTRE_FRACTION = 0.5
 POSITION_TOLERANCE = 0.5    # frame pixels; averaged over a row or column the codec's level errors stay far below
 
 
 def eval_loader(videos, **options):
-    settings = dict(batch_size=2 * CLIPS, frames=FRAMES, stride=STRIDE, crop=CROP, clips_per_video=CLIPS,
-                    aug=RAW_AUG)
+    settings = dict(batch_size=2 * CLIPS, runtime=Runtime(device="cpu"), clips_per_video=CLIPS, aug=RAW_AUG)
     settings.update(options)
-    return eval_clips_loader(videos, device="cpu", **settings)
+    return eval_clips_loader(videos, clip=CLIP, **settings)
 
 
 def test_every_video_once_with_uniformly_spaced_clips(coded_videos):
@@ -45,7 +46,7 @@ def test_every_video_once_with_uniformly_spaced_clips(coded_videos):
 def test_a_second_pass_sees_the_same_clips(coded_videos, monkeypatch):
     """... from the same pipelines, which read on into the replay."""
     builds = count_graph_builds(monkeypatch, "eval_clip_graph")
-    data = eval_loader(coded_videos, pipelines=2)
+    data = eval_loader(coded_videos, runtime=Runtime(pipelines=2))
     first = [b.clips.clone() for b in data]
     second = [b.clips for b in data]
     assert len(first) == len(second) == len(data) and len(data) % 2 == 1   # a pass ends part-way through the turns
@@ -56,7 +57,8 @@ def test_a_second_pass_sees_the_same_clips(coded_videos, monkeypatch):
 def test_ranks_split_the_test_videos_without_overlap(coded_videos):
     seen = []
     for rank in range(2):
-        seen.append([int(v) for b in eval_loader(coded_videos, rank=rank, world=2) for v in b.video_index[::CLIPS]])
+        data = eval_loader(coded_videos, shard=Sharding(rank=rank, world=2))
+        seen.append([int(v) for b in data for v in b.video_index[::CLIPS]])
     assert sorted(seen[0] + seen[1]) == list(range(len(coded_videos)))
 
 
@@ -78,8 +80,8 @@ def test_centre_crop_is_centred(static_videos):
 
 
 def test_training_clips_one_random_clip_per_video(coded_videos):
-    data = train_clips_loader(coded_videos, device="cpu", batch_size=4, frames=FRAMES, stride=STRIDE, crop=CROP,
-                              aug=dataclasses.replace(RAW_AUG, flip_p=0.5), seed=3)
+    data = train_clips_loader(coded_videos, clip=CLIP, batch_size=4, runtime=Runtime(device="cpu"),
+                              shard=Sharding(seed=3), aug=dataclasses.replace(RAW_AUG, flip_p=0.5))
     data.set_epoch(2)
     got = list(data)
     assert len(got) == len(coded_videos) // 4

@@ -8,12 +8,13 @@ from nvidia.dali import Pipeline
 import fame
 from pipelines.fame_stage import FameStage
 from pipelines.loader import DALI_MESSAGE_CHARS, RECHECK_HINT, dali_message, pretrain_loader
+from pipelines.params import ClipGeometry
 from pipelines.videos import VideoMeta
 from tests.pipelines.conftest import HEIGHT, WIDTH, coded_frames, write_vp9
 
 FRAMES = 30
 INTACT = 2
-SETTINGS = dict(device="cpu", batch_size=INTACT + 1, frames=4, stride=2, crop=32)   # one batch of every video
+SETTINGS = dict(clip=ClipGeometry(frames=4, stride=2, crop=32), batch_size=INTACT + 1)   # one batch of every video
 DOCTOR = "make doctor"
 # What DALI raises for a CUDA failure: boilerplate, the definition's traceback, the message, a C++ trace.
 CUDA_FAILURE = """Critical error in pipeline:

@@ -7,17 +7,17 @@ import torch
 
 import fame
 from pipelines.loader import eval_clips_loader, pretrain_loader
-from pipelines.params import AugParams
+from pipelines.params import AugParams, ClipGeometry, Runtime
 from tests.pipelines.conftest import GREEN0, GREEN_STEP, RAW_AUG, frame_numbers, video_number
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
-SETTINGS = dict(batch_size=3, frames=4, stride=2, crop=32, seed=0)
+SETTINGS = dict(clip=ClipGeometry(frames=4, stride=2, crop=32), batch_size=3)
 
 
 def pretrain_batches(videos, device, **options):
-    return list(pretrain_loader(videos, device=device, **dict(SETTINGS, **options)))
+    return list(pretrain_loader(videos, runtime=Runtime(device=device), **dict(SETTINGS, **options)))
 
 
 def test_gpu_pretraining_batches_live_on_the_gpu_and_match_the_cpu(gpu_coded_videos):
@@ -60,8 +60,8 @@ def test_gpu_augmentation_is_temporally_consistent(gpu_static_videos):
 
 
 def test_gpu_test_clips(gpu_coded_videos):
-    loader = eval_clips_loader(gpu_coded_videos, device="gpu", batch_size=6, frames=4, stride=3, crop=32,
-                               clips_per_video=3, aug=dataclasses.replace(RAW_AUG))
+    loader = eval_clips_loader(gpu_coded_videos, clip=ClipGeometry(frames=4, stride=3, crop=32), batch_size=6,
+                               runtime=Runtime(device="gpu"), clips_per_video=3, aug=dataclasses.replace(RAW_AUG))
     seen = []
     for batch in loader:
         assert batch.clips.is_cuda and batch.clips.shape[1:] == (3, 4, 32, 32)

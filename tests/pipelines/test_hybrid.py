@@ -14,7 +14,7 @@ import pipelines.videos as videos_module
 from pipelines import graphs
 from pipelines.fame_stage import FameStage
 from pipelines.loader import eval_clips_loader, pretrain_loader, train_clips_loader
-from pipelines.params import AugParams
+from pipelines.params import AugParams, ClipGeometry, Runtime
 from pipelines.videos import VideoMeta
 from engine import loaders
 from runners import profile
@@ -22,6 +22,7 @@ from engine.config import ConfigError, load_config
 from tests.conftest import ROOT
 
 CROP, FRAMES = 32, 4
+GEOMETRY = ClipGeometry(frames=FRAMES, stride=2, crop=CROP)
 AUG = AugParams()
 SOURCE = "ExternalSource"
 DECODER = "decode"          # the decoder's operator name in every graph
@@ -33,13 +34,13 @@ VIDEO = VideoMeta("/no/such/video.webm", 0, 30, 320, 240)
 
 def define(role: str, device: str, decode=None) -> graphs.Graph:
     """The graph of ``role`` (pretraining with a FAME stage, train clips, test clips), defined only."""
-    options = dict(device=device, decode=decode, batch_size=2, crop=CROP, aug=AUG)
+    options = dict(runtime=Runtime(device=device, decode=decode), batch_size=2, aug=AUG)
     if role == "pretrain":
         stage = FameStage(fame.FameConfig(branches="both"), return_masks=True)
-        return graphs.pretrain_graph(lambda info: None, fame_stage=stage, **options)
+        return graphs.pretrain_graph(lambda info: None, crop=CROP, fame_stage=stage, **options)
     if role == "train":
-        return graphs.train_clip_graph(lambda info: None, **options)
-    return graphs.eval_clip_graph(lambda info: None, clips_per_video=2, frames=FRAMES, **options)
+        return graphs.train_clip_graph(lambda info: None, crop=CROP, **options)
+    return graphs.eval_clip_graph(lambda info: None, geometry=GEOMETRY, clips_per_video=2, **options)
 
 
 def operators(graph: graphs.Graph) -> list:
@@ -124,7 +125,7 @@ def test_gpu_decoding_in_a_cpu_graph_is_refused(role):
 @pytest.mark.parametrize("make", (pretrain_loader, train_clips_loader, eval_clips_loader))
 def test_loaders_refuse_gpu_decoding_on_the_cpu_up_front(make):
     with pytest.raises(ValueError, match="decode 'gpu'"):
-        make([VIDEO], device="cpu", decode="gpu", batch_size=1, frames=FRAMES, stride=2, crop=CROP)
+        make([VIDEO], clip=GEOMETRY, batch_size=1, runtime=Runtime(device="cpu", decode="gpu"))
 
 
 class GraphAsked(Exception):
@@ -142,10 +143,10 @@ def test_loaders_hand_the_decoder_to_their_graphs(coded_videos, monkeypatch, mak
         raise GraphAsked
 
     monkeypatch.setattr(loader_module, builder, first_graph)
-    loader = make(coded_videos, device="gpu", decode="cpu", batch_size=2, frames=FRAMES, stride=2, crop=CROP)
+    loader = make(coded_videos, clip=GEOMETRY, batch_size=2, runtime=Runtime(device="gpu", decode="cpu"))
     with pytest.raises(GraphAsked):
         next(iter(loader))
-    assert (seen["device"], seen["decode"]) == ("gpu", "cpu")
+    assert (seen["runtime"].device, seen["runtime"].decoder) == ("gpu", "cpu")
 
 
 # ------------------------------------------------------------ runners ----
@@ -240,13 +241,13 @@ def record_kwargs(monkeypatch, module, name: str) -> dict:
 def test_runner_loaders_get_the_resolved_decoder(tiny_data_root, picks, monkeypatch, module, name, build_loader):
     seen = record_kwargs(monkeypatch, module, name)
     assert build_loader(tiny_config(tiny_data_root, "device=gpu")) == "loader"
-    assert (seen["device"], seen["decode"]) == ("gpu", "cpu")
+    assert (seen["runtime"].device, seen["runtime"].decode) == ("gpu", "cpu")
 
 
 def test_cpu_runner_loaders_decode_on_the_cpu(tiny_data_root, picks, monkeypatch):
     seen = record_kwargs(monkeypatch, loaders, "pretrain_loader")
     loaders.build_pretrain_loader(tiny_config(tiny_data_root), 0, 1, CPU_RUN)
-    assert (seen["device"], seen["decode"]) == ("cpu", "cpu") and picks == []
+    assert (seen["runtime"].device, seen["runtime"].decode) == ("cpu", "cpu") and picks == []
 
 
 class LoaderMade(Exception):
@@ -258,12 +259,12 @@ def test_profile_follows_data_decode_on_a_gpu_run(tiny_data_root, monkeypatch, s
     monkeypatch.setattr(loaders, "videos_from_index", lambda index, **kwargs: [VIDEO])   # NVDEC's size check
     seen = {}
 
-    def first_loader(videos, **kwargs):
+    def first_loader(videos, cut, **kwargs):
         seen.update(kwargs)
         raise LoaderMade
 
-    monkeypatch.setattr(profile, "pretrain_loader", first_loader)
+    monkeypatch.setattr(profile, "pretrain_stage_loader", first_loader)
     with pytest.raises(LoaderMade):
         profile.profile(tiny_config(tiny_data_root, "device=gpu", f"data.decode={setting}"), GPU_RUN,
                         steps=1, warmup=0, repeats=1)
-    assert (seen["device"], seen["decode"]) == ("gpu", setting)
+    assert (seen["runtime"].device, seen["runtime"].decode) == ("gpu", setting)

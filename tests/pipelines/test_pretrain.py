@@ -8,19 +8,20 @@ import torch
 import fame
 from pipelines.fame_stage import FameStage
 import pipelines.loader as loader_module
-from pipelines.loader import PretrainBatch, pretrain_loader
-from pipelines.params import AugParams
+from pipelines.loader import PretrainBatch, StageCut, pretrain_loader, pretrain_stage_loader
+from pipelines.params import AugParams, ClipGeometry, Runtime, Sharding
 from tests.pipelines.conftest import (CODED_FRAMES, GREEN0, GREEN_STEP, RAW_AUG, RED_PER_X, frame_numbers,
                                      green_codes, video_number)
 
 FRAMES, STRIDE, CROP, BATCH = 4, 2, 32, 3
+CLIP = ClipGeometry(FRAMES, STRIDE, CROP)
 ALWAYS = AugParams(flip_p=0.5, grayscale_p=0.5, jitter_p=1.0, blur_p=1.0)
 
 
-def loader(videos, **options):
-    settings = dict(batch_size=BATCH, frames=FRAMES, stride=STRIDE, crop=CROP, aug=RAW_AUG, seed=0)
-    settings.update(options)
-    return pretrain_loader(videos, device="cpu", **settings)
+def loader(videos, *, batch_size=BATCH, rank=0, world=1, **options):
+    settings = {"aug": RAW_AUG, **options}
+    return pretrain_loader(videos, clip=CLIP, batch_size=batch_size, runtime=Runtime(device="cpu"),
+                           shard=Sharding(seed=0, rank=rank, world=world), **settings)
 
 
 def batches(videos, epoch=0, **options):
@@ -131,7 +132,7 @@ def test_inter_video_fame_merges_the_configured_branches(coded_videos, branches)
 
 def test_beta_warmup_merges_less_at_the_first_steps(coded_videos):
     beta, warmup = 0.3, 2
-    cfg = fame.FameConfig(beta=beta, beta_warmup_steps=warmup)
+    cfg = fame.FameConfig(beta=beta, beta_warmup_epochs=warmup, steps_per_epoch=1)
     got, data = batches(coded_videos, fame_cfg=cfg)
     assert len(got) > warmup
     for step, batch in enumerate(got):
@@ -185,13 +186,13 @@ def test_the_stage_gets_the_keys_of_the_batch_it_merges_with_pipelines_taking_tu
     """The keys reach the stage on the host, by call order: with prefetching pipelines taking
     turns, broken off and resumed mid-epoch, every call's keys are those the sampler planned
     for the very batch whose clips the call got, and the steps the loader served are all there."""
-    settings = dict(batch_size=2, fame_cfg=fame.FameConfig(), pipelines=2, prefetch=3)
+    settings = dict(clip=CLIP, batch_size=2, runtime=Runtime(pipelines=2, prefetch=3), shard=Sharding(), aug=RAW_AUG)
     first_stage, resumed_stage = RecordingStage(fame.FameConfig()), RecordingStage(fame.FameConfig())
-    first = loader(coded_videos, fame_stage=first_stage, **settings)
+    first = pretrain_stage_loader(coded_videos, StageCut(), fame_stage=first_stage, **settings)
     for taken, _ in enumerate(first, start=1):
         if taken == 3:
             break
-    resumed = loader(coded_videos, fame_stage=resumed_stage, **settings)
+    resumed = pretrain_stage_loader(coded_videos, StageCut(), fame_stage=resumed_stage, **settings)
     resumed.load_state_dict(first.state_dict())           # epoch 0 step 3: the pipelines start at an odd step
     steps = len(first)
     served = 0

@@ -4,11 +4,11 @@ import torch
 
 import fame
 from pipelines.loader import pretrain_loader
-from pipelines.params import AugParams
+from pipelines.params import AugParams, ClipGeometry, Runtime, Sharding
 from tests.pipelines.conftest import count_graph_builds
 
-SETTINGS = dict(device="cpu", batch_size=2, frames=4, stride=2, crop=32, aug=AugParams(),
-                fame_cfg=fame.FameConfig(), seed=7)
+SETTINGS = dict(clip=ClipGeometry(frames=4, stride=2, crop=32), batch_size=2, shard=Sharding(seed=7),
+                aug=AugParams(), fame_cfg=fame.FameConfig())
 EPOCHS = 2
 
 
@@ -110,12 +110,12 @@ def test_a_state_missing_keys_is_refused_naming_them(coded_videos):
 def test_pipelines_taking_turns_yield_the_batches_of_one_pipeline(coded_videos, pipelines):
     reference = run(pretrain_loader(coded_videos, **SETTINGS))
     assert len(reference) // EPOCHS % pipelines != 0   # a pass ends part-way through a round of turns
-    same(run(pretrain_loader(coded_videos, **SETTINGS, pipelines=pipelines)), reference)
+    same(run(pretrain_loader(coded_videos, **SETTINGS, runtime=Runtime(pipelines=pipelines))), reference)
 
 
 def test_pipelines_taking_turns_resume_and_break_off_like_one(coded_videos):
     reference = run(pretrain_loader(coded_videos, **SETTINGS))
-    first = pretrain_loader(coded_videos, **SETTINGS, pipelines=2)
+    first = pretrain_loader(coded_videos, **SETTINGS, runtime=Runtime(pipelines=2))
     got = []
     for batch in first:     # breaks off after step 0: the next pass starts at an odd step
         got.append((0, batch.query.clone(), batch.key.clone(), batch.index.clone()))
@@ -124,19 +124,19 @@ def test_pipelines_taking_turns_resume_and_break_off_like_one(coded_videos):
         got.append((0, batch.query.clone(), batch.key.clone(), batch.index.clone()))
         if len(got) == 3:
             break
-    resumed = pretrain_loader(coded_videos, **SETTINGS, pipelines=2)
+    resumed = pretrain_loader(coded_videos, **SETTINGS, runtime=Runtime(pipelines=2))
     resumed.load_state_dict(first.state_dict())
     same(got + run(resumed), reference)
 
 
 def test_pipelines_must_be_at_least_one(coded_videos):
     with pytest.raises(ValueError, match="pipelines must be >= 1"):
-        pretrain_loader(coded_videos, **SETTINGS, pipelines=0)
+        pretrain_loader(coded_videos, **SETTINGS, runtime=Runtime(pipelines=0))
 
 
 def test_pipelines_read_on_into_the_next_epoch_and_restart_only_elsewhere(coded_videos, monkeypatch):
     builds = count_graph_builds(monkeypatch, "pretrain_graph")
-    loader = pretrain_loader(coded_videos, **SETTINGS, pipelines=2)
+    loader = pretrain_loader(coded_videos, **SETTINGS, runtime=Runtime(pipelines=2))
     reference = run(loader)                 # epochs 0 and 1 back to back: one set of pipelines
     assert len(builds) == 2
     replay = run(loader, epochs=[1])        # epoch 1 again: the pipelines had read on into epoch 2
