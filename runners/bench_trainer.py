@@ -18,7 +18,7 @@ from engine import config as C
 from engine.setup import (CLIPS_PER_VIDEO, GIB, cli_parser, parse_cli_args, resolve_device, seed_everything,
                             setup_logging)
 from engine.checkpoint import LossWatch
-from engine.moco_step import build_training, train_step
+from engine.steps import build_training, moco_step
 
 DEFAULT_STEPS, DEFAULT_WARMUP = 20, 5
 MS_PER_S = 1000.0
@@ -33,18 +33,18 @@ def random_views(cfg: C.Config, device: torch.device, memory_format: torch.memor
 def time_train_steps(cfg: C.Config, device: torch.device, steps: int = DEFAULT_STEPS,
                      warmup: int = DEFAULT_WARMUP) -> dict:
     """Seconds per training step over ``steps`` steps after ``warmup`` untimed ones."""
-    model, optimizer, scaler, amp, memory_format = build_training(cfg, device)
+    model, update, memory_format = build_training(cfg, device)
     q, k = random_views(cfg, device, memory_format)
     watch = LossWatch(device)      # as in pretraining: the loss is read back once, not every step
     synchronize = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for step in range(warmup):
-        train_step(model, q, k, optimizer, scaler, amp, cfg.train.grad_clip, step, watch)
+        moco_step(model, q, k, update, step, watch)
     synchronize()
     started = time.perf_counter()
     for step in range(warmup, warmup + steps):
-        out = train_step(model, q, k, optimizer, scaler, amp, cfg.train.grad_clip, step, watch)
+        out = moco_step(model, q, k, update, step, watch)
     synchronize()
     seconds = (time.perf_counter() - started) / steps
     watch.check()
@@ -52,7 +52,8 @@ def time_train_steps(cfg: C.Config, device: torch.device, steps: int = DEFAULT_S
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "backbone": cfg.model.backbone, "batch_size": cfg.train.batch_size,
-        "clip": [cfg.clip.frames, cfg.clip.crop, cfg.clip.crop], "amp": str(amp).replace("torch.", "") if amp else "fp32",
+        "clip": [cfg.clip.frames, cfg.clip.crop, cfg.clip.crop],
+        "amp": str(update.amp).replace("torch.", "") if update.amp else "fp32",
         "channels_last": memory_format == torch.channels_last_3d, "symmetric": cfg.model.symmetric,
         "steps": steps, "warmup": warmup, "seconds_per_step": seconds,
         "clips_per_s": CLIPS_PER_VIDEO * cfg.train.batch_size / seconds, "final_loss": out.loss.item(),

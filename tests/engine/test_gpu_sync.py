@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from engine import checkpoint as ckpt
-from runners import classify
-from engine.moco_step import NonFiniteLoss, train_step
+from engine.checkpoint import NonFiniteLoss
+from engine.steps import Update, classifier_step, moco_step
 from tests.models.moco_test_nets import TinyBNBackbone
 
 from models.moco import MoCo
@@ -69,14 +69,15 @@ def test_a_watched_moco_step_reads_nothing_back_and_a_bad_loss_surfaces_at_the_c
     device = torch.device("cpu")
     model, optimizer = moco_training(device)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
+    update = Update(optimizer, scaler, None, GRAD_CLIP)
     watch = ckpt.LossWatch(device)
     q, k = views(device)
     with monkeypatch.context() as patch:
         refuse_host_reads(patch)
         for step in range(STEPS):
-            train_step(model, q, k, optimizer, scaler, None, GRAD_CLIP, step, watch)
-        train_step(model, q * NAN, k, optimizer, scaler, None, GRAD_CLIP, STEPS, watch)    # runs on
-        train_step(model, q, k, optimizer, scaler, None, GRAD_CLIP, STEPS + 1, watch)
+            moco_step(model, q, k, update, step, watch)
+        moco_step(model, q * NAN, k, update, STEPS, watch)    # runs on
+        moco_step(model, q, k, update, STEPS + 1, watch)
     with pytest.raises(NonFiniteLoss, match=f"at step {STEPS} "):
         watch.check(STEPS + 2)
 
@@ -87,25 +88,25 @@ def test_an_unwatched_step_stops_at_once():
     q, k = views(device)
     before = [p.detach().clone() for p in model.parameters()]
     with pytest.raises(NonFiniteLoss, match="non-finite loss nan at step 4;"):
-        train_step(model, q * NAN, k, optimizer, torch.amp.GradScaler("cpu", enabled=False), None, 0.0, 4)
+        moco_step(model, q * NAN, k, Update(optimizer, torch.amp.GradScaler("cpu", enabled=False)), 4)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))     # no update
 
 
 def test_a_watched_classification_step_reads_nothing_back(monkeypatch):
     device = torch.device("cpu")
     model, optimizer = classifier_training(device)
-    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    update = Update(optimizer, torch.amp.GradScaler("cpu", enabled=False))
     watch = ckpt.LossWatch(device)
     clips, _ = views(device)
     labels = torch.arange(BATCH) % CLASSES
     with monkeypatch.context() as patch:
         refuse_host_reads(patch)
-        classify.train_step(model, clips, labels, optimizer, scaler, None, 0, watch)
-        classify.train_step(model, clips * INF, labels, optimizer, scaler, None, 1, watch)
+        classifier_step(model, clips, labels, update, 0, watch)
+        classifier_step(model, clips * INF, labels, update, 1, watch)
     with pytest.raises(NonFiniteLoss, match="at step 1"):
         watch.check(2)
     with pytest.raises(NonFiniteLoss, match="at step 5"):
-        classify.train_step(model, clips * NAN, labels, optimizer, scaler, None, 5)
+        classifier_step(model, clips * NAN, labels, update, 5)
 
 
 class Part:
@@ -139,17 +140,19 @@ def test_watched_training_steps_never_wait_for_the_gpu():
     model, optimizer = moco_training(device)
     classifier, classifier_optimizer = classifier_training(device)
     scaler = torch.amp.GradScaler("cuda", enabled=False)
+    update = Update(optimizer, scaler, torch.bfloat16, GRAD_CLIP)
+    classifier_update = Update(classifier_optimizer, scaler, torch.bfloat16)
     watch = ckpt.LossWatch(device)
     q, k = views(device)
     labels = (torch.arange(BATCH) % CLASSES).to(device)
-    train_step(model, q, k, optimizer, scaler, torch.bfloat16, GRAD_CLIP, 0, watch)      # warm-up: lazy inits
-    classify.train_step(classifier, q, labels, classifier_optimizer, scaler, torch.bfloat16, 0, watch)
+    moco_step(model, q, k, update, 0, watch)      # warm-up: lazy inits
+    classifier_step(classifier, q, labels, classifier_update, 0, watch)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for step in range(1, STEPS):
-            train_step(model, q, k, optimizer, scaler, torch.bfloat16, GRAD_CLIP, step, watch)
-            classify.train_step(classifier, q, labels, classifier_optimizer, scaler, torch.bfloat16, step, watch)
+            moco_step(model, q, k, update, step, watch)
+            classifier_step(classifier, q, labels, classifier_update, step, watch)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     watch.check(STEPS)

@@ -82,7 +82,7 @@ def test_resume_after_kill_is_bit_exact(tmp_path, tiny_data_root):
 def test_non_finite_loss_stops_with_the_step(tmp_path, tiny_data_root, monkeypatch):
     from models.moco import MoCo
     from runners import pretrain
-    from engine.moco_step import NonFiniteLoss
+    from engine.checkpoint import NonFiniteLoss
     calls = {"n": 0}
     infonce = MoCo.infonce
 
@@ -114,7 +114,7 @@ def test_a_non_finite_loss_is_read_back_late_but_named_and_never_saved(tmp_path,
     """The loss is read from the device only at log steps and saves: the steps after the bad one
     run on, yet the error names the first bad step and no checkpoint holds their weights."""
     from runners import pretrain
-    from engine.moco_step import NonFiniteLoss
+    from engine.checkpoint import NonFiniteLoss
     poison_losses_from_step(monkeypatch, 1)
     with pytest.raises(NonFiniteLoss, match=r"non-finite loss nan at step 1 \(found at step 4"):
         pretrain.main(tiny(tmp_path, tiny_data_root, "run.name=late", "train.log_every=100"))   # 4 steps
@@ -123,10 +123,11 @@ def test_a_non_finite_loss_is_read_back_late_but_named_and_never_saved(tmp_path,
 
 
 def test_the_logs_report_the_gpu_memory_metrics(tmp_path, tiny_data_root, monkeypatch):
+    from engine import fit
     from runners import pretrain
     memory = {"gpu_alloc_gb": 1.0, "gpu_used_gb": 2.5}
     devices = []
-    monkeypatch.setattr(pretrain, "gpu_memory_metrics", lambda device: devices.append(device) or memory)
+    monkeypatch.setattr(fit, "gpu_memory_metrics", lambda device: devices.append(device) or memory)
     run_dir = pretrain.main(tiny(tmp_path, tiny_data_root, "run.name=memory", "train.log_every=2"))
     rows = [r for r in read_metrics(run_dir) if "loss" in r]
     assert [r["step"] for r in rows] == [2, 4] and all(memory.items() <= r.items() for r in rows)
