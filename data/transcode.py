@@ -1,6 +1,7 @@
 """Re-encode the videos of a file list (default VP9 .webm, which DALI decodes on the CPU).
 
-Output files mirror the inputs' paths below their common directory; the new
+Output files mirror the inputs' paths below their common directory (or a given
+source base, so that the lists of one tree share a layout); the new
 list (same file name as the input list) and a copy of classInd.txt, when one
 sits next to the input list, go to ``out``. Frames are re-stamped at a constant
 rate (the source's average fps). Files already transcoded are kept, so an
@@ -105,11 +106,13 @@ def _is_done(source: Path, target: Path) -> bool:
         return False
 
 
-def output_relpaths(entries: list[Entry], extension: str) -> list[str]:
-    """Output paths: each input path relative to the inputs' common directory, with the new extension."""
+def output_relpaths(entries: list[Entry], extension: str, base: str | os.PathLike | None = None) -> list[str]:
+    """Output paths: each input path relative to ``base`` (default: the inputs' common directory),
+    with the new extension. A fixed ``base`` gives several lists of one tree the same layout."""
     if not entries:
         return []
-    common = os.path.commonpath([os.path.dirname(e.path) for e in entries])
+    common = os.path.abspath(base) if base is not None else os.path.commonpath(
+        [os.path.dirname(e.path) for e in entries])
     return [str(Path(os.path.relpath(e.path, common)).with_suffix(extension)) for e in entries]
 
 
@@ -135,12 +138,14 @@ def _check_no_overwrite(list_path: Path, new_list: Path, sources: list[str], tar
 
 def transcode_list(list_path: str | os.PathLike, out: str | os.PathLike, codec: str = "vp9",
                    root: str | os.PathLike | None = None, gop: int = DEFAULT_GOP,
-                   workers: int = 1) -> TranscodeReport:
-    """Transcode every video of a file list into ``out`` and write the matching list there."""
+                   workers: int = 1, source_base: str | os.PathLike | None = None) -> TranscodeReport:
+    """Transcode every video of a file list into ``out`` and write the matching list there.
+
+    Outputs mirror the sources' paths below ``source_base`` (default: their common directory)."""
     list_path, out = Path(list_path), Path(out)
     extension = codec_setting(codec).extension
     entries = read_file_list(list_path, root)
-    relpaths = output_relpaths(entries, extension)
+    relpaths = output_relpaths(entries, extension, source_base)
     report = TranscodeReport(out / list_path.name)
     targets = [out / relpath for relpath in relpaths]
     _check_no_overwrite(list_path, report.list_path, [entry.path for entry in entries], targets)

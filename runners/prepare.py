@@ -5,23 +5,27 @@
                                         [--num-classes K] [--videos-per-class N] [--workers N]
     python -m runners.prepare ucf101|hmdb51 --root DIR --out DIR [--split 1|2|3] [--strict]
     python -m runners.prepare kinetics400|diving48 --root DIR --out DIR [--strict]
+    python -m runners.prepare folder --root DIR --out DIR [--val-fraction 0.2] [--seed 0]
+                                     [--transcode vp9] [--workers N]
     python -m runners.prepare transcode --list LIST --out DIR [--codec vp9] [--workers N]
     python -m runners.prepare index --list LIST [--min-frames N] [--device cpu|gpu] [--workers N]
 
 With --config the spec is the config's data.synthetic section and the directory its
 data.root (what pretraining generates on its own when the data is missing).
 ``--videos-per-class N`` sets N training and max(1, N // 2) test videos per class.
+``folder`` reads one folder per class (any container FFmpeg reads), splits each class
+(every class with two or more videos lands in both lists), probes the videos and leaves the
+unusable ones out, naming them; ``--transcode vp9`` adds CPU-decodable copies beside the lists.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 
 from data.index import DEVICES, build_index
-from data.prepare import PREPARERS, SPLIT_DATASETS
+from data.prepare import DEFAULT_VAL_FRACTION, PREPARERS, SPLIT_DATASETS, prepare_folder
 from data.parallel import auto_workers
 from data.synthetic import MOTIONS, SyntheticSpec, ensure_dataset
 from data.transcode import transcode_list
@@ -56,6 +60,16 @@ def _parser() -> argparse.ArgumentParser:
             dataset.add_argument("--split", type=int, default=1, choices=(1, 2, 3))
         dataset.add_argument("--strict", action="store_true", help="fail if any listed video is missing")
 
+    folder = commands.add_parser("folder", help="file lists for a folder with one folder of videos per class")
+    folder.add_argument("--root", required=True, help="folder of class folders (or of unlabelled videos)")
+    folder.add_argument("--out", required=True, help="where the lists, classInd.txt and any copies go")
+    folder.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
+                        help="share of each class in testlist.txt")
+    folder.add_argument("--seed", type=int, default=0, help="seed of the split")
+    folder.add_argument("--transcode", choices=sorted(CODECS),
+                        help="also write copies in this codec (vp9: decodable on the CPU), lists pointing at them")
+    folder.add_argument("--workers", type=int, default=auto_workers())
+
     transcode = commands.add_parser("transcode", help="re-encode a list's videos (default VP9 for CPU decoding)")
     transcode.add_argument("--list", required=True, dest="list_path")
     transcode.add_argument("--out", required=True)
@@ -89,7 +103,7 @@ def _synthetic_target(config: str | None, overrides: list[str], out: str | None,
         cfg = load_config(config, overrides)
         if cfg.data.synthetic is None:
             raise ValueError(f"{config}: no data.synthetic section, nothing to generate")
-        return out or cfg.data.root, SyntheticSpec.from_dict(dataclasses.asdict(cfg.data.synthetic))
+        return out or cfg.data.root, cfg.data.synthetic
     if overrides:
         raise ValueError(f"key=value overrides need --config, got {overrides}")
     if not out:
@@ -111,6 +125,9 @@ def _run(args: argparse.Namespace) -> str:
     if args.command in PREPARERS:
         extra = {"split": args.split} if args.command in SPLIT_DATASETS else {}
         return PREPARERS[args.command](args.root, args.out, strict=args.strict, **extra).summary()
+    if args.command == "folder":
+        return prepare_folder(args.root, args.out, val_fraction=args.val_fraction, seed=args.seed,
+                              transcode=args.transcode, workers=args.workers).summary()
     if args.command == "transcode":
         return transcode_list(args.list_path, args.out, codec=args.codec, workers=args.workers).summary()
     index = build_index(args.list_path, min_frames=args.min_frames, workers=args.workers)

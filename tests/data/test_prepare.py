@@ -6,7 +6,8 @@ import os
 import pytest
 
 from data.filelist import read_class_names, read_file_list
-from data.prepare import (prepare_diving48, prepare_hmdb51, prepare_kinetics400, prepare_ucf101)
+from data.prepare import (prepare_diving48, prepare_hmdb51, prepare_kinetics400, prepare_ucf101,
+                          scan_video_folder, split_by_class)
 
 PLACEHOLDER = b"not decoded by the preparers"
 
@@ -208,3 +209,59 @@ def test_diving48_malformed_json_names_the_file(tmp_path, name):
     (root / name).write_text('[{"vid_name": "a", "label": 0},')
     with pytest.raises(ValueError, match=rf"{name}: not valid JSON: "):
         prepare_diving48(root, tmp_path / "out")
+
+
+def test_folder_scan_finds_class_folders_and_names_what_it_skips(tmp_path):
+    for name in ("walk/b.mp4", "walk/deeper/a.MKV", "walk/notes.txt", "run/x y.webm", ".hidden/z.mp4",
+                 "loose.avi", "README.md"):
+        _touch(tmp_path / name)
+    (tmp_path / "empty").mkdir()
+    scan = scan_video_folder(tmp_path)
+    assert not scan.unlabelled and list(scan.classes) == ["run", "walk"]
+    assert scan.classes["walk"] == [tmp_path / "walk" / "b.mp4", tmp_path / "walk" / "deeper" / "a.MKV"]
+    assert sorted(scan.skipped) == ["README.md (not a video by its extension)", "empty/ (no videos)",
+                                    "loose.avi (not in a class folder)", "walk/notes.txt (not a video by its extension)"]
+
+
+def test_folder_scan_without_class_folders_is_unlabelled(tmp_path):
+    for name in ("b.mov", "a.mp4"):
+        _touch(tmp_path / name)
+    scan = scan_video_folder(tmp_path)
+    assert scan.unlabelled and scan.classes == {"": [tmp_path / "a.mp4", tmp_path / "b.mov"]}
+    assert scan.splits(0.2, 0) == {"train": [(tmp_path / "a.mp4", 0), (tmp_path / "b.mov", 0)]}
+
+
+def test_folder_scan_without_videos_names_the_folder(tmp_path):
+    _touch(tmp_path / "a" / "notes.txt")
+    with pytest.raises(ValueError, match=rf"no videos in {tmp_path}"):
+        scan_video_folder(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        scan_video_folder(tmp_path / "nothing")
+
+
+def _classes(sizes):
+    return {f"class{index}": [f"class{index}/v{n:02d}.mp4" for n in range(size)] for index, size in enumerate(sizes)}
+
+
+def test_split_by_class_is_stratified_and_seeded():
+    classes = _classes([10, 5, 2, 1])
+    splits = split_by_class(classes, 0.2, seed=0)
+    for label, videos in enumerate(classes.values()):
+        train = [path for path, lab in splits["train"] if lab == label]
+        test = [path for path, lab in splits["test"] if lab == label]
+        assert sorted(train + test) == videos
+        assert len(test) == {10: 2, 5: 1, 2: 1, 1: 0}[len(videos)]
+    assert split_by_class(classes, 0.2, seed=0) == splits
+    assert split_by_class(classes, 0.2, seed=1)["test"] != splits["test"]
+
+
+def test_a_class_split_does_not_depend_on_the_other_classes():
+    alone = split_by_class({"class0": _classes([10])["class0"]}, 0.3, seed=4)
+    together = split_by_class(_classes([10, 7]), 0.3, seed=4)
+    assert [item for item in together["test"] if item[1] == 0] == alone["test"]
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1])
+def test_split_by_class_refuses_a_fraction_outside_0_1(fraction):
+    with pytest.raises(ValueError, match="--val-fraction must lie in"):
+        split_by_class(_classes([3]), fraction, seed=0)

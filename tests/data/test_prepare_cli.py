@@ -5,7 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from data.filelist import read_file_list
+import numpy as np
+import pytest
+
+from data.filelist import read_class_names, read_file_list
+from data.index import build_index
+from data.video_io import write_video
 from runners.prepare import main
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -28,7 +33,7 @@ def test_synthetic_then_index_then_up_to_date(tmp_path, capsys):
 
 def test_errors_exit_nonzero_with_the_message(tmp_path, capsys):
     assert main(["synthetic", "--out", str(tmp_path), "--num-classes", "99"]) == 2
-    assert "num_classes=99" in capsys.readouterr().err
+    assert "SyntheticSpec.num_classes: 99 is outside" in capsys.readouterr().err
     assert main(["ucf101", "--root", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
     assert "classInd.txt not found" in capsys.readouterr().err
     (tmp_path / "list.txt").write_text("gone.webm 0\n")
@@ -65,3 +70,82 @@ def test_synthetic_from_a_config_with_overrides(tmp_path, capsys):
     assert "data.synthetic.* overrides" in capsys.readouterr().err
     assert main(["synthetic", "--out", str(out), "data.seed=1"]) == 2
     assert "overrides need --config" in capsys.readouterr().err
+
+
+FOLDER_FRAMES, FOLDER_HEIGHT, FOLDER_WIDTH, FOLDER_FPS, FOLDER_GOP = 6, 32, 48, 25, 4
+
+
+def _video(path, codec, shade):
+    frames = np.full((FOLDER_FRAMES, FOLDER_HEIGHT, FOLDER_WIDTH, 3), shade, np.uint8)
+    frames[:, :, : FOLDER_WIDTH // 2] = np.arange(FOLDER_FRAMES, dtype=np.uint8)[:, None, None, None] * 30
+    write_video(path, frames, FOLDER_FPS, codec, FOLDER_GOP)
+
+
+@pytest.fixture
+def class_folders(tmp_path):
+    """videos/walk: three MJPEG .avi and a broken .mp4; videos/run: two H.264 .mp4; a note."""
+    root = tmp_path / "videos"
+    for n in range(3):
+        _video(root / "walk" / f"walk {n}.avi", "mjpeg", 40 * n)
+    for n in range(2):
+        _video(root / "run" / f"run{n}.mp4", "h264", 50 + 40 * n)
+    (root / "walk" / "broken.mp4").write_bytes(b"\x00" * 100)
+    (root / "walk" / "notes.txt").write_text("not a video")
+    return root
+
+
+def _listed(list_path):
+    return [(entry.relpath, entry.label) for entry in read_file_list(list_path)]
+
+
+def test_folder_lists_every_class_in_both_splits_and_names_the_unusable(class_folders, tmp_path, capsys):
+    out = tmp_path / "lists"
+    assert main(["folder", "--root", str(class_folders), "--out", str(out), "--workers", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert read_class_names(out / "classInd.txt") == ["run", "walk"]
+    assert (out / "classInd.txt").read_text() == "1 run\n2 walk\n"
+    train, test = _listed(out / "trainlist.txt"), _listed(out / "testlist.txt")
+    assert {label for _, label in train} == {label for _, label in test} == {0, 1}
+    assert sorted(train + test) == sorted([(f"../videos/run/run{n}.mp4", 0) for n in range(2)]
+                                          + [(f"../videos/walk/walk {n}.avi", 1) for n in range(3)])
+    assert "1 unusable, left out: walk/broken.mp4 (" in printed
+    assert "walk/notes.txt (not a video by its extension)" in printed
+    assert "h264 decode only on a GPU" in printed and "--transcode vp9" in printed
+    assert main(["folder", "--root", str(class_folders), "--out", str(tmp_path / "again")]) == 0
+    assert _listed(tmp_path / "again" / "testlist.txt") == test    # the same split for the same seed
+
+
+def test_folder_transcode_writes_cpu_copies_beside_the_lists(class_folders, tmp_path, capsys):
+    out = tmp_path / "lists"
+    assert main(["folder", "--root", str(class_folders), "--out", str(out), "--transcode", "vp9",
+                 "--seed", "3", "--workers", "1"]) == 0
+    assert "lists of the copies" in capsys.readouterr().out
+    sources = _listed(out / "source" / "trainlist.txt") + _listed(out / "source" / "testlist.txt")
+    copies = _listed(out / "trainlist.txt") + _listed(out / "testlist.txt")
+    assert [(rel.split("videos/", 1)[1].rsplit(".", 1)[0] + ".webm", label) for rel, label in sources] == copies
+    assert read_class_names(out / "classInd.txt") == ["run", "walk"]
+    for name in ("trainlist.txt", "testlist.txt"):
+        index = build_index(out / name).require_ok(device="cpu", min_frames=FOLDER_FRAMES)
+        assert {record.codec for record in index.entries} == {"vp9"}
+    assert main(["folder", "--root", str(class_folders), "--out", str(out), "--transcode", "vp9",
+                 "--seed", "3", "--workers", "1"]) == 0
+    assert "0 transcoded, " in capsys.readouterr().out
+
+
+def test_folder_without_class_folders_is_for_pretraining_only(tmp_path, capsys):
+    root = tmp_path / "clips"
+    for n in range(2):
+        _video(root / f"clip{n}.avi", "mjpeg", 60 * n)
+    out = tmp_path / "lists"
+    assert main(["folder", "--root", str(root), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert _listed(out / "trainlist.txt") == [("../clips/clip0.avi", 0), ("../clips/clip1.avi", 0)]
+    assert not (out / "testlist.txt").exists() and not (out / "classInd.txt").exists()
+    assert "label 0, for pretraining only" in printed and "linear probe needs one folder per class" in printed
+
+
+def test_folder_transcode_into_the_root_is_refused(class_folders, capsys):
+    assert main(["folder", "--root", str(class_folders), "--out", str(class_folders / "lists"),
+                 "--transcode", "vp9"]) == 2
+    assert "lies inside --root" in capsys.readouterr().err
+    assert not (class_folders / "lists").exists()
