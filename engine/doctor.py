@@ -487,7 +487,7 @@ def check_python(context: Context) -> Result:
     version = ".".join(map(str, sys.version_info[:3]))
     if sys.version_info[:2] < MIN_PYTHON:
         return failed(f"Python {version} is older than {'.'.join(map(str, MIN_PYTHON))}",
-                      f"make the venv with a newer Python: `make clean setup PYTHON=python3.11`")
+                      "make the venv with a newer Python: `make clean setup PYTHON=python3.11`")
     return passed(f"Python {version}")
 
 
