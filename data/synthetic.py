@@ -439,12 +439,17 @@ def _spec_record(spec: SyntheticSpec, complete: bool) -> dict:
     return {"generator_version": GENERATOR_VERSION, "complete": complete, "spec": spec.to_dict()}
 
 
+class NotSyntheticError(ValueError):
+    """A directory to generate into that holds files of the dataset's layout but no spec.json:
+    data of another origin, which generating would overwrite."""
+
+
 def _clear_previous(root: Path) -> None:
     """Remove a previous synthetic dataset's outputs; refuse to touch a directory that is not one."""
     ours = [VIDEOS_DIR, TRAIN_LIST, TEST_LIST, CLASS_NAMES_FILE, ANNOTATIONS_FILE]
     present = [name for name in ours if (root / name).exists()]
     if present and not (root / SPEC_FILE).exists():
-        raise ValueError(
+        raise NotSyntheticError(
             f"{root} holds {present} but no {SPEC_FILE}: not a synthetic dataset, refusing to overwrite"
         )
     if (root / VIDEOS_DIR).exists():
@@ -527,7 +532,8 @@ def dataset_is_current(root: str | os.PathLike, spec: SyntheticSpec) -> bool:
 def ensure_dataset(root: str | os.PathLike, spec: SyntheticSpec, workers: int | None = None) -> dict:
     """Generate the dataset unless ``root`` already holds a complete one made from the same spec.
 
-    Call it from one process only (rank 0) when several share the directory.
+    Call it from one process only (rank 0) when several share the directory. A ``root`` holding
+    files of the layout but no spec.json is refused (NotSyntheticError), never overwritten.
     """
     root = Path(root)
     if dataset_is_current(root, spec):

@@ -35,6 +35,7 @@ import fame
 from engine import bias
 from engine.checkpoint import CHECKPOINT_DIR, LAST, load_checkpoint
 from engine.config import Config, load_config
+from engine.errors import DataError
 from engine.evaluation import VideoAccumulator
 from engine.metrics import box_masks
 from engine.models import make_backbone
@@ -51,7 +52,7 @@ EXAMPLE_VIDEOS = 4             # rows of the example grid
 SWAP_SEED = 0                  # the class pairing of the swaps
 
 
-class ProbeError(ValueError):
+class ProbeError(DataError):
     """A run directory, checkpoint or dataset the probe cannot use; the message says what to do."""
 
 

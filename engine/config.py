@@ -228,9 +228,6 @@ def _check_relations(cfg: Config) -> None:
     if cfg.device == "cpu" and cfg.data.decode == "gpu":
         raise ConfigError("config keys 'device' (cpu) and 'data.decode' (gpu): the GPU decoder needs a GPU run; "
                           "set data.decode to auto or cpu, or device to gpu")
-    if cfg.data.synthetic is not None and cfg.data.synthetic.num_classes != cfg.data.num_classes:
-        raise ConfigError(f"config keys 'data.num_classes' ({cfg.data.num_classes}) and "
-                          f"'data.synthetic.num_classes' ({cfg.data.synthetic.num_classes}) must agree")
 
 
 # ---------------------------------------------------------------- loading ----

@@ -1,10 +1,11 @@
 """Downstream evaluation shared by runners.classify and runners.retrieve.
 
 - Pretrained weights: ``load_pretrained_backbone`` reads either a backbone
-  state (runs/<name>/backbone.pt) or a pretraining checkpoint
-  (checkpoints/*.pt, whose "model" entry is MoCo's state: the query encoder's
-  backbone keys ``f_q.backbone.*`` are mapped to the backbone; the key
-  encoder, the projection heads and the queue are left out and counted).
+  state (runs/<name>/backbone.pt, or the run directory runs/<name> that holds
+  it) or a pretraining checkpoint (checkpoints/*.pt, whose "model" entry is
+  MoCo's state: the query encoder's backbone keys ``f_q.backbone.*`` are mapped
+  to the backbone; the key encoder, the projection heads and the queue are
+  left out and counted). Unusable weights raise engine.errors.DataError.
 - Per-video averaging: a test loader yields (clips NCTHW, labels (N,),
   video index (N,)) batches; ``VideoAccumulator`` sums per-clip outputs per
   video and, under torch.distributed, all-reduces the sums, so a video whose
@@ -33,6 +34,7 @@ from torch import nn
 from models.backbones import apply_backbone_state
 from engine import checkpoint as ckpt
 from engine.config import Config, to_dict
+from engine.errors import DataError, MissingFileError, raise_as_data_errors
 
 log = logging.getLogger("fame")
 
@@ -40,6 +42,7 @@ PERCENT = 100.0
 SHA_HEX_CHARS = 16
 HASH_BLOCK_BYTES = 1 << 20
 RESULTS_FILE = "results.json"
+BACKBONE_FILE = "backbone.pt"                # what a finished pretraining run writes into its directory
 MOCO_STATE_ENTRY = "model"                   # the MoCo state_dict inside a pretraining checkpoint
 MOCO_QUERY_BACKBONE = "f_q.backbone."        # its query encoder's backbone keys
 WRAPPER_PREFIX = "module."                   # DistributedDataParallel's key prefix
@@ -58,30 +61,49 @@ def file_sha256(path: str, hex_chars: int = SHA_HEX_CHARS) -> str:
     return digest.hexdigest()[:hex_chars]
 
 
+def find_pretrained_file(path: str) -> str:
+    """The weights file config key 'pretrained' names: the file itself, or a run directory's
+    backbone.pt; a MissingFileError saying what to pass when there is none."""
+    if os.path.isdir(path):
+        backbone = os.path.join(path, BACKBONE_FILE)
+        if not os.path.isfile(backbone):
+            raise MissingFileError(f"config key 'pretrained': '{path}' is a directory; pass {backbone} (a finished "
+                                   f"pretraining run writes it) or a checkpoint such as "
+                                   f"{os.path.join(ckpt.checkpoint_dir(path), ckpt.LAST)}")
+        log.info("config key 'pretrained': the run directory %s -> its %s", path, BACKBONE_FILE)
+        return backbone
+    if not os.path.isfile(path):
+        raise MissingFileError(f"config key 'pretrained': '{path}' does not exist")
+    return path
+
+
 def check_pretrained_path(cfg: Config) -> None:
-    """Fail before any work when config key 'pretrained' names a missing file."""
-    if cfg.pretrained is not None and not os.path.isfile(cfg.pretrained):
-        hint = " (a directory: pass its backbone.pt)" if os.path.isdir(cfg.pretrained) else ""
-        raise FileNotFoundError(f"config key 'pretrained': '{cfg.pretrained}' does not exist{hint}")
+    """Fail before any work when config key 'pretrained' names neither a file nor a run directory
+    holding a backbone.pt."""
+    if cfg.pretrained is not None:
+        find_pretrained_file(cfg.pretrained)
 
 
 def backbone_state_from_file(path: str) -> tuple[dict, str, dict]:
-    """(backbone state, format "backbone"|"moco", the checkpoint's config or {}) read from ``path``."""
-    obj = ckpt.load_checkpoint(path)
+    """(backbone state, format "backbone"|"moco", the checkpoint's config or {}) read from ``path``
+    (a weights file, or a run directory holding a backbone.pt); DataError when it holds neither."""
+    path = find_pretrained_file(path)
+    with raise_as_data_errors():
+        obj = ckpt.load_checkpoint(path)
     if isinstance(obj, dict) and isinstance(obj.get(MOCO_STATE_ENTRY), dict):
         model_state = obj[MOCO_STATE_ENTRY]
         if model_state and all(k.startswith(WRAPPER_PREFIX) for k in model_state):
             model_state = {k[len(WRAPPER_PREFIX):]: v for k, v in model_state.items()}
         state = {k[len(MOCO_QUERY_BACKBONE):]: v for k, v in model_state.items() if k.startswith(MOCO_QUERY_BACKBONE)}
         if not state:
-            raise ValueError(f"checkpoint '{path}' has a '{MOCO_STATE_ENTRY}' entry but no query-encoder keys "
+            raise DataError(f"checkpoint '{path}' has a '{MOCO_STATE_ENTRY}' entry but no query-encoder keys "
                              f"'{MOCO_QUERY_BACKBONE}*'; expected a MoCo pretraining checkpoint or a backbone.pt")
         log.info("%s: MoCo checkpoint, %d query-backbone tensors mapped '%s*' -> backbone, %d other entries "
                  "(key encoder, heads, queue) left out", path, len(state), MOCO_QUERY_BACKBONE, len(model_state) - len(state))
         return state, "moco", obj.get("config") or {}
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return obj, "backbone", {}
-    raise ValueError(f"'{path}' is neither a backbone state_dict (backbone.pt) nor a pretraining checkpoint "
+    raise DataError(f"'{path}' is neither a backbone state_dict (backbone.pt) nor a pretraining checkpoint "
                      f"with a '{MOCO_STATE_ENTRY}' entry")
 
 
@@ -95,20 +117,20 @@ def load_pretrained_backbone(backbone: nn.Module, cfg: Config) -> dict:
         init = "model.checkpoint" if cfg.model.checkpoint else "random"
         log.info("no pretrained weights: backbone %s from %s init", cfg.model.backbone, init)
         return {"path": None, "sha256": None, "init": init}
-    check_pretrained_path(cfg)
-    state, fmt, saved_cfg = backbone_state_from_file(cfg.pretrained)
+    path = find_pretrained_file(cfg.pretrained)
+    state, fmt, saved_cfg = backbone_state_from_file(path)
     try:
-        report = apply_backbone_state(backbone, state, name=cfg.model.backbone, source=cfg.pretrained)
+        report = apply_backbone_state(backbone, state, name=cfg.model.backbone, source=path)
     except ValueError as e:
         saved_model = saved_cfg.get("model", {})
         hint = ""
         if saved_model and (saved_model.get("backbone"), saved_model.get("width")) != (cfg.model.backbone, cfg.model.width):
             hint = (f"; it was pretrained with model.backbone={saved_model.get('backbone')} "
                     f"model.width={saved_model.get('width')}")
-        raise ValueError(f"config key 'pretrained': {e}{hint}") from None
+        raise DataError(f"config key 'pretrained': {e}{hint}") from None
     if report.ignored_keys:
-        log.info("%s: ignored head keys %s", cfg.pretrained, report.ignored_keys)
-    return {"path": cfg.pretrained, "sha256": file_sha256(cfg.pretrained), "init": "pretrained", "format": fmt}
+        log.info("%s: ignored head keys %s", path, report.ignored_keys)
+    return {"path": path, "sha256": file_sha256(path), "init": "pretrained", "format": fmt}
 
 
 # ------------------------------------------------------------ per video ----

@@ -15,7 +15,10 @@
   EvalBatch(clips NCTHW, label, video_index); ``loader.num_videos`` is the
   size of the whole list.
 
-File lists hold paths relative to the list's own folder (data.filelist).
+File lists hold paths relative to the list's own folder (data.filelist). Every loader checks
+its list first: it exists and its labels lie in [0, data.num_classes) (pretraining too: the
+probes read the same labels later). Bad input raises engine.errors.DataError (or
+MissingFileError) naming the list, the entry or the videos.
 The video index (<list>.index.json) is probed by rank 0 first, then read by
 the others.
 
@@ -38,6 +41,7 @@ import fame
 from data.filelist import check_labels, read_file_list
 from data.index import build_index
 from engine.config import ClipConfig, Config, ConfigError, TrainConfig, data_path
+from engine.errors import DataError, MissingFileError, raise_as_data_errors
 from pipelines import videos as video_checks
 from pipelines.loader import VideoLoader, eval_clips_loader, pretrain_loader, train_clips_loader
 from pipelines.params import AugParams, ClipGeometry, Runtime, Sharding
@@ -69,17 +73,31 @@ def _list_key(cfg: Config, list_name: str) -> str:
     return "file list"
 
 
+def require_list_file(cfg: Config, list_name: str) -> str:
+    """The path of a configured file list, or a MissingFileError naming its config key and data.root."""
+    path = data_path(cfg, list_name)
+    if not os.path.isfile(path):
+        raise MissingFileError(f"config key '{_list_key(cfg, list_name)}': file list '{path}' does not exist "
+                               f"(data.root '{cfg.data.root}')")
+    return path
+
+
+def check_labels_of(cfg: Config, list_name: str) -> None:
+    """The list exists, reads, and every label lies in [0, data.num_classes), or a DataError naming
+    the list and its first bad entry (entry number, path, label)."""
+    path = require_list_file(cfg, list_name)
+    with raise_as_data_errors():
+        entries = read_file_list(path)
+    try:
+        check_labels(entries, cfg.data.num_classes, path)
+    except ValueError as e:
+        raise DataError(f"config key '{_list_key(cfg, list_name)}' / 'data.num_classes': {e}") from None
+
+
 def check_list_labels(cfg: Config) -> None:
     """Both lists exist and every label lies in [0, data.num_classes), or an error naming the list."""
-    for field, key in LIST_KEYS.items():
-        path = data_path(cfg, getattr(cfg.data, field))
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"config key '{key}': file list '{path}' does not exist "
-                                    f"(data.root '{cfg.data.root}')")
-        try:
-            check_labels(read_file_list(path), cfg.data.num_classes, path)
-        except ValueError as e:
-            raise ValueError(f"config key '{key}' / 'data.num_classes': {e}") from None
+    for field in LIST_KEYS:
+        check_labels_of(cfg, getattr(cfg.data, field))
 
 
 class VideoSet(NamedTuple):
@@ -117,15 +135,17 @@ def _probe_index(cfg: Config, path: str, rank: int):
 
 
 def load_video_set(cfg: Config, list_name: str, rank: int, device: torch.device) -> VideoSet:
-    """The usable videos of a list, probed by rank 0 first, and where they are decoded (logged);
-    videos unusable with that decoder raise, naming them."""
-    path = data_path(cfg, list_name)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"config key '{_list_key(cfg, list_name)}': file list '{path}' does not exist")
-    index = _probe_index(cfg, path, rank)
+    """The usable videos of a list, probed by rank 0 first, and where they are decoded (logged).
+    A bad list, a label outside [0, data.num_classes) and videos unusable with that decoder
+    raise a DataError naming them."""
+    check_labels_of(cfg, list_name)
+    with raise_as_data_errors():
+        index = _probe_index(cfg, data_path(cfg, list_name), rank)
     decode, reason = decode_for(cfg, index, device)
     log.info("decode: %s (%s)", decode, reason)
-    return VideoSet(videos_from_index(index, min_frames=min_frames(cfg), device=decode), decode)
+    with raise_as_data_errors():
+        videos = videos_from_index(index, min_frames=min_frames(cfg), device=decode)
+    return VideoSet(videos, decode)
 
 
 def clip_geometry(clip: ClipConfig) -> ClipGeometry:
@@ -142,17 +162,20 @@ def pipeline_runtime(train: TrainConfig, device: torch.device, decode: str) -> R
 
 def build_train_clips_loader(cfg: Config, list_name: str, rank: int, world: int, device: torch.device) -> VideoLoader:
     videos, decode = load_video_set(cfg, list_name, rank, device)
-    return train_clips_loader(videos, clip=clip_geometry(cfg.clip), batch_size=cfg.eval.batch_size,
-                              runtime=pipeline_runtime(cfg.train, device, decode),
-                              shard=Sharding(seed=cfg.seed, rank=rank, world=world), aug=cfg.aug.without_colour())   # the probes train on spatial augmentation only
+    with raise_as_data_errors():          # e.g. videos shorter than a clip, named
+        return train_clips_loader(videos, clip=clip_geometry(cfg.clip), batch_size=cfg.eval.batch_size,
+                                  runtime=pipeline_runtime(cfg.train, device, decode),
+                                  shard=Sharding(seed=cfg.seed, rank=rank, world=world),
+                                  aug=cfg.aug.without_colour())   # the probes train on spatial augmentation only
 
 
 def build_test_clips_loader(cfg: Config, list_name: str, rank: int, world: int, device: torch.device) -> VideoLoader:
     videos, decode = load_video_set(cfg, list_name, rank, device)
-    return eval_clips_loader(videos, clip=clip_geometry(cfg.clip), batch_size=cfg.eval.batch_size,
-                             runtime=pipeline_runtime(cfg.train, device, decode),
-                             shard=Sharding(rank=rank, world=world), clips_per_video=cfg.eval.clips_per_video,
-                             aug=AugParams(mean=cfg.aug.mean, std=cfg.aug.std))
+    with raise_as_data_errors():
+        return eval_clips_loader(videos, clip=clip_geometry(cfg.clip), batch_size=cfg.eval.batch_size,
+                                 runtime=pipeline_runtime(cfg.train, device, decode),
+                                 shard=Sharding(rank=rank, world=world), clips_per_video=cfg.eval.clips_per_video,
+                                 aug=AugParams(mean=cfg.aug.mean, std=cfg.aug.std))
 
 
 # ------------------------------------------------------------- pretraining ----
@@ -183,4 +206,5 @@ def build_pretrain_loader(cfg: Config, rank: int = 0, world: int = 1, device: to
                                  steps_per_epoch=full_batches(len(videos), rank, world, cfg.train.batch_size))
     if return_masks is None:
         return_masks = cfg.train.examples_every > 0 and settings["fame_cfg"] is not None
-    return pretrain_loader(videos, return_masks=return_masks, **settings)
+    with raise_as_data_errors():
+        return pretrain_loader(videos, return_masks=return_masks, **settings)

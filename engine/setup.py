@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 from engine import config as C
+from engine.errors import DataError
 
 log = logging.getLogger("fame")
 RUN_CONFIG = "config.yaml"
@@ -49,7 +50,7 @@ def resolve_device(setting: str, cfg: Optional[C.Config] = None) -> torch.device
     exits with code 2, the failures and their fixes on stderr)."""
     has_gpu = torch.cuda.is_available()
     if setting == "gpu" and not has_gpu:
-        raise RuntimeError("config key 'device' is 'gpu' but no CUDA GPU is visible; use device=cpu or auto")
+        raise C.ConfigError("config key 'device' is 'gpu' but no CUDA GPU is visible; use device=cpu or auto")
     if setting == "gpu" or (setting == "auto" and has_gpu):
         # A launcher may give each process all of the node's GPUs (torchrun) or only its own one.
         local = int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count()
@@ -104,11 +105,39 @@ def write_run_config(cfg: C.Config, run_dir: str, rank: int = 0) -> None:
         C.dump_config(cfg, os.path.join(run_dir, RUN_CONFIG))
 
 
+def holds_own_data(cfg: C.Config) -> bool:
+    """Whether data.root is data of the user's own: both configured lists there and no spec.json
+    (the mark of a generated synthetic dataset)."""
+    from data.synthetic import SPEC_FILE
+    lists = (C.data_path(cfg, cfg.data.train_list), C.data_path(cfg, cfg.data.val_list))
+    return not os.path.exists(os.path.join(cfg.data.root, SPEC_FILE)) and all(map(os.path.isfile, lists))
+
+
+def check_synthetic_classes(cfg: C.Config) -> None:
+    """data.num_classes must be the class count of the synthetic data about to be generated."""
+    if cfg.data.synthetic.num_classes != cfg.data.num_classes:
+        raise C.ConfigError(f"config keys 'data.num_classes' ({cfg.data.num_classes}) and "
+                            f"'data.synthetic.num_classes' ({cfg.data.synthetic.num_classes}) must agree: "
+                            f"data.synthetic generates data.root '{cfg.data.root}'; to use data of your own "
+                            "there instead, set data.synthetic=null")
+
+
 def ensure_data(cfg: C.Config, rank: int = 0) -> None:
-    """Generate the synthetic dataset of data.synthetic when it is missing or stale (rank 0)."""
+    """Generate the synthetic dataset of data.synthetic when it is missing or stale (rank 0). A
+    data.root holding data of its own (``holds_own_data``) is used as it is, and one holding
+    part of a dataset but no spec.json is refused, naming the override that uses it."""
     if cfg.data.synthetic is not None and rank == 0:
-        from data.synthetic import ensure_dataset
-        ensure_dataset(cfg.data.root, cfg.data.synthetic)
+        from data.synthetic import NotSyntheticError, ensure_dataset
+        if holds_own_data(cfg):
+            log.info("data.synthetic is ignored: data.root '%s' holds the configured lists and no spec.json, "
+                     "so its videos are used as they are", cfg.data.root)
+        else:
+            check_synthetic_classes(cfg)
+            try:
+                ensure_dataset(cfg.data.root, cfg.data.synthetic)
+            except NotSyntheticError as error:
+                raise DataError(f"config key 'data.synthetic': {error}; to use the data there, set "
+                                "data.synthetic=null and data.train_list / data.val_list to its lists") from error
     if dist.is_initialized():
         dist.barrier()
 

@@ -67,7 +67,8 @@ def videos_from_index(index, *, min_frames: int, device: str, skip_bad: bool = F
 
     Without ``skip_bad`` any unusable video raises ValueError (``index.require_ok`` names the
     files and how to transcode CPU-undecodable ones); with it they are left out and named in
-    a warning. Raises ValueError when no video is left.
+    a warning. Raises ValueError when no video is left, naming the unusable ones (then with no
+    warning before it: the error says it all).
     """
     if device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
@@ -80,12 +81,13 @@ def videos_from_index(index, *, min_frames: int, device: str, skip_bad: bool = F
             dropped.append((record, why))
         else:
             kept.append(record)
+    if not kept:
+        unusable = f": {_names(dropped)}" if dropped else ""
+        raise ValueError(f"{index.list_path}: no usable video left (needs >= {min_frames} frames, "
+                         f"decodable on {device}){unusable}")
     if dropped:
         log.warning("%s: skipping %d of %d videos: %s", index.list_path, len(dropped),
                     len(index.entries), _names(dropped))
-    if not kept:
-        raise ValueError(f"{index.list_path}: no usable video left (needs >= {min_frames} frames, "
-                         f"decodable on {device})")
     return [VideoMeta(r.path, int(r.label), int(r.frames), int(r.width), int(r.height)) for r in kept]
 
 

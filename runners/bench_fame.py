@@ -23,6 +23,7 @@ from fame.mask import masks_from_config, smoothed_statistics, soft_mask_from
 from fame.motion import UINT8_MAX, frame_statistics
 from fame.select import top_k_mask
 from engine.machine import cpu_model
+from engine.errors import run_command
 
 FRAMES = 16
 SIZES = (112, 224)
@@ -183,4 +184,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

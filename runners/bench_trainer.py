@@ -19,6 +19,7 @@ from engine.setup import (CLIPS_PER_VIDEO, GIB, cli_parser, parse_cli_args, reso
                             setup_logging)
 from engine.checkpoint import LossWatch
 from engine.steps import build_training, moco_step
+from engine.errors import run_command
 
 DEFAULT_STEPS, DEFAULT_WARMUP = 20, 5
 MS_PER_S = 1000.0
@@ -91,4 +92,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

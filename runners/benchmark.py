@@ -28,6 +28,7 @@ import time
 
 from engine import config as C
 from engine.machine import cpu_model
+from engine.errors import run_command
 from runners.report import markdown_table, summarize
 from runners.sweep import expand_grid, parse_seeds, run_trials
 from runners.trial import TRIAL_FILE
@@ -149,4 +150,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

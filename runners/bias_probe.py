@@ -23,6 +23,7 @@ from engine import bias, bias_probe as P
 from engine.config import ConfigError, data_path
 from engine.loaders import build_test_clips_loader
 from engine.setup import open_logger, prepare_run_dir, resolve_device, setup_logging
+from engine.errors import run_command
 from runners.visualize import figure_fame_config, save_grid
 
 RESULTS_FILE, TABLE_FILE, EXAMPLES_FILE = "bias.json", "bias.md", "bias-examples.png"
@@ -96,4 +97,4 @@ def _flat(scores: dict, prefix: str = "") -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

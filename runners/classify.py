@@ -32,6 +32,7 @@ from engine.loaders import build_test_clips_loader, build_train_clips_loader, ch
 from engine.models import make_backbone
 from engine.setup import amp_dtype, broadcast_buffers, end_run, parse_cli, start_run
 from engine.steps import ClassifierStep, Update
+from engine.errors import run_command
 
 SGD_MOMENTUM = 0.9
 STEP_DECAY = 0.1
@@ -105,4 +106,4 @@ def main(cfg: Config) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_cli(__doc__.splitlines()[0]))
+    run_command(main, parse_cli(__doc__.splitlines()[0]))

@@ -7,6 +7,7 @@ FAILs, 1 when a check FAILs, 2 for a usage or config error.
 import sys
 
 from engine.doctor import main
+from engine.errors import run_command
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

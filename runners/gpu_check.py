@@ -39,6 +39,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from engine import errors
+
 CONFIG = "configs/gpu_check.yaml"
 DEFAULT_OUT = "runs/gpu-check"
 REPORT = "report.md"
@@ -343,4 +345,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(errors.run_command(main))

@@ -43,6 +43,7 @@ from engine.loaders import load_video_set
 from engine.machine import cpu_model
 from engine.setup import (CLIPS_PER_VIDEO, GIB, cli_parser, ensure_data, open_logger, parse_cli_args,
                             prepare_run_dir, resolve_device, setup_logging)
+from engine.errors import run_command
 
 PROFILE_FILE = "profile.json"
 DEFAULT_STEPS, DEFAULT_WARMUP, DEFAULT_REPEATS = 10, 2, 3
@@ -277,4 +278,4 @@ def main(cfg: C.Config, steps: int = DEFAULT_STEPS, warmup: int = DEFAULT_WARMUP
 
 
 if __name__ == "__main__":
-    main(*parse_args())
+    run_command(main, *parse_args())

@@ -18,6 +18,7 @@ import sys
 from collections import defaultdict
 
 from engine import config as C
+from engine.errors import run_command
 from runners.sweep import DEFAULT_BASE_CONFIG, SEED_MARK, expand_grid, name_prefix, read_sweep
 
 TRIAL_FILE = "trial.json"
@@ -150,4 +151,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

@@ -18,6 +18,7 @@ import sys
 from collections import defaultdict
 
 from engine.evaluation import RESULTS_FILE
+from engine.errors import run_command
 
 CLASSIFY_METRIC = "video_top1"
 RETRIEVAL_PROTOCOL = "retrieval"
@@ -140,4 +141,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

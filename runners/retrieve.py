@@ -33,6 +33,7 @@ from engine.models import make_backbone
 from engine.evaluation import (SHA_HEX_CHARS, check_pretrained_path, extract_video_features,
                                 file_sha256, load_pretrained_backbone, results_record, retrieval_recall,
                                 write_results)
+from engine.errors import run_command
 
 log = logging.getLogger("fame")
 PROTOCOL = "retrieval"
@@ -130,4 +131,4 @@ def main(cfg: Config) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_cli(__doc__.splitlines()[0]))
+    run_command(main, parse_cli(__doc__.splitlines()[0]))

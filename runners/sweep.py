@@ -24,6 +24,7 @@ from typing import NamedTuple
 import yaml
 
 from engine import config as C
+from engine.errors import run_command
 
 
 # Extra overrides that leave a trial's result alone (where it is written, how it is logged):
@@ -147,4 +148,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

@@ -32,6 +32,7 @@ from engine.setup import parse_cli, prepare_run_dir
 from engine.config import Config, DataConfig, run_name
 from engine.evaluation import check_pretrained_path
 from engine.logger import write_json_atomic
+from engine.errors import run_command
 from runners.visualize import caam_in_box
 
 BOOKKEEPING = ("run.", "wandb.", "seed=")
@@ -104,4 +105,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

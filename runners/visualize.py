@@ -35,6 +35,7 @@ from engine.setup import open_logger, prepare_run_dir, resolve_device
 from engine.evaluation import backbone_state_from_file
 from engine.models import make_backbone
 from engine.config import Config, ConfigError, data_path, load_config, with_run_name
+from engine.errors import run_command
 
 VARIANTS = ("gauss", "seed", "grid", "fame")
 DEFAULT_VIDEOS = {"masks": 4, "caam": 4, "kernels": 4, "mask-quality": 64}
@@ -344,4 +345,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))
