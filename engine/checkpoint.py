@@ -17,11 +17,13 @@ from __future__ import annotations
 import logging
 import os
 import random
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from engine.errors import DataError, MissingFileError
 
 log = logging.getLogger("fame")
 CHECKPOINT_DIR = "checkpoints"
@@ -189,11 +191,11 @@ def load_checkpoint(path: str) -> dict:
     """The checkpoint's contents with every tensor on the CPU: load_state_dict moves them to
     the parts' devices, and the RNG states must stay CPU tensors."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint '{path}' does not exist")
+        raise MissingFileError(f"checkpoint '{path}' does not exist")
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
-        raise ValueError(f"checkpoint '{path}' cannot be read: {e}") from e
+        raise DataError(f"checkpoint '{path}' cannot be read: {e}") from e
 
 
 def find_resume(run_dir: str, resume: str) -> Optional[str]:
@@ -260,21 +262,31 @@ def _fill_missing(saved: dict, current: dict, defaults: dict) -> dict:
     return filled
 
 
+def differing_leaves(key: str, saved: Any, now: Any) -> list[tuple[str, Any, Any]]:
+    """(dotted key, saved value, current value) of every leaf under ``key`` whose values differ:
+    a section (a dict on both sides) is compared key by key, a key one side lacks as MISSING."""
+    if not (isinstance(saved, dict) and isinstance(now, dict)):
+        return [] if saved == now else [(key, saved, now)]
+    return [leaf for name in dict.fromkeys([*saved, *now])
+            for leaf in differing_leaves(f"{key}.{name}", saved.get(name, MISSING), now.get(name, MISSING))]
+
+
 def check_same_run(path: str, state: dict, config: dict, keys: tuple[str, ...], run: dict) -> None:
     """Refuse to resume ``path`` into a run that differs from it in a config key of ``keys``
-    (a whole section for a key like "model") or in a ``run`` fact (e.g. the process count):
-    its weights, schedule, queue and loader position belong to the settings it was saved with."""
+    (for a section like "model", in any key inside it) or in a ``run`` fact (e.g. the process
+    count): its weights, schedule, queue and loader position belong to the settings it was
+    saved with. The message names each differing key with both values."""
     saved = state.get("config")
     if not isinstance(saved, dict):
-        raise ValueError(f"cannot resume {path}: it holds no 'config' (not a training checkpoint of this project)")
+        raise DataError(f"cannot resume {path}: it holds no 'config' (not a training checkpoint of this project)")
     saved = with_added_keys(saved, config)
-    differences = [f"config key '{key}' was {config_value(saved, key)!r}, now {config_value(config, key)!r}"
-                   for key in keys if config_value(saved, key) != config_value(config, key)]
+    differences = [f"config key '{leaf}' was {was!r}, now {now!r}" for key in keys
+                   for leaf, was, now in differing_leaves(key, config_value(saved, key), config_value(config, key))]
     saved_run = state.get(RUN, {})
     differences += [f"{name} was {saved_run[name]!r}, now {value!r}"
                     for name, value in run.items() if name in saved_run and saved_run[name] != value]
     if differences:
-        raise ValueError(f"cannot resume {path}: " + "; ".join(differences) +
+        raise DataError(f"cannot resume {path}: " + "; ".join(differences) +
                          ". Resume with the settings it was saved with, or start anew with train.resume=none "
                          "(or another run.name, when train.resume is auto).")
 
@@ -288,7 +300,7 @@ def resume_training(run_dir: str, resume: str, parts: dict, check=None) -> int:
     state = load_checkpoint(path)
     missing = [name for name in (*parts, "step", "epoch", "rng") if name not in state]
     if missing:
-        raise ValueError(f"cannot resume {path}: it has no {', '.join(repr(m) for m in missing)} "
+        raise DataError(f"cannot resume {path}: it has no {', '.join(repr(m) for m in missing)} "
                          f"(a training checkpoint, checkpoints/{LAST}, has {', '.join(map(repr, parts))}, "
                          "step, epoch and rng; backbone.pt is for `pretrained=`)")
     if check is not None:

@@ -5,16 +5,19 @@ the checkpoint differs in the task's resume keys or run facts), config.yaml (wri
 the checkpoint is accepted), the DDP wrap under torchrun, metrics.jsonl cut back to the resumed
 step. Then the epoch loop (Trainer): set_epoch, iterate, the task's step, the schedule's step,
 and after each step the hooks in order: the log row at log steps (the loss watch checked, the
-task's metrics, lr, epoch, clips_per_s, data_wait, GPU memory), the task's own hooks (e.g. FAME
-example images), the checkpoint every train.checkpoint_steps; after each epoch the checkpoint,
-kept as epoch_NNNN.pt every train.checkpoint_every epochs. A step's loss stays on the device
-(LossWatch) until a log step or a save reads it: a non-finite one raises NonFiniteLoss naming
-its step, and nothing from that step on is saved.
+task's metrics, the lr the step trained with, epoch, clips_per_s, data_wait, GPU memory; on a
+terminal of known width a tqdm bar, elsewhere a log line with an ETA), the task's own hooks (e.g.
+FAME example images), the checkpoint every train.checkpoint_steps; after each epoch the
+checkpoint, kept as epoch_NNNN.pt every train.checkpoint_every epochs. A step's loss stays on
+the device (LossWatch) until a log step or a save reads it: a non-finite one raises
+NonFiniteLoss naming its step, and nothing from that step on is saved.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
+import sys
 import time
 from typing import Any, Callable, Iterator, NamedTuple, Optional, Protocol
 
@@ -25,12 +28,17 @@ from tqdm import tqdm
 
 from engine import checkpoint as ckpt
 from engine.config import to_dict
+from engine.errors import DataError
 from engine.logger import Logger, gpu_memory_metrics
 from engine.schedule import lr_lambda
 from engine.setup import MIN_ELAPSED_S, Run, open_logger, write_run_config
 from engine.steps import Update
+from pipelines.sampler import equal_shard
 
 log = logging.getLogger("fame")
+UNKNOWN_TERMINAL_SIZE = (0, 0)   # shutil.get_terminal_size's answer where no width is known
+SECONDS_PER_MINUTE = 60
+MINUTES_PER_HOUR = 60
 
 
 class Schedule(NamedTuple):
@@ -86,11 +94,13 @@ class Fitted(NamedTuple):
 
 
 class Throughput:
-    """Clips/s and the fraction of wall time spent waiting for the loader, since the last read()."""
+    """Clips/s and the fraction of wall time spent waiting for the loader, since the last read();
+    ``step_s``: the seconds per step over that span (the ETA's rate)."""
 
     def __init__(self, clips_per_step: int):
         self.clips_per_step = clips_per_step
         self.start, self.wait, self.steps, self._t = time.perf_counter(), 0.0, 0, None
+        self.step_s = 0.0
 
     def fetching(self) -> None:
         self._t = time.perf_counter()
@@ -102,16 +112,30 @@ class Throughput:
     def read(self) -> dict:
         now = time.perf_counter()
         elapsed = max(now - self.start, MIN_ELAPSED_S)
+        self.step_s = elapsed / max(self.steps, 1)
         out = {"clips_per_s": self.clips_per_step * self.steps / elapsed, "data_wait": self.wait / elapsed}
         self.start, self.wait, self.steps = now, 0.0, 0
         return out
 
 
-def require_full_batches(loader: EpochLoader, batch_key: str, batch_size: int, world: int, train_list: str) -> None:
-    """Refuse a loader without one full batch per epoch, naming the batch-size key and the list."""
+class VideoEpochLoader(EpochLoader, Protocol):
+    """An EpochLoader that also says how many videos it shards over the processes."""
+
+    @property
+    def num_videos(self) -> int: ...
+
+
+def require_full_batches(loader: VideoEpochLoader, batch_key: str, batch_size: int, world: int,
+                         train_list: str) -> None:
+    """Refuse a loader without one full batch per epoch (a DataError), naming the batch-size key,
+    the list, the videos each rank has and the largest batch size that works."""
     if len(loader) == 0:
-        raise ValueError(f"config key '{batch_key}' ({batch_size}) x {world} process(es) is larger than this "
-                         f"rank's share of the training videos in '{train_list}': no full batch")
+        share = len(equal_shard(loader.num_videos, 0, world))
+        fix = (f"set {batch_key} to at most {share}" if share else
+               f"list at least {world} usable videos or run fewer processes")
+        raise DataError(f"config key '{batch_key}' ({batch_size}) x {world} process(es) is larger than this "
+                        f"rank's share of the training videos in '{train_list}': no full batch; each rank has "
+                        f"{share} of the {loader.num_videos} usable videos, so {fix}")
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, schedule: Schedule,
@@ -126,9 +150,28 @@ def format_values(values: dict) -> str:
     return " ".join(f"{name} {value:.4g}" for name, value in values.items())
 
 
+def format_eta(seconds: float) -> str:
+    """A duration as h:mm:ss (the hours unbounded), e.g. 3725 s -> 1:02:05."""
+    minutes, secs = divmod(round(seconds), SECONDS_PER_MINUTE)
+    hours, minutes = divmod(minutes, MINUTES_PER_HOUR)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def show_progress_bar(isatty: bool, columns: int) -> bool:
+    """Whether the tqdm bar shows the progress: only on a terminal of known, non-zero width. A pipe,
+    a file, or a terminal that reports 0 columns (some CI and IDE consoles) gets the log lines instead."""
+    return isatty and columns > 0
+
+
+def stderr_shows_progress_bar() -> bool:
+    """show_progress_bar for this process's stderr (the bar's stream) and terminal width."""
+    return show_progress_bar(sys.stderr.isatty(), shutil.get_terminal_size(UNKNOWN_TERMINAL_SIZE).columns)
+
+
 class Trainer:
     """A Task's set-up (in the constructor: see the module's docstring) and epoch loop. ``step``
-    counts the steps done; ``batch`` and ``output`` are the last step's while the hooks run."""
+    counts the steps done; ``batch``, ``output`` and ``lr`` (the rate it trained with) are the last
+    step's while the hooks run."""
 
     def __init__(self, run: Run, task: Task):
         self.run, self.task, self.settings = run, task, run.cfg.train
@@ -145,7 +188,7 @@ class Trainer:
         self.logger.truncate_after(self.step)       # the steps after the checkpoint are logged again
         self.watch = ckpt.LossWatch(run.device)     # read back only at log steps and saves: no sync per step
         self.meter = Throughput(task.clips_per_step)
-        self.batch, self.output = None, None
+        self.batch, self.output, self.lr = None, None, None
         self.hooks: tuple[Hook, ...] = (Trainer.log_step, *task.hooks, Trainer.save_every_steps)
         self.bar: Optional[tqdm] = None
 
@@ -158,7 +201,7 @@ class Trainer:
                  self.task.schedule.epochs, self.run.device, self.run.world)
         self.task.model.train()
         self.bar = tqdm(total=self.total_steps, initial=self.step, unit="step", desc=self.run.cfg.run.name,
-                        dynamic_ncols=True, disable=True if self.run.rank else None)   # None: only on a terminal
+                        dynamic_ncols=True, disable=self.run.rank != 0 or not stderr_shows_progress_bar())
         while self.step < self.total_steps:
             self.train_epoch()
             done_epoch = self.step // self.steps_per_epoch
@@ -171,6 +214,7 @@ class Trainer:
         self.meter.fetching()
         for batch in self.task.loader:
             self.meter.fetched()
+            self.lr = self.task.step.update.optimizer.param_groups[0]["lr"]   # before the scheduler steps past it
             self.batch, self.output = batch, self.task.step(self.model, batch, self.step, self.watch)
             self.scheduler.step()
             self.step += 1
@@ -186,14 +230,15 @@ class Trainer:
             return
         self.watch.check(self.step)
         values = self.task.step.metrics(self.output, self.batch)
-        row = {**values, "lr": self.scheduler.get_last_lr()[0], "epoch": self.step / self.steps_per_epoch,
+        row = {**values, "lr": self.lr, "epoch": self.step / self.steps_per_epoch,
                **self.meter.read(), **gpu_memory_metrics(self.run.device)}
         self.logger.log(row, self.step)
         self.bar.set_postfix({**{name: f"{value:.3g}" for name, value in values.items()},
                               "clips_s": f"{row['clips_per_s']:.0f}", "wait": f"{row['data_wait']:.0%}"})
         if self.bar.disable:
-            log.info("step %d/%d epoch %.2f %s lr %.4g %.1f clips/s data-wait %.0f%%", self.step, self.total_steps,
-                     row["epoch"], format_values(values), row["lr"], row["clips_per_s"], 100 * row["data_wait"])
+            log.info("step %d/%d epoch %.2f %s lr %.4g %.1f clips/s data-wait %.0f%% eta %s", self.step,
+                     self.total_steps, row["epoch"], format_values(values), row["lr"], row["clips_per_s"],
+                     100 * row["data_wait"], format_eta((self.total_steps - self.step) * self.meter.step_s))
 
     def save_every_steps(self) -> None:
         if self.settings.checkpoint_steps and self.step % self.settings.checkpoint_steps == 0:

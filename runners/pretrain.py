@@ -13,24 +13,27 @@ from typing import Optional
 
 from models.backbones import export_backbone_state
 from engine import checkpoint as ckpt
-from engine.config import Config
+from engine.config import Config, ConfigError
+from engine.evaluation import BACKBONE_FILE
 from engine.examples import fame_example_images
 from engine.fit import Hook, Schedule, Task, Trainer, fit, require_full_batches
 from engine.loaders import build_pretrain_loader
-from engine.setup import CLIPS_PER_VIDEO, end_run, parse_cli, start_run
+from engine.setup import CLIPS_PER_VIDEO, RUN_CONFIG, end_run, parse_cli, start_run
 from engine.steps import MocoStep, build_training
+from engine.errors import run_command
 
 # What a resumed run must share with its checkpoint (a key names a whole section or one value).
 RESUME_KEYS = ("seed", "data.root", "data.train_list", "data.min_frames", "data.synthetic", "clip", "fame", "aug",
                "model", "train.epochs", "train.batch_size", "train.lr", "train.momentum", "train.weight_decay",
                "train.schedule", "train.warmup_epochs", "train.milestones", "train.lr_decay", "train.grad_clip")
-BACKBONE_FILE = "backbone.pt"
 EXAMPLES_NAME = "fame/examples"
+PROBE_SUFFIX = "-linear"             # the evaluate hint's run.name: <run.name>-linear, beside this run
+NOT_A_CHECKPOINT = ("auto", "none")  # train.resume values that name no checkpoint file
 
 
 def refuse_pretrained(pretrained: Optional[str]) -> None:
     if pretrained is not None:
-        raise ValueError(f"config key 'pretrained' ('{pretrained}') is for the downstream runners and "
+        raise ConfigError(f"config key 'pretrained' ('{pretrained}') is for the downstream runners and "
                          "runners.trial; pretraining starts from scratch (continue a run with train.resume)")
 
 
@@ -49,14 +52,24 @@ def final_loss(output) -> float:
     return output.loss.item() if output is not None else math.nan
 
 
+def format_probe_command(run_dir: str, backbone_path: str, name: str, resume: str) -> str:
+    """`make linear` on the run's own resolved config (<run_dir>/config.yaml: the same data.* and
+    model as the run) with its backbone, in a run directory of its own, <name>-linear (without it
+    the probe would write into this run's). A run that resumed a checkpoint named by path hands the
+    probe train.resume=auto: a MoCo checkpoint does not load into a classifier."""
+    overrides = [f"pretrained={backbone_path}", f"run.name={name}{PROBE_SUFFIX}"]
+    if resume not in NOT_A_CHECKPOINT:
+        overrides.append("train.resume=auto")
+    return f"make linear CONFIG={os.path.join(run_dir, RUN_CONFIG)} ARGS=\"{' '.join(overrides)}\""
+
+
 def format_next_steps(run_dir: str, backbone_path: str, wandb_dir: Optional[str], wandb_offline: bool,
-                      config_source: Optional[str]) -> str:
-    """Where the run's files are and the command that evaluates its backbone."""
+                      probe_command: str) -> str:
+    """Where the run's files are and the command that evaluates its backbone (format_probe_command)."""
     sync = f"  (sync with: wandb sync {run_dir}/wandb)" if wandb_offline else ""
     return (f"\nrun directory: {run_dir}\ncheckpoint:    {os.path.join(ckpt.checkpoint_dir(run_dir), ckpt.LAST)}\n"
             f"backbone:      {backbone_path}\nW&B files:     {wandb_dir or 'disabled'}{sync}\n"
-            f"evaluate:      make linear CONFIG={config_source or 'configs/synthetic.yaml'} "
-            f"ARGS=\"pretrained={backbone_path}\"")
+            f"evaluate:      {probe_command}")
 
 
 def main(cfg: Config) -> str:
@@ -79,10 +92,10 @@ def main(cfg: Config) -> str:
         ckpt.save_atomic(export_backbone_state(model.backbone), backbone_path)
         fitted.logger.summary({"step": fitted.step, "final_loss": final_loss(fitted.output)})
         print(format_next_steps(run.run_dir, backbone_path, fitted.logger.wandb_dir, cfg.wandb.mode == "offline",
-                                cfg.source))
+                                format_probe_command(run.run_dir, backbone_path, cfg.run.name, train.resume)))
     end_run(fitted.logger)
     return run.run_dir
 
 
 if __name__ == "__main__":
-    main(parse_cli(__doc__.splitlines()[0]))
+    run_command(main, parse_cli(__doc__.splitlines()[0]))

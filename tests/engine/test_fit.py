@@ -8,8 +8,9 @@ import torch
 
 from engine import checkpoint as ckpt
 from engine import config as C
-from engine.fit import Schedule, Task, fit, require_full_batches
+from engine.fit import Schedule, Task, fit, format_eta, show_progress_bar
 from engine.logger import read_metrics
+from engine.schedule import lr_lambda
 from engine.setup import Run
 from engine.steps import ClassifierStep, Update
 
@@ -163,6 +164,26 @@ def test_a_non_finite_loss_stops_the_run_naming_its_step(tmp_path, checkpoint_st
     assert [step for step, _ in losses(run.run_dir)] == [2]
 
 
-def test_an_epoch_without_a_full_batch_names_the_key():
-    with pytest.raises(ValueError, match="config key 'eval.batch_size' \\(64\\) x 2 process\\(es\\).*'list.txt'"):
-        require_full_batches([], "eval.batch_size", 64, 2, "list.txt")
+def test_each_logged_lr_is_the_one_its_step_trained_with(tmp_path):
+    run = make_run(tmp_path, "lr", "train.log_every=1")
+    fit(run, make_task(FakeLoader())).logger.close()
+    factor = lr_lambda("cosine", STEPS_PER_EPOCH, EPOCHS)
+    rows = read_metrics(run.run_dir)
+    assert rows[-1]["lr"] > 0                                       # not the next step's: cosine ends at 0
+    assert [r["lr"] for r in rows] == pytest.approx([factor(r["step"] - 1) * LR for r in rows])
+
+
+@pytest.mark.parametrize("isatty, columns, shown", [
+    (True, 80, True),
+    (True, 0, False),         # a terminal of unknown width (COLUMNS=0, some CI and IDE consoles)
+    (False, 80, False),       # a pipe or a file
+    (False, 0, False),
+])
+def test_the_progress_bar_only_on_a_terminal_of_known_width(isatty, columns, shown):
+    assert show_progress_bar(isatty, columns) is shown
+
+
+@pytest.mark.parametrize("seconds, text", [(0, "0:00:00"), (59.6, "0:01:00"), (3725, "1:02:05"),
+                                           (100 * 3600 + 1, "100:00:01")])
+def test_an_eta_reads_hours_minutes_seconds(seconds, text):
+    assert format_eta(seconds) == text

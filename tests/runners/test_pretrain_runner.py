@@ -1,6 +1,9 @@
 """End to end: the real DALI pipeline, the real MoCo queue, on the tiny synthetic dataset."""
 import json
 import os
+import re
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +20,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TINY = os.path.join(ROOT, "configs", "synthetic_tiny.yaml")
 KILL_AFTER_STEP = 3
 POLL_S = 0.05
+TINY_STEPS = 4               # 16 training videos / batch 4, one epoch
+EVALUATE_HINT = re.compile(r"^evaluate: +(make .*)$", re.M)
+CLASSIFY_RECIPE = re.compile(r"-m runners\.classify (.*)$", re.M)
 
 
 def tiny(tmp_path, data_root, *overrides):
@@ -47,6 +53,48 @@ def test_tiny_pretrain_writes_run_directory(tmp_path, tiny_data_root):
     assert [r for r in read_metrics(run_dir) if "loss" in r] == [r for r in rows if "loss" in r]
     again = torch.load(os.path.join(run_dir, "backbone.pt"))
     assert all(torch.equal(backbone[key], again[key]) for key in backbone)
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory, tiny_data_root):
+    """A finished tiny pretraining run from the command line, stderr a pipe (not a terminal):
+    its run.dir and the finished process (stdout, stderr)."""
+    run_root = tmp_path_factory.mktemp("cli")
+    out = run_cli([f"data.root={tiny_data_root}", f"run.dir={run_root}", "run.name=cli", "fame.variant=none"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    return run_root, out
+
+
+def test_the_log_lines_off_a_terminal_carry_an_eta(cli_run):
+    etas = re.findall(rf"step (\d+)/{TINY_STEPS} .* eta (\d+:\d\d:\d\d)$", cli_run[1].stderr, re.M)
+    assert [int(step) for step, _ in etas] == list(range(1, TINY_STEPS + 1))
+    assert etas[-1][1] == "0:00:00"
+
+
+def test_the_hint_probes_a_run_that_resumed_a_named_checkpoint_in_its_own_directory():
+    from runners.pretrain import format_probe_command
+    assert format_probe_command("runs/a", "runs/a/backbone.pt", "a", "runs/a/checkpoints/epoch_0001.pt") == (
+        'make linear CONFIG=runs/a/config.yaml ARGS="pretrained=runs/a/backbone.pt run.name=a-linear '
+        'train.resume=auto"')
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make (the printed command is a make target)")
+def test_the_printed_evaluate_command_probes_the_run_s_own_data(cli_run, tiny_data_root):
+    """The end-of-run hint, run as make would: a linear probe on the run's config.yaml (its data),
+    written to <run.name>-linear beside the pretraining run."""
+    from engine.setup import parse_cli
+    from runners import classify
+    run_root, out = cli_run
+    make, target, *variables = shlex.split(EVALUATE_HINT.search(out.stdout).group(1))
+    assert (make, target) == ("make", "linear")
+    recipe = subprocess.run(["make", "-n", "--no-print-directory", target, "NOVENV=1", f"PYTHON={sys.executable}",
+                             *variables], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    cfg = parse_cli("probe", shlex.split(CLASSIFY_RECIPE.search(recipe).group(1)))
+    pretrained = tiny(run_root, tiny_data_root, "run.name=cli", "fame.variant=none")
+    assert C.to_dict(cfg)["data"] == C.to_dict(pretrained)["data"]
+    record = classify.main(cfg)
+    assert record["pretrained"]["path"] == str(run_root / "cli" / "backbone.pt")
+    assert (run_root / "cli-linear" / "results.json").is_file() and not (run_root / "cli" / "results.json").exists()
 
 
 def test_resume_after_kill_is_bit_exact(tmp_path, tiny_data_root):

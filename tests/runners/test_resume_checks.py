@@ -23,13 +23,24 @@ def test_same_run_is_accepted_and_unchecked_keys_may_differ():
 
 @pytest.mark.parametrize("now, run, message", [
     ({**SAVED, "train": {"lr": 0.01, "log_every": 5}}, {"world": 1}, "config key 'train.lr' was 0.05, now 0.01"),
-    ({**SAVED, "model": {"K": 128, "T": 0.1}}, {"world": 1}, r"config key 'model' was \{'K': 64"),
+    ({**SAVED, "model": {"K": 128, "T": 0.1}}, {"world": 1}, "config key 'model.K' was 64, now 128"),
     (SAVED, {"world": 2}, "world was 1, now 2"),
     ({k: v for k, v in SAVED.items() if k != "seed"}, {"world": 1}, "'seed' was 0, now '<missing>'"),
 ])
 def test_a_differing_key_or_run_fact_is_refused_by_name(now, run, message):
     with pytest.raises(ValueError, match=f"cannot resume last.pt: .*{message}"):
         ckpt.check_same_run("last.pt", saved_state(), now, ("seed", "train.lr", "model"), run)
+
+
+def test_a_refusal_names_only_the_differing_keys_of_a_section_with_both_values():
+    saved = {**SAVED, "model": {"K": 64, "T": 0.1, "head": {"dim": 128, "layers": 2}}}
+    now = {**SAVED, "model": {"K": 128, "T": 0.1, "head": {"dim": 128, "layers": 3}, "m": 0.99}}
+    with pytest.raises(ValueError) as refused:
+        ckpt.check_same_run("last.pt", {"config": saved, "run": {"world": 1}}, now, ("model",), {"world": 2})
+    assert str(refused.value).startswith(
+        "cannot resume last.pt: config key 'model.K' was 64, now 128; config key 'model.head.layers' was 2, "
+        "now 3; config key 'model.m' was '<missing>', now 0.99; world was 1, now 2. ")
+    assert "model.T" not in str(refused.value) and "'dim'" not in str(refused.value)
 
 
 def test_a_file_that_is_not_a_training_checkpoint_is_named(tmp_path):
@@ -110,5 +121,6 @@ def test_keys_added_to_the_schema_since_the_save_resume_at_their_defaults():
     saved = {**now, "fame": {k: v for k, v in now["fame"].items() if k != "bins"}}      # saved before fame.bins
     ckpt.check_same_run("last.pt", {"config": saved, "run": {"world": 1}}, now, ("fame",), {"world": 1})
     changed = {**now, "fame": {**now["fame"], "bins": now["fame"]["bins"] + 1}}
-    with pytest.raises(ValueError, match=r"config key 'fame' was"):
+    with pytest.raises(ValueError, match=rf"config key 'fame.bins' was {now['fame']['bins']}, now "
+                                         rf"{now['fame']['bins'] + 1}\. Resume"):
         ckpt.check_same_run("last.pt", {"config": saved, "run": {"world": 1}}, changed, ("fame",), {"world": 1})
