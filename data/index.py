@@ -20,6 +20,7 @@ import dataclasses
 import json
 import logging
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,13 @@ log = logging.getLogger(__name__)
 INDEX_VERSION = 3
 INDEX_SUFFIX = ".index.json"
 DEVICES = ("cpu", "gpu")    # the decode device: DALI's CPU decoder or NVDEC
-TRANSCODE_COMMAND = "python -m runners.prepare transcode --list {list_path} --out DIR"
+# The re-encoding command named in errors, to run from the project root as printed. The CPU hint names
+# the project's virtual environment, as the README's commands do; the NVDEC hint names a plain
+# `python`, which a GPU machine may run the project with (docs/gpu.md: NOVENV).
+TRANSCODE_COMMAND = "{python} -m runners.prepare transcode --list {lists} --out {out} --codec {codec}"
+VENV_PYTHON = ".venv/bin/python"
+CPU_TRANSCODE_CODEC = "vp9"     # decoded by DALI's CPU decoder
+NVDEC_TRANSCODE_CODEC = "h264"  # 8-bit 4:2:0 H.264: every NVDEC generation decodes it
 NAMES_IN_ERRORS = 5
 # Frames a duration-based estimate may exceed the decoded count by (rounding of
 # the container duration), as a fraction of the estimate, at least one frame.
@@ -223,9 +230,10 @@ class VideoIndex:
         no_decoder = [codec for codec in codecs if codec not in NVDEC_CODECS]
         elsewhere = (f"({', '.join(no_decoder)}: no DALI decoder takes it)" if no_decoder
                      else "or decode them on the GPU (data.decode=gpu)")
+        command = transcode_command(self.list_path, CPU_TRANSCODE_CODEC)
         return (f"{len(gpu_only)} videos use codecs DALI cannot decode on the CPU ({', '.join(codecs)}; "
                 f"CPU decodes {', '.join(sorted(DALI_CPU_CODECS))}): {listed}; re-encode them with "
-                f"`{TRANSCODE_COMMAND.format(list_path=self.list_path)}` {elsewhere}")
+                f"`{command}` (it prints the data.root to train with) {elsewhere}")
 
     def _nvdec_problem(self) -> str:
         """Good videos NVDEC cannot decode (codec, size, chroma format, bit depth), or ''."""
@@ -233,8 +241,8 @@ class VideoIndex:
         refused = [(r, why) for r, why in refused if why]
         if not refused:
             return ""
-        command = TRANSCODE_COMMAND.format(list_path=self.list_path)
-        fix = f"re-encode them to 8-bit 4:2:0 (`{command} --codec h264`)"
+        command = transcode_command(self.list_path, NVDEC_TRANSCODE_CODEC)
+        fix = f"re-encode them to 8-bit 4:2:0 (`{command}`, which prints the data.root to train with)"
         if all(r.codec in DALI_CPU_CODECS for r in self.good()):
             fix += (" or decode on the CPU with data.decode=cpu (DALI's CPU decoder takes every "
                     "video of this list, of any size)")
@@ -250,6 +258,24 @@ class VideoIndex:
         partial = path.with_name(f".partial-{path.name}")
         partial.write_text(json.dumps(payload, indent=1))
         os.replace(partial, path)
+
+
+def transcode_command(list_path: Path, codec: str) -> str:
+    """The shell command that re-encodes ``list_path`` and the dataset lists beside it (trainlist.txt,
+    testlist.txt: a run reads both from one data.root) in ``codec`` into ``<list folder>/<codec>``."""
+    lists = " ".join(shlex.quote(str(path)) for path in _dataset_lists(list_path))
+    out = shlex.quote(str(list_path.parent / codec))
+    return TRANSCODE_COMMAND.format(python=VENV_PYTHON, lists=lists, out=out, codec=codec)
+
+
+def _dataset_lists(list_path: Path) -> list[Path]:
+    """The training and test list beside ``list_path`` when it is one of them, training list first;
+    else ``list_path`` alone."""
+    from data.prepare import TEST_LIST, TRAIN_LIST  # imported here: data.prepare imports this module
+    standard = [list_path.with_name(name) for name in (TRAIN_LIST, TEST_LIST)]
+    if list_path not in standard:
+        return [list_path]
+    return [path for path in standard if path == list_path or path.is_file()]
 
 
 def _list_names(refused: list[tuple[VideoRecord, str]]) -> str:
@@ -315,8 +341,9 @@ def build_index(list_path: str | os.PathLike, root: str | os.PathLike | None = N
                 workers: int = 1) -> VideoIndex:
     """Probe every video of a file list (reusing ``<list>.index.json`` when ``cache``) and return the index.
 
-    Videos with fewer than ``min_frames`` frames are marked "too short". Nothing is raised for
-    bad videos here: call ``require_ok`` (or inspect ``bad()``).
+    Videos with fewer than ``min_frames`` frames are marked "too short". Nothing is raised or
+    logged for bad videos here: ``require_ok`` raises naming them (a warning first would only
+    say it twice), or inspect ``bad()``.
     """
     if min_frames < 1:
         raise ValueError(f"min_frames must be >= 1, got {min_frames}")
@@ -341,8 +368,4 @@ def build_index(list_path: str | os.PathLike, root: str | os.PathLike | None = N
             index.save(cache_path, decode)
         except OSError as error:
             log.warning("could not write video index cache %s: %s", cache_path, error)
-    bad = index.bad()
-    if bad:
-        first = ", ".join(f"{r.relpath} ({r.reason})" for r in bad[:NAMES_IN_ERRORS])
-        log.warning("%s: %d of %d videos unusable, first: %s", list_path, len(bad), len(index), first)
     return index

@@ -6,7 +6,10 @@ list (same file name as the input list) and a copy of classInd.txt, when one
 sits next to the input list, go to ``out``. Frames are re-stamped at a constant
 rate (the source's average fps). Files already transcoded are kept, so an
 interrupted run resumes. Videos that fail to decode, or decode to fewer frames
-than their container promises (truncated files), are reported and left out.
+than their container promises (truncated files), are reported and left out;
+``require_all_written`` turns such a report into an error that names them.
+``transcode_lists`` transcodes the lists of one dataset (train and test) into one
+folder in one layout: that folder is then the run's data.root.
 
 Nothing listed is ever overwritten: a run is refused before any work when the new
 list would replace the input list, when two videos would be written to one file
@@ -111,29 +114,47 @@ def output_relpaths(entries: list[Entry], extension: str, base: str | os.PathLik
     with the new extension. A fixed ``base`` gives several lists of one tree the same layout."""
     if not entries:
         return []
-    common = os.path.abspath(base) if base is not None else os.path.commonpath(
-        [os.path.dirname(e.path) for e in entries])
+    common = os.path.abspath(base) if base is not None else _source_dir(entries)
     return [str(Path(os.path.relpath(e.path, common)).with_suffix(extension)) for e in entries]
 
 
-def _check_no_overwrite(list_path: Path, new_list: Path, sources: list[str], targets: list[Path]) -> None:
-    """Refuse (ValueError) a run that would replace the input list, write two sources to one
-    target, or write over a listed source. Paths are compared with symlinks and ``..`` resolved."""
+def _source_dir(entries: list[Entry]) -> str:
+    """The deepest folder holding every listed video (entries must not be empty)."""
+    return os.path.commonpath([os.path.dirname(e.path) for e in entries])
+
+
+def _check_list_kept(list_path: Path, new_list: Path) -> None:
+    """Refuse (ValueError) a run whose new list would replace the input list."""
     if new_list.resolve() == list_path.resolve():
         raise ValueError(f"{list_path}: the transcoded list would replace this list; "
                          f"choose an --out folder other than {list_path.parent}")
+
+
+def _check_targets(where: str, sources: list[str], targets: list[Path]) -> None:
+    """Refuse (ValueError, prefixed with ``where``) a run that would write two sources to one target
+    or write over a listed source. Paths are compared with symlinks and ``..`` resolved."""
     listed = {Path(source).resolve(): source for source in sources}
     first_source_of: dict[Path, str] = {}
     for source, target in zip(sources, targets):
         resolved = target.resolve()
         if resolved in listed:
-            raise ValueError(f"{list_path}: the output for {source} would be written to {target}, which is "
+            raise ValueError(f"{where}: the output for {source} would be written to {target}, which is "
                              f"the listed source {listed[resolved]}; choose an --out folder outside the "
                              f"videos' folders")
         earlier = first_source_of.setdefault(resolved, source)
         if earlier != source:
-            raise ValueError(f"{list_path}: {earlier} and {source} would both be written to {target}; "
+            raise ValueError(f"{where}: {earlier} and {source} would both be written to {target}; "
                              f"rename one of them")
+
+
+def _check_list_names(list_paths: list[Path]) -> None:
+    """Refuse (ValueError) lists that share a file name: their new lists would replace each other in ``out``."""
+    first_list_named: dict[str, Path] = {}
+    for list_path in list_paths:
+        earlier = first_list_named.setdefault(list_path.name, list_path)
+        if earlier != list_path:
+            raise ValueError(f"{earlier} and {list_path} would both be written as {list_path.name} in the "
+                             f"--out folder; transcode them into separate folders")
 
 
 def transcode_list(list_path: str | os.PathLike, out: str | os.PathLike, codec: str = "vp9",
@@ -148,7 +169,8 @@ def transcode_list(list_path: str | os.PathLike, out: str | os.PathLike, codec: 
     relpaths = output_relpaths(entries, extension, source_base)
     report = TranscodeReport(out / list_path.name)
     targets = [out / relpath for relpath in relpaths]
-    _check_no_overwrite(list_path, report.list_path, [entry.path for entry in entries], targets)
+    _check_list_kept(list_path, report.list_path)
+    _check_targets(str(list_path), [entry.path for entry in entries], targets)
     jobs = []
     planned = set()
     for entry, target in zip(entries, targets):
@@ -177,3 +199,36 @@ def transcode_list(list_path: str | os.PathLike, out: str | os.PathLike, codec: 
     if report.failed:
         log.warning(report.summary())
     return report
+
+
+def transcode_lists(list_paths: list[str | os.PathLike], out: str | os.PathLike, codec: str = "vp9",
+                    gop: int = DEFAULT_GOP, workers: int = 1) -> list[TranscodeReport]:
+    """Transcode the lists of one dataset (its train and test list) into one ``out``, one report each.
+
+    The copies of every list mirror their sources below the common folder of all the lists' videos,
+    so the new lists sit side by side in ``out``, which becomes the run's data.root. All lists are
+    checked before any work: no two may share a file name, and no two videos of any of them may be
+    written to one file or over a listed video."""
+    list_paths, out = [Path(path) for path in list_paths], Path(out)
+    _check_list_names(list_paths)
+    for list_path in list_paths:
+        _check_list_kept(list_path, out / list_path.name)
+    entries = [entry for list_path in list_paths for entry in read_file_list(list_path)]
+    base = _source_dir(entries) if entries else None
+    targets = [out / relpath for relpath in output_relpaths(entries, codec_setting(codec).extension, base)]
+    _check_targets(", ".join(map(str, list_paths)), [entry.path for entry in entries], targets)
+    return [transcode_list(list_path, out, codec=codec, gop=gop, workers=workers, source_base=base)
+            for list_path in list_paths]
+
+
+def require_all_written(reports: list[TranscodeReport]) -> None:
+    """Raise ValueError naming the videos the transcodes left out (sources that failed to decode or
+    encode, truncated ones among them), so a run that dropped videos does not pass for a complete one."""
+    failed = [error for report in reports for error in report.failed]
+    if not failed:
+        return
+    shown = "; ".join(failed[:NAMES_IN_REPORT])
+    more = f"; and {len(failed) - NAMES_IN_REPORT} more" if len(failed) > NAMES_IN_REPORT else ""
+    raise ValueError(f"{len(failed)} videos could not be transcoded and were left out of the new lists: "
+                     f"{shown}{more}; repair or remove them from the source lists and run the command again "
+                     f"(the finished copies are kept)")

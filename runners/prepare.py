@@ -7,7 +7,7 @@
     python -m runners.prepare kinetics400|diving48 --root DIR --out DIR [--strict]
     python -m runners.prepare folder --root DIR --out DIR [--val-fraction 0.2] [--seed 0]
                                      [--transcode vp9] [--workers N]
-    python -m runners.prepare transcode --list LIST --out DIR [--codec vp9] [--workers N]
+    python -m runners.prepare transcode --list TRAIN_LIST [TEST_LIST ...] --out DIR [--codec vp9] [--workers N]
     python -m runners.prepare index --list LIST [--min-frames N] [--device cpu|gpu] [--workers N]
 
 With --config the spec is the config's data.synthetic section and the directory its
@@ -16,22 +16,29 @@ data.root (what pretraining generates on its own when the data is missing).
 ``folder`` reads one folder per class (any container FFmpeg reads), splits each class
 (every class with two or more videos lands in both lists), probes the videos and leaves the
 unusable ones out, naming them; ``--transcode vp9`` adds CPU-decodable copies beside the lists.
+``transcode`` writes the copies of all its lists into DIR in one layout, prints the data.root
+(and list keys) that read them, and exits 2 naming every video it had to leave out.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
+from pathlib import Path
 
 from data.index import DEVICES, build_index
-from data.prepare import DEFAULT_VAL_FRACTION, PREPARERS, SPLIT_DATASETS, prepare_folder
+from data.prepare import DEFAULT_VAL_FRACTION, PREPARERS, SPLIT_DATASETS, TEST_LIST, TRAIN_LIST, prepare_folder
 from data.parallel import auto_workers
 from data.synthetic import MOTIONS, SyntheticSpec, ensure_dataset
-from data.transcode import transcode_list
+from data.transcode import require_all_written, transcode_lists
 from data.video_io import CODECS
+from engine.errors import run_command
 
 TEST_SHARE = 2  # test videos per class = train videos per class // TEST_SHARE
+# The config keys of a run's lists, in the order transcode takes them, with their default file names.
+LIST_KEYS = (("data.train_list", TRAIN_LIST), ("data.val_list", TEST_LIST))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,8 +77,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="also write copies in this codec (vp9: decodable on the CPU), lists pointing at them")
     folder.add_argument("--workers", type=int, default=auto_workers())
 
-    transcode = commands.add_parser("transcode", help="re-encode a list's videos (default VP9 for CPU decoding)")
-    transcode.add_argument("--list", required=True, dest="list_path")
+    transcode = commands.add_parser("transcode", help="re-encode the videos of lists (default VP9 for CPU decoding)")
+    transcode.add_argument("--list", required=True, nargs="+", dest="list_paths", metavar="LIST",
+                           help="the lists of one dataset, the training list first, then the test list")
     transcode.add_argument("--out", required=True)
     transcode.add_argument("--codec", choices=sorted(CODECS), default="vp9")
     transcode.add_argument("--workers", type=int, default=auto_workers())
@@ -129,10 +137,28 @@ def _run(args: argparse.Namespace) -> str:
         return prepare_folder(args.root, args.out, val_fraction=args.val_fraction, seed=args.seed,
                               transcode=args.transcode, workers=args.workers).summary()
     if args.command == "transcode":
-        return transcode_list(args.list_path, args.out, codec=args.codec, workers=args.workers).summary()
+        return _transcode(args.list_paths, args.out, args.codec, args.workers)
     index = build_index(args.list_path, min_frames=args.min_frames, workers=args.workers)
     index.require_ok(device=args.device)
     return f"{args.list_path}: all {len(index)} videos usable on {args.device}"
+
+
+def _transcode(list_paths: list[str], out: str, codec: str, workers: int) -> str:
+    """Transcode the lists into ``out`` and print a summary per list; returns the config overrides
+    that read the copies. Raises ValueError naming the videos that were left out."""
+    reports = transcode_lists(list_paths, out, codec=codec, workers=workers)
+    print("\n".join(report.summary() for report in reports))
+    require_all_written(reports)
+    return f"train on the copies with: {root_overrides(out, [Path(path) for path in list_paths])}"
+
+
+def root_overrides(out: str, list_paths: list[Path]) -> str:
+    """``data.root=OUT``, and the list keys (LIST_KEYS, in list order) whose file names are not the
+    defaults: the key=value overrides that point a run at lists transcoded into ``out``."""
+    overrides = [f"data.root={shlex.quote(out)}"]
+    overrides += [f"{key}={shlex.quote(path.name)}" for (key, default), path in zip(LIST_KEYS, list_paths)
+                  if path.name != default]
+    return " ".join(overrides)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,4 +173,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

@@ -124,9 +124,24 @@ def test_require_ok_on_cpu_names_gpu_only_codecs_and_the_fix(tmp_path, video_dir
         index.require_ok(device="cpu")
     message = str(info.value)
     assert "1 videos use codecs DALI cannot decode on the CPU (h264" in message and "good.mp4" in message
-    assert f"python -m runners.prepare transcode --list {list_path} --out" in message
+    command = f".venv/bin/python -m runners.prepare transcode --list {list_path} --out {tmp_path / 'vp9'} --codec vp9"
+    assert f"`{command}` (it prints the data.root to train with)" in message
     with pytest.raises(ValueError, match="device must be one of"):
         index.require_ok(device="tpu")
+
+
+def test_transcode_hint_names_both_lists_of_the_dataset_train_first(tmp_path, video_dir):
+    lists = tmp_path / "my lists"
+    for name in ("trainlist.txt", "testlist.txt"):
+        write_file_list(lists / name, [(os.path.relpath(video_dir / "good.mp4", lists), 0)])
+    with pytest.raises(ValueError) as info:
+        build_index(lists / "testlist.txt").require_ok(device="cpu")
+    quoted = f"'{lists}/trainlist.txt' '{lists}/testlist.txt' --out '{lists}/vp9' --codec vp9`"
+    assert f"`.venv/bin/python -m runners.prepare transcode --list {quoted}" in str(info.value)
+    (lists / "trainlist.txt").unlink()      # alone, a test list names itself only
+    with pytest.raises(ValueError) as alone:
+        build_index(lists / "testlist.txt").require_ok(device="cpu")
+    assert f"transcode --list '{lists}/testlist.txt' --out '{lists}/vp9'" in str(alone.value)
 
 
 def test_cache_is_reused_and_refreshed_when_a_file_changes(tmp_path, video_dir, monkeypatch):

@@ -155,7 +155,7 @@ def test_h264_444_is_named_for_the_gpu_by_its_chroma(tmp_path, videos):
     message = str(info.value)
     assert "1 videos cannot be decoded by the GPU decoder (NVDEC): " in message
     assert "h264_444.mp4 (h264 yuv444p is 4:4:4 8-bit" in message and "h264_420.mp4" not in message
-    assert "re-encode them to 8-bit 4:2:0 (`python -m runners.prepare transcode --list" in message
+    assert "re-encode them to 8-bit 4:2:0 (`.venv/bin/python -m runners.prepare transcode --list" in message
     assert "data.decode=cpu" not in message      # H.264 has no CPU decoder in DALI
 
 

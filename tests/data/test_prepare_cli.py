@@ -1,6 +1,8 @@
 """python -m runners.prepare: the subcommands end to end on tiny inputs."""
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -149,3 +151,78 @@ def test_folder_transcode_into_the_root_is_refused(class_folders, capsys):
                  "--transcode", "vp9"]) == 2
     assert "lies inside --root" in capsys.readouterr().err
     assert not (class_folders / "lists").exists()
+
+
+@pytest.fixture
+def h264_lists(tmp_path):
+    """videos/<class>/*.mp4 (H.264: DALI's CPU decoder refuses it) in lists/trainlist.txt and testlist.txt."""
+    videos, lists = tmp_path / "videos", tmp_path / "lists"
+    for name, shade in (("walk/a.mp4", 40), ("walk/b.mp4", 80), ("run/c.mp4", 120), ("run/d.mp4", 160)):
+        _video(videos / name, "h264", shade)
+    (lists).mkdir()
+    (lists / "trainlist.txt").write_text("../videos/walk/a.mp4 0\n../videos/run/c.mp4 1\n")
+    (lists / "testlist.txt").write_text("../videos/walk/b.mp4 0\n../videos/run/d.mp4 1\n")
+    return lists
+
+
+def _printed_transcode_command(message):
+    """The command between backticks that a video index error prints for re-encoding."""
+    commands = re.findall(r"`([^`]*runners\.prepare transcode[^`]*)`", message)
+    assert len(commands) == 1, message
+    return commands[0]
+
+
+@pytest.mark.skipif(not (REPO_ROOT / ".venv" / "bin" / "python").exists(),
+                    reason="the printed command runs the project's .venv")
+def test_the_printed_transcode_command_works_as_printed(h264_lists, capsys):
+    assert main(["index", "--list", str(h264_lists / "testlist.txt")]) == 2
+    command = _printed_transcode_command(capsys.readouterr().err)
+    out = h264_lists / "vp9"
+    assert command == (f".venv/bin/python -m runners.prepare transcode --list {h264_lists / 'trainlist.txt'} "
+                       f"{h264_lists / 'testlist.txt'} --out {out} --codec vp9")
+    result = subprocess.run(command, shell=True, cwd=REPO_ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == f"train on the copies with: data.root={out}"
+    assert _listed(out / "trainlist.txt") == [("walk/a.webm", 0), ("run/c.webm", 1)]
+    assert _listed(out / "testlist.txt") == [("walk/b.webm", 0), ("run/d.webm", 1)]
+    for name in ("trainlist.txt", "testlist.txt"):
+        assert main(["index", "--list", str(out / name), "--min-frames", str(FOLDER_FRAMES)]) == 0
+        assert {record.codec for record in build_index(out / name).entries} == {"vp9"}
+
+
+def test_transcode_exits_2_naming_a_truncated_source(h264_lists, capsys):
+    videos = h264_lists.parent / "videos"
+    data = (videos / "run" / "c.mp4").read_bytes()
+    (videos / "run" / "c.mp4").write_bytes(data[: len(data) // 2])
+    out = h264_lists.parent / "copies"
+    argv = ["transcode", "--list", str(h264_lists / "trainlist.txt"), str(h264_lists / "testlist.txt"),
+            "--out", str(out), "--workers", "1"]
+    assert main(argv) == 2
+    printed = capsys.readouterr()
+    assert "error: 1 videos could not be transcoded and were left out of the new lists: " in printed.err
+    assert f"{videos / 'run' / 'c.mp4'}: " in printed.err and "data.root" not in printed.out
+    assert _listed(out / "trainlist.txt") == [("walk/a.webm", 0)]
+
+
+def test_transcode_names_list_keys_that_are_not_the_defaults(h264_lists, capsys):
+    (h264_lists / "trainlist.txt").rename(h264_lists / "train.txt")
+    (h264_lists / "testlist.txt").rename(h264_lists / "val.txt")
+    out = h264_lists.parent / "my copies"
+    assert main(["transcode", "--list", str(h264_lists / "train.txt"), str(h264_lists / "val.txt"),
+                 "--out", str(out), "--workers", "1"]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == f"train on the copies with: data.root='{out}' data.train_list=train.txt data.val_list=val.txt"
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_help_lists_the_data_targets_and_they_run_the_commands():
+    listed = subprocess.run(["make", "help"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+    for target in ("prepare", "folder", "transcode", "index", "data-synth"):
+        assert f"  make {target} " in listed
+    expected = {("transcode", "LISTS=a.txt b.txt", "OUT=o"): "-m runners.prepare transcode --list a.txt b.txt --out o",
+                ("index", "LIST=a.txt", "ARGS=--device gpu"): "-m runners.prepare index --list a.txt --device gpu",
+                ("prepare", "ARGS=ucf101 --root r --out o", ""): "-m runners.prepare ucf101 --root r --out o"}
+    for arguments, command in expected.items():
+        dry_run = subprocess.run(["make", "-n", *filter(None, arguments)], cwd=REPO_ROOT, capture_output=True,
+                                 text=True, check=True).stdout
+        assert dry_run.splitlines()[-1].rstrip().endswith(command)

@@ -3,7 +3,7 @@ import pytest
 
 from data.filelist import read_file_list, write_class_names, write_file_list
 from data.index import build_index
-from data.transcode import transcode_list
+from data.transcode import TranscodeReport, require_all_written, transcode_list, transcode_lists
 from data.video_io import read_video, write_video
 
 FRAMES = 6
@@ -115,3 +115,47 @@ def test_truncated_source_fails_instead_of_becoming_a_short_good_video(tmp_path)
     assert [e.relpath for e in read_file_list(tmp_path / "out" / "train.txt")] == ["whole.webm"]
     assert not (tmp_path / "out" / "half.webm").exists()
     assert not list((tmp_path / "out").glob(".partial-*"))
+
+
+def test_lists_of_one_dataset_are_transcoded_in_one_layout(tmp_path):
+    for name in ("a/one.avi", "b/two.avi", "a/three.avi"):
+        write_video(tmp_path / "src" / name, _smooth_frames(HEIGHT, WIDTH), 25, "mjpeg", 4)
+    lists = tmp_path / "lists"
+    write_file_list(lists / "trainlist.txt", [("../src/a/one.avi", 0), ("../src/b/two.avi", 1)])
+    write_file_list(lists / "testlist.txt", [("../src/a/three.avi", 0)])   # alone, its folder would be src/a
+    reports = transcode_lists([lists / "trainlist.txt", lists / "testlist.txt"], tmp_path / "out")
+    assert [(r.list_path.name, r.written, r.failed) for r in reports] == [("trainlist.txt", 2, []),
+                                                                          ("testlist.txt", 1, [])]
+    assert [e.relpath for e in read_file_list(tmp_path / "out" / "testlist.txt")] == ["a/three.webm"]
+    require_all_written(reports)
+
+
+def test_lists_sharing_a_name_are_refused_before_any_work(tmp_path):
+    for folder in ("x", "y"):
+        _placeholder(tmp_path / "src" / f"{folder}.avi")
+        write_file_list(tmp_path / folder / "trainlist.txt", [(f"../src/{folder}.avi", 0)])
+    with pytest.raises(ValueError, match=r"x/trainlist.txt and \S*y/trainlist.txt would both be written as "
+                                         r"trainlist.txt in the --out folder"):
+        transcode_lists([tmp_path / "x" / "trainlist.txt", tmp_path / "y" / "trainlist.txt"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_two_lists_writing_one_target_are_refused_before_any_work(tmp_path):
+    _placeholder(tmp_path / "src" / "x.avi")
+    _placeholder(tmp_path / "src" / "x.mp4")
+    write_file_list(tmp_path / "lists" / "trainlist.txt", [("../src/x.avi", 0)])
+    write_file_list(tmp_path / "lists" / "testlist.txt", [("../src/x.mp4", 0)])
+    with pytest.raises(ValueError, match=r"trainlist.txt, \S*testlist.txt: \S*x.avi and \S*x.mp4 would both be "
+                                         r"written to \S*out/x.webm"):
+        transcode_lists([tmp_path / "lists" / "trainlist.txt", tmp_path / "lists" / "testlist.txt"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_require_all_written_names_every_left_out_video(tmp_path):
+    reports = [TranscodeReport(tmp_path / "a.txt", failed=[f"v{n}.mp4: bad" for n in range(4)]),
+               TranscodeReport(tmp_path / "b.txt", written=3, failed=[f"w{n}.mp4: bad" for n in range(3)])]
+    with pytest.raises(ValueError) as info:
+        require_all_written(reports)
+    assert str(info.value).startswith("7 videos could not be transcoded and were left out of the new lists: "
+                                      "v0.mp4: bad; v1.mp4: bad; v2.mp4: bad; v3.mp4: bad; w0.mp4: bad; and 2 more")
+    require_all_written([TranscodeReport(tmp_path / "a.txt", written=2)])
