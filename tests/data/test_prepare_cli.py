@@ -223,6 +223,6 @@ def test_make_help_lists_the_data_targets_and_they_run_the_commands():
                 ("index", "LIST=a.txt", "ARGS=--device gpu"): "-m runners.prepare index --list a.txt --device gpu",
                 ("prepare", "ARGS=ucf101 --root r --out o", ""): "-m runners.prepare ucf101 --root r --out o"}
     for arguments, command in expected.items():
-        dry_run = subprocess.run(["make", "-n", *filter(None, arguments)], cwd=REPO_ROOT, capture_output=True,
-                                 text=True, check=True).stdout
+        dry_run = subprocess.run(["make", "--no-print-directory", "-n", *filter(None, arguments)], cwd=REPO_ROOT,
+                                 capture_output=True, text=True, check=True).stdout
         assert dry_run.splitlines()[-1].rstrip().endswith(command)
