@@ -164,9 +164,10 @@ def condition_clips(pixels: np.ndarray, masks: np.ndarray, partner_stills: np.nd
 
 
 @torch.no_grad()
-def probe_classifier(model: torch.nn.Module, loader, data: ProbeData, source: str, cfg: Config,
+def probe_classifier(model: torch.nn.Module, loader, data: ProbeData, stills: np.ndarray, source: str, cfg: Config,
                      fame_cfg: fame.FameConfig, device: torch.device) -> dict:
-    """Scores of ``engine.bias.bias_scores`` with ``source`` masks, plus example frames per condition."""
+    """Scores of ``engine.bias.bias_scores`` with ``source`` masks, plus example frames per condition;
+    ``stills``: the swaps' backgrounds, (V, H, W, 3) uint8 (``middle_clip_stills``)."""
     if source not in MASK_SOURCES:
         raise ValueError(f"mask source must be one of {MASK_SOURCES}, got {source!r}")
     if source == "box" and data.boxes is None:
@@ -174,7 +175,6 @@ def probe_classifier(model: torch.nn.Module, loader, data: ProbeData, source: st
     mean, std, per_video = cfg.aug.mean, cfg.aug.std, cfg.eval.clips_per_video
     num_videos = len(data.labels)
     partner = bias.pair_across_classes(data.labels, np.random.default_rng(SWAP_SEED))
-    stills = middle_clip_stills(loader, num_videos, per_video, mean, std)
     sums = {c: VideoAccumulator(num_videos, cfg.data.num_classes, device) for c in bias.CONDITIONS}
     examples = {c: [] for c in bias.CONDITIONS}
     for clips, labels, video_index in loader:

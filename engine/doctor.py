@@ -151,19 +151,20 @@ def load_cudnn() -> object:
 
 @dataclass(frozen=True)
 class CudaLibrary:
-    """A CUDA library the GPU path loads, what loads it and who needs it."""
+    """A CUDA library of the install, what loads it and who needs it; ``quick``: the training
+    path loads it, so GPU runs check it before they start."""
     name: str
     used_by: str
     load: Callable[[], object]
+    quick: bool = True
 
 
 CUDA_LIBRARIES: tuple[CudaLibrary, ...] = (
     CudaLibrary("CUDA runtime (CuPy)", "every CuPy call", load_cuda_runtime),
     CudaLibrary("cuBLAS", "fame.mask: xp.matmul", lambda: load_cupy_library("cublas")),
     CudaLibrary("cuFFT", "fame.motion: xp.fft (camera compensation)", lambda: load_cupy_library("cufft")),
-    CudaLibrary("cuRAND", "cupy.random", lambda: load_cupy_library("curand")),
-    CudaLibrary("cuSOLVER", "cupy.linalg", lambda: load_cupy_library("cusolver")),
-    CudaLibrary("cuSPARSE", "cupyx.scipy.sparse", lambda: load_cupy_library("cusparse")),
+    CudaLibrary("cuRAND", "cupy.random (not on the training path: a stack check)", lambda: load_cupy_library("curand"),
+                quick=False),
     CudaLibrary("NVRTC", "every CuPy kernel is compiled at run time", load_nvrtc),
     CudaLibrary("DALI backend", "the DALI pipelines", load_dali_backend),
     CudaLibrary("torch CUDA", "training on the GPU", load_torch_cuda),
@@ -191,7 +192,7 @@ def check_library(library: CudaLibrary) -> Result:
 
 def library_checks() -> tuple[Check, ...]:
     return tuple(Check(f"load {library.name}", lambda context, library=library: check_library(library),
-                       SETUP_FIX, quick=True) for library in CUDA_LIBRARIES)
+                       SETUP_FIX, quick=library.quick) for library in CUDA_LIBRARIES)
 
 
 # ------------------------------------------------------------ CUDA majors ----
@@ -405,6 +406,8 @@ def decode_difference(codec: str, device: str) -> tuple[tuple, tuple, float]:
 
 def check_gpu_decode(context: Context) -> Result:
     """DALI decodes a generated H.264 clip with NVDEC like PyAV does."""
+    if context.decode == "cpu":
+        return skipped("data.decode is cpu: DALI decodes on the CPU, NVDEC is not used")
     dali_shape, pyav_shape, difference = decode_difference(DECODE_CODEC, "mixed")
     if dali_shape != pyav_shape:
         return failed(f"DALI decoded frames of shape {dali_shape}, PyAV {pyav_shape}",

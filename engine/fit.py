@@ -241,7 +241,9 @@ class Trainer:
                      100 * row["data_wait"], format_eta((self.total_steps - self.step) * self.meter.step_s))
 
     def save_every_steps(self) -> None:
-        if self.settings.checkpoint_steps and self.step % self.settings.checkpoint_steps == 0:
+        """Every train.checkpoint_steps steps; not at an epoch's end, which train() saves anyway."""
+        epoch_end = self.step % self.steps_per_epoch == 0
+        if self.settings.checkpoint_steps and self.step % self.settings.checkpoint_steps == 0 and not epoch_end:
             self.save()
 
     def save(self, epoch_copy: Optional[int] = None) -> None:

@@ -51,8 +51,9 @@ class FameStage:
     ``for_pipeline`` (a ``fn.python_function(..., batch_processing=True)`` per pipeline)."""
 
     def __init__(self, cfg: fame.FameConfig, return_masks: bool = False, synchronize_timing: bool = False):
-        if cfg.variant == "none":
-            raise ValueError("FameConfig.variant 'none' means no FAME stage; build the pipeline without one")
+        if not cfg.merges:
+            raise ValueError("FameConfig.variant or background 'none' means no FAME stage; build the pipeline "
+                             "without one")
         self.cfg, self.branches, self.return_masks = cfg, cfg.branches, return_masks
         self.synchronize_timing = synchronize_timing
         self.seconds, self.calls, self.clips = 0.0, 0, 0

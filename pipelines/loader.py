@@ -426,7 +426,7 @@ def pretrain_loader(videos: list[VideoMeta], *, clip: ClipGeometry, batch_size: 
                     shard: Sharding = Sharding(), aug: AugParams = AugParams(),
                     fame_cfg: Optional[fame.FameConfig] = None, return_masks: bool = False) -> VideoLoader:
     """Pretraining: two clips per video (query, key), crop + flip each, FAME on the query
-    (or both, ``fame_cfg.branches``; none when ``fame_cfg`` is None or its variant is "none"),
+    (or both, ``fame_cfg.branches``; none when ``fame_cfg`` is None or merges nothing),
     then colour augmentation and normalisation; ``batch_size`` videos per batch. Yields
     PretrainBatch, with FAME's masks when ``return_masks``.
 
@@ -434,7 +434,7 @@ def pretrain_loader(videos: list[VideoMeta], *, clip: ClipGeometry, batch_size: 
     the CPU and runs the rest on the GPU.
     """
     fame_stage = None
-    if fame_cfg is not None and fame_cfg.variant != "none":
+    if fame_cfg is not None and fame_cfg.merges:
         fame_stage = FameStage(fame_cfg, return_masks=return_masks)
     sampler = _pretrain_sampler(videos, clip, batch_size, shard, aug)
     return _pretrain_loader(sampler, runtime, fame_stage, StageCut())

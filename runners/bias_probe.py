@@ -17,10 +17,9 @@ import os
 
 import numpy as np
 
-from data.filelist import read_file_list
 from data.synthetic import load_annotations
 from engine import bias, bias_probe as P
-from engine.config import ConfigError, data_path
+from engine.config import ConfigError
 from engine.loaders import build_test_clips_loader
 from engine.setup import open_logger, prepare_run_dir, resolve_device, setup_logging
 from engine.errors import run_command
@@ -61,14 +60,14 @@ def main(argv=None) -> str:
     setup_logging()
     device = resolve_device(cfg.device, cfg)
     cfg, run_dir = prepare_run_dir(cfg)
-    read_file_list(data_path(cfg, cfg.data.val_list))          # a missing or bad list fails here, named
     loader = build_test_clips_loader(cfg, cfg.data.val_list, 0, 1, device)
     data = probe_data(cfg, loader)
     sources = [s for s in P.MASK_SOURCES if s != "box" or data.boxes is not None]
     model = model.to(device)
     results, examples = {}, {}
+    stills = P.middle_clip_stills(loader, len(data.labels), cfg.eval.clips_per_video, cfg.aug.mean, cfg.aug.std)
     for source in sources:
-        found = P.probe_classifier(model, loader, data, source, cfg, figure_fame_config(cfg), device)
+        found = P.probe_classifier(model, loader, data, stills, source, cfg, figure_fame_config(cfg), device)
         results[source], examples[source] = found["scores"], found["examples"]
     with open(os.path.join(run_dir, RESULTS_FILE), "w", encoding="utf-8") as f:
         json.dump({"run": a.run, "val_list": cfg.data.val_list, "masks": results}, f, indent=1)

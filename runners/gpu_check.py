@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -136,20 +137,12 @@ def trainer_figures(out: str) -> dict:
 
 
 def logged_steps(run_dir: str) -> list[dict]:
-    """The training rows of a run's metrics.jsonl (those with a loss)."""
-    rows = []
+    """The training rows of a run's metrics.jsonl (those with a loss and a rate); none when it has none."""
+    from engine.logger import read_metrics
     try:
-        with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as f:
-            for line in f:
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue
-                if "loss" in row and "clips_per_s" in row:
-                    rows.append(row)
-    except OSError:
-        pass
-    return rows
+        return [row for row in read_metrics(run_dir) if "loss" in row and "clips_per_s" in row]
+    except (OSError, ValueError):
+        return []
 
 
 def pretrain_figures(rows: list[dict]) -> dict:
@@ -172,20 +165,20 @@ def run_steps(output: str) -> int:
 
 def checkpoint_step(path: str) -> int:
     """The step a last.pt holds, -1 where there is none or it cannot be read."""
-    if not os.path.isfile(path):
-        return -1
+    from engine import checkpoint as ckpt
     try:
-        import torch
-        return int(torch.load(path, map_location="cpu", weights_only=False)["step"])
-    except Exception:
+        return int(ckpt.load_checkpoint(path)["step"])
+    except (OSError, ValueError, KeyError):
         return -1
 
 
 def pretrain_and_resume(step: Step, out: str) -> Result:
     """Start the run, kill it (SIGKILL) once its first checkpoint is on disk, rerun it: the rerun
     must resume from a checkpoint at least that far and finish every step of the run."""
+    from engine import checkpoint as ckpt
     run_dir = os.path.join(out, "runs", PRETRAIN_RUN)
-    last = os.path.join(run_dir, "checkpoints", "last.pt")
+    last = os.path.join(ckpt.checkpoint_dir(run_dir), ckpt.LAST)
+    shutil.rmtree(run_dir, ignore_errors=True)      # a run left by an earlier check would only resume
     started = time.perf_counter()
     proc = subprocess.Popen(step.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env())
     killed = False
@@ -195,15 +188,16 @@ def pretrain_and_resume(step: Step, out: str) -> Result:
             killed = True
             break
         time.sleep(POLL_S)
-    if proc.poll() is None and not killed:
+    timed_out = proc.poll() is None and not killed
+    if timed_out:
         proc.kill()
     first_output = proc.communicate()[0] or ""
     killed_at = checkpoint_step(last)
     if not killed:
-        ok = proc.returncode == 0
-        return Result(step.name, False, time.perf_counter() - started,
-                      "the first run " + ("ended before a checkpoint could be killed" if ok
-                                          else f"failed (exit {proc.returncode})"), first_output)
+        why = (f"wrote no checkpoint within {step.timeout_s} s" if timed_out
+               else "ended before a checkpoint could be killed" if proc.returncode == 0
+               else f"failed (exit {proc.returncode})")
+        return Result(step.name, False, time.perf_counter() - started, "the first run " + why, first_output)
     left = max(1.0, step.timeout_s - (time.perf_counter() - started))
     code, output, _ = run_command(step.argv, left)
     rows = logged_steps(run_dir)

@@ -44,11 +44,19 @@ def test_a_library_that_does_not_load_fails_naming_it_and_the_fix(monkeypatch):
     assert run_named("load cuFFT").status == doctor.PASS
 
 
-def test_every_library_check_passes_here_and_is_quick():
+def test_every_library_check_passes_here_and_the_training_path_s_are_quick():
     for library in doctor.CUDA_LIBRARIES:
         result = run_named(f"load {library.name}")
         assert result.status == doctor.PASS, doctor.format_result(result)
-        assert check_named(f"load {library.name}").quick and not check_named(f"load {library.name}").needs_gpu
+        check = check_named(f"load {library.name}")
+        assert check.quick == library.quick and not check.needs_gpu
+    quick = {library.name for library in doctor.CUDA_LIBRARIES if library.quick}
+    assert {"cuBLAS", "cuFFT", "NVRTC", "DALI backend", "cuDNN"} <= quick and "cuRAND" not in quick
+
+
+def test_the_nvdec_decode_check_skips_when_the_config_decodes_on_the_cpu():
+    result = doctor.check_gpu_decode(doctor.Context(decode="cpu", gpu=True))
+    assert result.status == doctor.SKIP and "data.decode is cpu" in result.detail
 
 
 def test_disagreeing_majors_fail_with_the_packages_and_the_fix(monkeypatch):
