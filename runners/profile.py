@@ -193,10 +193,10 @@ def profile(cfg: C.Config, device: torch.device, steps: int, warmup: int, repeat
     for row in rows:
         row["stage_seconds_per_batch"] = row["seconds_per_batch"] - previous
         previous = row["seconds_per_batch"]
-    decode, full = rows[0], rows[-1]
-    ratios = {"full_vs_decode": full["clips_per_s"] / decode["clips_per_s"],
+    decoded, full = rows[0], rows[-1]
+    ratios = {"full_vs_decode": full["clips_per_s"] / decoded["clips_per_s"],
               "full_vs_baseline": full["clips_per_s"] / baseline_row["clips_per_s"],
-              "full_vs_decode_cpu": _ratio(decode["cpu_seconds_per_batch"], full["cpu_seconds_per_batch"]),
+              "full_vs_decode_cpu": _ratio(decoded["cpu_seconds_per_batch"], full["cpu_seconds_per_batch"]),
               "full_vs_baseline_cpu": _ratio(baseline_row["cpu_seconds_per_batch"], full["cpu_seconds_per_batch"])}
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(), "decode": decode,

@@ -54,4 +54,5 @@ def test_profile_writes_a_table_and_json(tiny_data_root, tmp_path, capsys):
     assert (result["warmup"], result["baseline_warmup"]) == (4, 8)   # what each can have in the making
     out = capsys.readouterr().out
     assert "PyAV + NumPy baseline" in out and "full / decode alone" in out
+    assert result["decode"] == "cpu" and ", decode on cpu, " in out
     assert os.path.exists(os.path.join(tmp_path, "prof", "metrics.jsonl"))
