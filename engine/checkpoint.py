@@ -110,9 +110,10 @@ def check_loss(loss: torch.Tensor, step: int, watch: Optional[LossWatch] = None)
 
 def rng_state() -> dict:
     """This process's RNG states: torch's CPU generator, numpy's, python's, and the CUDA
-    generator of its current device (None without CUDA)."""
+    generator of its current device (None where this process has not initialised CUDA, as
+    in a CPU run on a GPU host: its CUDA generator was never drawn from)."""
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state(torch.cuda.current_device()) if torch.cuda.is_available() else None}
+            "cuda": torch.cuda.get_rng_state(torch.cuda.current_device()) if torch.cuda.is_initialized() else None}
 
 
 def gather_rng_states() -> dict:

@@ -154,6 +154,7 @@ class FakeCuda:
         self.count, self.current = count, current
         self.states = [self.state(index) for index in range(count)]
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
         monkeypatch.setattr(torch.cuda, "device_count", lambda: self.count)
         monkeypatch.setattr(torch.cuda, "current_device", lambda: self.current)
         monkeypatch.setattr(torch.cuda, "get_rng_state", self.get)
@@ -170,6 +171,15 @@ class FakeCuda:
 
     def set(self, state, device):
         self.states[device] = state.clone()
+
+
+def test_a_process_that_never_initialised_cuda_saves_no_cuda_state(monkeypatch):
+    """A CPU run on a GPU host: saving its RNG states must not initialise CUDA."""
+    fake = FakeCuda(monkeypatch, count=1, current=0)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: pytest.fail("CUDA was touched"))
+    assert ckpt.rng_state()["cuda"] is None
+    assert fake.states[0].eq(0).all()
 
 
 def draws():
