@@ -65,6 +65,7 @@ class ModelConfig:
     # module free of torch, which the sweep and report processes would otherwise import.
     backbone: Literal["i3d", "r2plus1d_18", "r3d_18", "s3d", "small3d"] = "small3d"
     width: int = field(default=32, metadata=bounded(1))   # small3d only
+    pool: Literal["avg", "max"] = "avg"     # small3d only: its global pool (models/backbones.py)
     checkpoint: Optional[str] = None      # local torchvision weights to start from
     head: Literal["mlp", "linear"] = "mlp"
     dim: int = field(default=128, metadata=bounded(1))
@@ -80,8 +81,9 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = field(default=200, metadata=bounded(0))
     batch_size: int = field(default=64, metadata=bounded(1))
+    optimizer: Literal["sgd", "adamw"] = "sgd"    # engine.steps.make_optimizer
     lr: float = field(default=0.01, metadata=bounded(0.0, lo_open=True))
-    momentum: float = field(default=0.9, metadata=bounded(0.0, 1.0))
+    momentum: float = field(default=0.9, metadata=bounded(0.0, 1.0))   # sgd only
     weight_decay: float = field(default=1e-4, metadata=bounded(0.0))
     schedule: Literal["cosine", "step"] = "cosine"
     warmup_epochs: float = field(default=0.0, metadata=bounded(0.0))
@@ -106,6 +108,7 @@ class EvalConfig:
     clips_per_video: int = field(default=10, metadata=bounded(1))
     epochs: int = field(default=100, metadata=bounded(0))
     batch_size: int = field(default=64, metadata=bounded(1))
+    optimizer: Literal["sgd", "adamw"] = "sgd"    # engine.steps.make_optimizer (sgd: momentum 0.9)
     lr: float = field(default=0.025, metadata=bounded(0.0, lo_open=True))
     weight_decay: float = field(default=1e-4, metadata=bounded(0.0))
     dropout: float = field(default=0.7, metadata=bounded(0.0, 1.0))
@@ -225,6 +228,9 @@ def _check_relations(cfg: Config) -> None:
     if cfg.eval.unbiased_probe and (os.path.isabs(cfg.data.train_list) or os.path.isabs(cfg.data.val_list)):
         raise ConfigError("config key 'eval.unbiased_probe': data.train_list and data.val_list must be relative "
                           "to data.root, or the control probe would read the biased lists")
+    if cfg.model.pool != "avg" and cfg.model.backbone != "small3d":
+        raise ConfigError(f"config key 'model.pool' ({cfg.model.pool}): only small3d has a choice of pool; "
+                          f"{cfg.model.backbone} averages (remove the key, or use model.backbone=small3d)")
     if cfg.device == "cpu" and cfg.data.decode == "gpu":
         raise ConfigError("config keys 'device' (cpu) and 'data.decode' (gpu): the GPU decoder needs a GPU run; "
                           "set data.decode to auto or cpu, or device to gpu")

@@ -29,12 +29,14 @@ from typing import Iterable
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+import yaml
 from torch import nn
 
 from models.backbones import apply_backbone_state
 from engine import checkpoint as ckpt
-from engine.config import Config, to_dict
+from engine.config import Config, ModelConfig, to_dict
 from engine.errors import DataError, MissingFileError, raise_as_data_errors
+from engine.setup import RUN_CONFIG
 
 log = logging.getLogger("fame")
 
@@ -47,6 +49,7 @@ MOCO_STATE_ENTRY = "model"                   # the MoCo state_dict inside a pret
 MOCO_QUERY_BACKBONE = "f_q.backbone."        # its query encoder's backbone keys
 WRAPPER_PREFIX = "module."                   # DistributedDataParallel's key prefix
 NO_LABEL = -1
+DEFAULT_POOL = ModelConfig.pool          # what a config written before model.pool existed pooled with
 # Rows x gallery size of one block of the similarity matrix sorted at once.
 SIMILARITY_BLOCK_ELEMENTS = 1 << 25
 
@@ -85,8 +88,9 @@ def check_pretrained_path(cfg: Config) -> None:
 
 
 def backbone_state_from_file(path: str) -> tuple[dict, str, dict]:
-    """(backbone state, format "backbone"|"moco", the checkpoint's config or {}) read from ``path``
-    (a weights file, or a run directory holding a backbone.pt); DataError when it holds neither."""
+    """(backbone state, format "backbone"|"moco", its config or {}) read from ``path`` (a weights
+    file, or a run directory holding a backbone.pt); DataError when it holds neither. The config
+    of a backbone file is its run's config.yaml beside it, where there is one."""
     path = find_pretrained_file(path)
     with raise_as_data_errors():
         obj = ckpt.load_checkpoint(path)
@@ -102,9 +106,35 @@ def backbone_state_from_file(path: str) -> tuple[dict, str, dict]:
                  "(key encoder, heads, queue) left out", path, len(state), MOCO_QUERY_BACKBONE, len(model_state) - len(state))
         return state, "moco", obj.get("config") or {}
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return obj, "backbone", {}
+        return obj, "backbone", run_config_beside(path)
     raise DataError(f"'{path}' is neither a backbone state_dict (backbone.pt) nor a pretraining checkpoint "
                      f"with a '{MOCO_STATE_ENTRY}' entry")
+
+
+def run_config_beside(path: str) -> dict:
+    """The run config (config.yaml) in the directory of ``path``, or {} where there is none."""
+    config_path = os.path.join(os.path.dirname(path), RUN_CONFIG)
+    if not os.path.isfile(config_path):
+        return {}
+    try:
+        with open(config_path) as f:
+            tree = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        log.warning("%s is not valid YAML (%s): the pretrained run's settings are not checked", config_path, e)
+        return {}
+    return tree if isinstance(tree, dict) else {}
+
+
+def check_same_pool(saved_model: dict, cfg: Config, path: str) -> None:
+    """Refuse a small3d backbone pretrained with another global pool than cfg.model.pool: a pool has
+    no weights, so the state would load and the features silently change. A file without its
+    config (a bare backbone state away from its run) is not checked."""
+    if not saved_model or cfg.model.backbone != "small3d":
+        return
+    saved = saved_model.get("pool", DEFAULT_POOL)
+    if saved != cfg.model.pool:
+        raise DataError(f"config key 'model.pool' ({cfg.model.pool}): {path} was pretrained with "
+                        f"model.pool={saved}; set model.pool={saved} to use it as it was trained")
 
 
 def load_pretrained_backbone(backbone: nn.Module, cfg: Config) -> dict:
@@ -119,6 +149,7 @@ def load_pretrained_backbone(backbone: nn.Module, cfg: Config) -> dict:
         return {"path": None, "sha256": None, "init": init}
     path = find_pretrained_file(cfg.pretrained)
     state, fmt, saved_cfg = backbone_state_from_file(path)
+    check_same_pool(saved_cfg.get("model", {}), cfg, path)
     try:
         report = apply_backbone_state(backbone, state, name=cfg.model.backbone, source=path)
     except ValueError as e:

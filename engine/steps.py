@@ -119,9 +119,20 @@ def build_model(cfg: Config, device: torch.device) -> MoCo:
                 queue_seed=cfg.seed).to(device)
 
 
+def make_optimizer(params, name: str, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
+    """"sgd": SGD with ``momentum``; "adamw": AdamW (torch's betas; ``momentum`` unused). AdamW
+    scales each weight's step by its own gradient history, so features whose gradients are
+    small (a small object's) learn as fast as the rest (docs/exploration.md, small objects)."""
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; allowed: sgd, adamw")
+
+
 def build_training(cfg: Config, device: torch.device, world: int = 1) -> Training:
-    """The model in its memory format and its Update (SGD over its parameters, the loss scaler, the
-    AMP dtype and grad_clip of train.*), after checking that model.K holds a whole number of
+    """The model in its memory format and its Update (train.optimizer over its parameters, the loss
+    scaler, the AMP dtype and grad_clip of train.*), after checking that model.K holds a whole number of
     steps' keys over ``world`` processes.
 
     On a GPU cuDNN picks its convolution algorithms by timing them (the clip shape never
@@ -136,8 +147,8 @@ def build_training(cfg: Config, device: torch.device, world: int = 1) -> Trainin
     memory_format = (torch.channels_last_3d if cfg.train.channels_last and device.type == "cuda"
                      else torch.contiguous_format)
     model = build_model(cfg, device).to(memory_format=memory_format)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
-                                weight_decay=cfg.train.weight_decay)
+    optimizer = make_optimizer(model.parameters(), cfg.train.optimizer, cfg.train.lr, cfg.train.weight_decay,
+                               cfg.train.momentum)
     amp = amp_dtype(cfg.train.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     return Training(model, Update(optimizer, scaler, amp, cfg.train.grad_clip), memory_format)

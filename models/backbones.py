@@ -8,7 +8,7 @@ Names:
 - "r2plus1d_18", "r3d_18": torchvision's VideoResNet without its ``fc``.
 - "s3d": torchvision's S3D without its ``classifier``; global average pool.
 - "i3d": Inception-v1 inflated to 3D (models/i3d.py).
-- "small3d": a few Conv3d-BN-ReLU blocks for CPU runs (options width, depth).
+- "small3d": a few Conv3d-BN-ReLU blocks for CPU runs (options width, depth, pool).
 
 The torchvision backbones register torchvision's own submodules under their
 own names, so a backbone's state_dict keys are exactly torchvision's minus the
@@ -40,6 +40,7 @@ KEYS_SHOWN = 5
 ARCHITECTURE_MATCH_FRACTION = 0.5
 
 VIDEO_RESNET_FEAT_DIM = 512
+SMALL3D_POOLS = {"avg": nn.AdaptiveAvgPool3d, "max": nn.AdaptiveMaxPool3d}
 S3D_FEAT_DIM = 1024
 
 
@@ -92,12 +93,18 @@ class ConvBlock3D(nn.Module):
 
 
 class Small3D(nn.Module):
-    """A small 3D CNN: ``depth`` blocks, channels width * 2**i, first block strides space only."""
+    """A small 3D CNN: ``depth`` blocks, channels width * 2**i, first block strides space only,
+    then a global ``pool`` over time and space: "avg" (the mean, as the torchvision backbones)
+    or "max". An average spreads a small moving object's response over the whole frame: an
+    object of 3% of the frame contributes 3% of the pooled feature, and of its gradient.
+    The max passes the object's response whole (docs/exploration.md, small objects)."""
 
-    def __init__(self, width: int = 16, depth: int = 4):
+    def __init__(self, width: int = 16, depth: int = 4, pool: str = "avg"):
         super().__init__()
         if width < 1 or depth < 1:
             raise ValueError(f"small3d needs width >= 1 and depth >= 1, got width={width}, depth={depth}")
+        if pool not in SMALL3D_POOLS:
+            raise ValueError(f"small3d pool must be one of {sorted(SMALL3D_POOLS)}, got {pool!r}")
         blocks = []
         in_channels = RGB_CHANNELS
         for index in range(depth):
@@ -106,7 +113,7 @@ class Small3D(nn.Module):
             blocks.append(ConvBlock3D(in_channels, out_channels, stride))
             in_channels = out_channels
         self.blocks = nn.Sequential(*blocks)
-        self.pool = nn.AdaptiveAvgPool3d(1)
+        self.pool = SMALL3D_POOLS[pool](1)
         self.feat_dim = in_channels
 
     def forward(self, x):
@@ -130,8 +137,8 @@ def build_i3d() -> nn.Module:
     return I3D()
 
 
-def build_small3d(width: int = 16, depth: int = 4) -> nn.Module:
-    return Small3D(width=width, depth=depth)
+def build_small3d(width: int = 16, depth: int = 4, pool: str = "avg") -> nn.Module:
+    return Small3D(width=width, depth=depth, pool=pool)
 
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {

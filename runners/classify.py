@@ -4,7 +4,7 @@ eval.protocol (make linear / make finetune):
 - linear: the backbone is frozen and kept in eval mode (BN statistics fixed,
   no gradients); only the classifier (no dropout) trains.
 - finetune: the whole network trains; the classifier has eval.dropout.
-Both: SGD (momentum 0.9) with eval.lr, eval.weight_decay and the eval.schedule
+Both: eval.optimizer (SGD with momentum 0.9, or AdamW) with eval.lr, eval.weight_decay and the eval.schedule
 (step: x0.1 at eval.milestones, or cosine) over eval.epochs, one random clip
 per training video per epoch, eval.batch_size clips per process. Then every
 video of data.val_list is tested with eval.clips_per_video uniformly spaced
@@ -31,7 +31,7 @@ from engine.fit import Schedule, Task, fit, require_full_batches
 from engine.loaders import build_test_clips_loader, build_train_clips_loader, check_list_labels
 from engine.models import make_backbone
 from engine.setup import amp_dtype, broadcast_buffers, end_run, parse_cli, start_run
-from engine.steps import ClassifierStep, Update
+from engine.steps import ClassifierStep, Update, make_optimizer
 from engine.errors import run_command
 
 SGD_MOMENTUM = 0.9
@@ -39,8 +39,8 @@ STEP_DECAY = 0.1
 # What a resumed run must share with its checkpoint, besides the pretrained file's content and the
 # process count (the file's path may differ: a moved run directory still resumes).
 RESUME_KEYS = ("seed", "data.root", "data.train_list", "data.num_classes", "data.min_frames",
-               "data.synthetic", "clip", "aug", "model.backbone", "model.width", "model.checkpoint", "eval.protocol",
-               "eval.epochs", "eval.batch_size", "eval.lr", "eval.weight_decay", "eval.dropout", "eval.schedule",
+               "data.synthetic", "clip", "aug", "model.backbone", "model.width", "model.pool", "model.checkpoint",
+               "eval.protocol", "eval.epochs", "eval.batch_size", "eval.optimizer", "eval.lr", "eval.weight_decay", "eval.dropout", "eval.schedule",
                "eval.milestones")
 
 
@@ -53,11 +53,11 @@ def build_classifier(cfg: Config, device: torch.device) -> tuple[VideoClassifier
     return model.to(device), pretrained
 
 
-def build_update(model: VideoClassifier, lr: float, weight_decay: float, amp: Optional[torch.dtype],
-                 device: torch.device) -> Update:
-    """SGD (momentum SGD_MOMENTUM) over the trainable parameters (the classifier alone when frozen)."""
+def build_update(model: VideoClassifier, optimizer: str, lr: float, weight_decay: float,
+                 amp: Optional[torch.dtype], device: torch.device) -> Update:
+    """``optimizer`` (sgd: momentum SGD_MOMENTUM) over the trainable parameters (the classifier alone when frozen)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM, weight_decay=weight_decay)
+    optimizer = make_optimizer(params, optimizer, lr, weight_decay, SGD_MOMENTUM)
     return Update(optimizer, torch.amp.GradScaler(device.type, enabled=amp == torch.float16), amp)
 
 
@@ -86,7 +86,7 @@ def main(cfg: Config) -> dict:
     amp = amp_dtype(cfg.train.amp, run.device)
     fitted = fit(run, Task(
         f"{probe.protocol} on {cfg.data.train_list} ({pretrained_name(pretrained)})", probe.protocol, model, loader,
-        ClassifierStep(build_update(model, probe.lr, probe.weight_decay, amp, run.device)),
+        ClassifierStep(build_update(model, probe.optimizer, probe.lr, probe.weight_decay, amp, run.device)),
         Schedule(probe.schedule, probe.epochs, milestones=probe.milestones, decay=STEP_DECAY),
         clips_per_step=probe.batch_size * run.world, resume_keys=RESUME_KEYS,
         run_facts={"pretrained_sha256": pretrained["sha256"]}))

@@ -24,8 +24,8 @@ from engine.errors import run_command
 
 # What a resumed run must share with its checkpoint (a key names a whole section or one value).
 RESUME_KEYS = ("seed", "data.root", "data.train_list", "data.min_frames", "data.synthetic", "clip", "fame", "aug",
-               "model", "train.epochs", "train.batch_size", "train.lr", "train.momentum", "train.weight_decay",
-               "train.schedule", "train.warmup_epochs", "train.milestones", "train.lr_decay", "train.grad_clip")
+               "model", "train.epochs", "train.batch_size", "train.optimizer", "train.lr", "train.momentum",
+               "train.weight_decay", "train.schedule", "train.warmup_epochs", "train.milestones", "train.lr_decay", "train.grad_clip")
 EXAMPLES_NAME = "fame/examples"
 PROBE_SUFFIX = "-linear"             # the evaluate hint's run.name: <run.name>-linear, beside this run
 NOT_A_CHECKPOINT = ("auto", "none")  # train.resume values that name no checkpoint file

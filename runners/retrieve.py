@@ -60,7 +60,8 @@ def feature_cache_key(cfg: Config, pretrained: dict, list_name: str, device: tor
     checkpoint = cfg.model.checkpoint
     return {"pretrained_sha256": pretrained["sha256"], "init": pretrained["init"],
             "seed": cfg.seed if pretrained["sha256"] is None else None,      # random init depends on it
-            "backbone": cfg.model.backbone, "width": cfg.model.width, "model_checkpoint": checkpoint,
+            "backbone": cfg.model.backbone, "width": cfg.model.width, "pool": cfg.model.pool,
+            "model_checkpoint": checkpoint,
             "model_checkpoint_sha256": file_sha256(checkpoint) if checkpoint else None,
             "clip": to_dict(cfg)["clip"], "clips_per_video": cfg.eval.clips_per_video,
             "mean": list(cfg.aug.mean), "std": list(cfg.aug.std),

@@ -168,10 +168,19 @@ def test_int_is_accepted_for_float_but_not_the_reverse():
     ("data.synthetic={width: 63}", r"'data.synthetic.width'.*even"),
     ("data.synthetic={codec: av1}", r"'data.synthetic.codec'.*'h264', 'mjpeg', 'vp9'"),
     ("data.synthetic=3", r"'data.synthetic': got 3, expected SyntheticSpec or null"),
+    ("model.pool=sum", r"'model.pool'.*'avg', 'max'"),
+    ("train.optimizer=adam", r"'train.optimizer'.*'sgd', 'adamw'"),
+    ("eval.optimizer=lamb", r"'eval.optimizer'.*'sgd', 'adamw'"),
 ])
 def test_validation_errors_name_the_key(override, message):
     with pytest.raises(C.ConfigError, match=message):
         C.load_config(None, [override])
+
+
+def test_only_small3d_has_a_choice_of_pool():
+    assert C.load_config(None, ["model.pool=max"]).model.pool == "max"
+    with pytest.raises(C.ConfigError, match=r"'model.pool' \(max\): only small3d.*r2plus1d_18 averages"):
+        C.load_config(None, ["model.backbone=r2plus1d_18", "model.pool=max"])
 
 
 def test_unbiased_probe_refuses_absolute_lists():

@@ -13,7 +13,8 @@ from models.moco import MoCo
 from engine import checkpoint as ckpt
 from engine import evaluation as E
 from engine.models import make_backbone
-from engine.config import load_config, to_dict
+from engine.config import dump_config, load_config, to_dict
+from engine.errors import DataError
 
 NUM_VIDEOS, CLIPS, NUM_CLASSES, DIM = 7, 3, 5, 6
 WORLD = 2
@@ -235,6 +236,26 @@ def test_bad_pretrained_inputs_fail_clearly(tmp_path):
     torch.save({"epoch": 3}, junk)
     with pytest.raises(ValueError, match="neither a backbone state_dict"):
         E.load_pretrained_backbone(make_backbone(tiny_cfg(tmp_path)), tiny_cfg(tmp_path, f"pretrained={junk}"))
+
+
+def test_a_backbone_pretrained_with_another_pool_is_refused(tmp_path):
+    """A pool has no weights: a max-pooled backbone would load into an averaging one and change its features silently."""
+    maxed = tiny_cfg(tmp_path, "model.pool=max")
+    run_dir = tmp_path / "pre"
+    run_dir.mkdir()
+    ckpt.save_atomic(export_backbone_state(make_backbone(maxed)), str(run_dir / E.BACKBONE_FILE))
+    dump_config(maxed, str(run_dir / "config.yaml"))
+    moco_pt = ckpt.save_checkpoint(str(tmp_path / "moco"), {"model": MoCo(make_backbone(maxed), K=8).state_dict(),
+                                                             "config": to_dict(maxed)})
+    for pretrained in (str(run_dir / E.BACKBONE_FILE), str(run_dir), moco_pt):
+        with pytest.raises(DataError, match=r"'model.pool' \(avg\).*pretrained with model.pool=max; set model.pool=max"):
+            E.load_pretrained_backbone(make_backbone(tiny_cfg(tmp_path)), tiny_cfg(tmp_path, f"pretrained={pretrained}"))
+        info = E.load_pretrained_backbone(make_backbone(maxed), tiny_cfg(tmp_path, "model.pool=max",
+                                                                         f"pretrained={pretrained}"))
+        assert info["init"] == "pretrained"
+    bare = str(tmp_path / "bare.pt")          # no run config beside it: nothing to check against
+    ckpt.save_atomic(export_backbone_state(make_backbone(maxed)), bare)
+    assert E.load_pretrained_backbone(make_backbone(tiny_cfg(tmp_path)), tiny_cfg(tmp_path, f"pretrained={bare}"))
 
 
 def test_results_json_record(tmp_path):

@@ -63,6 +63,28 @@ def test_small3d_options():
     assert backbone(torch.randn(2, 3, 4, 16, 16)).shape == (2, 16)
     with pytest.raises(ValueError, match="width >= 1"):
         build_backbone("small3d", width=0)
+    with pytest.raises(ValueError, match="pool must be one of .*'sum'"):
+        build_backbone("small3d", pool="sum")
+
+
+@pytest.mark.parametrize("pool, reduce", [("avg", torch.mean), ("max", torch.amax)])
+def test_small3d_pools_its_last_block_over_time_and_space(pool, reduce):
+    """The feature is the last block's mean or max over (T, H, W), per clip and channel."""
+    torch.manual_seed(0)
+    backbone = build_backbone("small3d", width=4, depth=2, pool=pool).eval()
+    x = torch.randn(2, 3, 4, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(backbone(x), reduce(backbone.blocks(x), dim=(2, 3, 4)), atol=1e-6)
+
+
+def test_small3d_max_pool_keeps_a_small_response_that_the_average_dilutes():
+    """One active spot in an otherwise silent last block: the max keeps it whole, the mean divides it by the map size."""
+    feature_map = torch.zeros(1, 8, 2, 4, 4)
+    feature_map[0, 3, 1, 2, 2] = 1.0
+    for pool, expected in (("avg", 1 / 32), ("max", 1.0)):
+        backbone = build_backbone("small3d", width=1, depth=1, pool=pool)
+        backbone.blocks = torch.nn.Identity()
+        assert backbone.pool(feature_map).flatten(1)[0, 3].item() == pytest.approx(expected)
 
 
 def test_unknown_name_and_option_raise():

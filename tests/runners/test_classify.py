@@ -67,9 +67,11 @@ def test_linear_probe_beats_chance_and_leaves_the_backbone_untouched(tmp_path, t
         assert torch.equal(after[f"backbone.{key}"], value), key
 
 
-def test_finetune_from_random_init_resumes_exactly(tmp_path, tiny_data_root):
+@pytest.mark.parametrize("recipe", [[], ["eval.optimizer=adamw", "eval.lr=0.001", "model.pool=max"]],
+                         ids=["sgd-avg", "adamw-max"])
+def test_finetune_from_random_init_resumes_exactly(tmp_path, tiny_data_root, recipe):
     from runners.classify import main
-    common = ["eval.protocol=finetune", "eval.epochs=2", "eval.dropout=0.5"]
+    common = ["eval.protocol=finetune", "eval.epochs=2", "eval.dropout=0.5", *recipe]
     record = main(tiny(tmp_path, tiny_data_root, "run.name=ref", *common))
     assert record["pretrained"] == {"path": None, "sha256": None, "init": "random"}
     ref = torch.load(tmp_path / "ref" / "checkpoints" / "last.pt", weights_only=False)
