@@ -109,8 +109,9 @@ report: $(STAMP)  ## markdown table + PNG plot of a finished sweep: SWEEP=... CO
 	$(PY) -m runners.report --sweep $(SWEEP) --config $(CONFIG) $(ARGS)
 
 BENCH_CONFIG ?= configs/benchmark.yaml
-benchmark: $(STAMP)  ## background-bias benchmark: baseline vs FAME, linear probe + retrieval (SEEDS=0,1,2)
-	$(PY) -m runners.benchmark --config $(BENCH_CONFIG) --seeds $(SEEDS) $(ARGS)
+BENCH_CONTROL ?=
+benchmark: $(STAMP)  ## background-bias benchmark: baseline vs FAME, linear probe + retrieval (SEEDS=0,1,2; BENCH_CONTROL=a supervised control config)
+	$(PY) -m runners.benchmark --config $(BENCH_CONFIG) --seeds $(SEEDS) $(if $(BENCH_CONTROL),--control $(BENCH_CONTROL)) $(ARGS)
 
 visualize-masks: $(STAMP)  ## Fig. 5: frames, seed region, soft mask, masks and merges of every variant
 	$(PY) -m runners.visualize masks --config $(CONFIG) $(ARGS)

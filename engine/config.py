@@ -57,6 +57,9 @@ class ClipConfig:
     frames: int = field(default=16, metadata=bounded(2))
     stride: int = field(default=2, metadata=bounded(1))
     crop: int = field(default=112, metadata=bounded(16))
+    # Test clips (and retrieval, the bias probe) see a centre square of this fraction of the
+    # frame's shorter side, resized to crop: 112 of 128, as the published test protocol.
+    test_centre_fraction: float = field(default=112 / 128, metadata=bounded(0.0, 1.0, lo_open=True))
 
 
 @dataclass

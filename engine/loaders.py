@@ -172,7 +172,8 @@ def build_train_clips_loader(cfg: Config, list_name: str, rank: int, world: int,
 def build_test_clips_loader(cfg: Config, list_name: str, rank: int, world: int, device: torch.device) -> VideoLoader:
     videos, decode = load_video_set(cfg, list_name, rank, device)
     with raise_as_data_errors():
-        return eval_clips_loader(videos, clip=clip_geometry(cfg.clip), batch_size=cfg.eval.batch_size,
+        return eval_clips_loader(videos, clip=clip_geometry(cfg.clip), centre_fraction=cfg.clip.test_centre_fraction,
+                                 batch_size=cfg.eval.batch_size,
                                  runtime=pipeline_runtime(cfg.train, device, decode),
                                  shard=Sharding(rank=rank, world=world), clips_per_video=cfg.eval.clips_per_video,
                                  aug=AugParams(mean=cfg.aug.mean, std=cfg.aug.std))

@@ -13,7 +13,11 @@ caam/energy_in_box_pct (on synthetic data: the share of the class-agnostic
 activation map inside the moving object's box), linear/video_top1,
 linear_unbiased/video_top1 (with eval.unbiased_probe, on in
 configs/benchmark.yaml: the control, the same probe trained on
-class-independent backgrounds; runners.trial) and retrieval/R@1. Files:
+class-independent backgrounds; runners.trial) and retrieval/R@1. With
+``--control CONFIG`` every seed also runs `runners.classify` on that config (e.g.
+configs/small_objects_control.yaml: the backbone trained with labels from random
+init on class-independent backgrounds), a row of its own with control/video_top1:
+what the backbone can learn of the motion at all. Files:
 <run.dir>/<name>.md and <run.dir>/<name>.json, name = benchmark-<time>.
 """
 from __future__ import annotations
@@ -23,12 +27,14 @@ import datetime
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 
 from engine import config as C
 from engine.machine import cpu_model
 from engine.errors import run_command
+from engine.evaluation import RESULTS_FILE
 from runners.report import markdown_table, summarize
 from runners.sweep import expand_grid, parse_seeds, run_trials
 from runners.trial import TRIAL_FILE
@@ -38,6 +44,8 @@ BASELINE, FAME = "none", "fame"
 METHOD_LABELS = {BASELINE: "MoCo baseline", FAME: "MoCo + FAME"}
 GAP_LABEL = "gap (FAME - baseline)"
 TABLE_METRICS = ("linear/video_top1", "retrieval/R@1", "linear_unbiased/video_top1", "caam/energy_in_box_pct")
+CONTROL_LABEL = "supervised control"
+CONTROL_METRIC = "control/video_top1"
 
 
 def benchmark_sweep(name: str) -> dict:
@@ -93,17 +101,49 @@ def benchmark_rows(records: list[dict], metrics=TABLE_METRICS) -> list[dict]:
     return rows
 
 
+def control_run_name(name: str, seed: int) -> str:
+    return f"{name}-control-s{seed}"
+
+
+def run_controls(config: str, name: str, seeds: list[int], run_dir: str) -> list[int]:
+    """`runners.classify --config config` once per seed, each its own process; the exit codes."""
+    codes = []
+    for seed in seeds:
+        run = control_run_name(name, seed)
+        print(f"[benchmark] start {run}", flush=True)
+        codes.append(subprocess.run([sys.executable, "-m", "runners.classify", "--config", config, f"seed={seed}",
+                                     f"run.name={run}", f"run.dir={run_dir}"]).returncode)
+    return codes
+
+
+def control_row(run_dir: str, name: str, seeds: list[int]) -> dict:
+    """The control's row in runners.report's summary format: video top-1 of every seed's results.json."""
+    values = []
+    for seed in seeds:
+        path = os.path.join(run_dir, control_run_name(name, seed), RESULTS_FILE)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"control run of seed {seed} left no {path}")
+        with open(path) as f:
+            values.append(json.load(f)["metrics"]["video_top1"])
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"params": {"method": CONTROL_LABEL}, "seeds": list(seeds),
+            "stats": {CONTROL_METRIC: (statistics.fmean(values), std, len(values))}}
+
+
 def write_outputs(out_base: str, record: dict, table: str) -> tuple[str, str]:
     md_path, json_path = f"{out_base}.md", f"{out_base}.json"
     with open(md_path, "w") as f:
         f.write(f"### Background-bias benchmark `{record['name']}`\n\n"
-                f"config `{record['config']}`, seeds {','.join(map(str, record['seeds']))}"
+                f"config `{record['config']}`"
+                f"{', control `' + record['control'] + '`' if record['control'] else ''}"
+                f", seeds {','.join(map(str, record['seeds']))}"
                 f"{', overrides ' + ' '.join(record['overrides']) if record['overrides'] else ''}\n\n{table}\n"
                 f"linear: video top-1 (%) on the background-shifted test split; R@1: test videos retrieving "
                 f"training videos; linear_unbiased (with eval.unbiased_probe): the linear probe trained on "
                 f"class-independent backgrounds instead, a control; caam/energy_in_box_pct: the share (%) of the "
                 f"backbone's class-agnostic activation map inside the moving object's box (a map with no "
-                f"preference scores the box's share of the frame).\nMachine: {record['machine']}; {record['seconds'] / 60:.1f} min in all.\n")
+                f"preference scores the box's share of the frame); {CONTROL_METRIC} (with --control): video top-1 "
+                f"of the backbone trained with labels from random init on the control config's data.\nMachine: {record['machine']}; {record['seconds'] / 60:.1f} min in all.\n")
     with open(json_path, "w") as f:
         json.dump(record, f, indent=1)
     return md_path, json_path
@@ -114,6 +154,8 @@ def main(argv=None) -> int:
     p.add_argument("--config", default="configs/benchmark.yaml", help="the benchmark experiment")
     p.add_argument("--seeds", type=parse_seeds, default="0", help="comma-separated seeds, e.g. 0,1,2")
     p.add_argument("--name", help="run-name prefix and output file stem (default benchmark-<time>)")
+    p.add_argument("--control", help="a supervised control config run by runners.classify once per seed "
+                                     "(e.g. configs/small_objects_control.yaml)")
     p.add_argument("overrides", nargs="*", help="key=value applied to both methods")
     a = p.parse_args(argv)
     name = a.name or f"benchmark-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
@@ -123,6 +165,8 @@ def main(argv=None) -> int:
     try:
         cfg = C.load_config(a.config, a.overrides)
         trials = expand_grid(benchmark_sweep(name), a.config, a.seeds, a.overrides)
+        if a.control:
+            C.load_config(a.control)
     except C.ConfigError as e:
         p.error(str(e))
 
@@ -133,15 +177,22 @@ def main(argv=None) -> int:
         if run_trials([t], a.config)[0]:
             failed.append(t.name)
         trial_seconds[t.name] = time.perf_counter() - t0
+    if a.control:
+        t0 = time.perf_counter()
+        failed += [control_run_name(name, seed) for seed, code in
+                   zip(a.seeds, run_controls(a.control, name, a.seeds, cfg.run.dir)) if code]
+        trial_seconds["control"] = time.perf_counter() - t0
     seconds = time.perf_counter() - started
     if failed:
-        print(f"[benchmark] {len(failed)} of {len(trials)} trials failed: {', '.join(failed)}", file=sys.stderr)
+        print(f"[benchmark] {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1
 
     records = read_trial_records(cfg.run.dir, trials)
     rows = benchmark_rows(records)
+    if a.control:
+        rows.append(control_row(cfg.run.dir, name, a.seeds))
     table = markdown_table(rows, ["method"])
-    record = {"name": name, "config": a.config, "seeds": a.seeds, "overrides": a.overrides,
+    record = {"name": name, "config": a.config, "control": a.control, "seeds": a.seeds, "overrides": a.overrides,
               "machine": machine_description(cfg.device), "seconds": seconds, "trial_seconds": trial_seconds,
               "rows": rows, "trials": records}
     md_path, json_path = write_outputs(os.path.join(cfg.run.dir, name), record, table)

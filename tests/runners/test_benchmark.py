@@ -42,24 +42,46 @@ def test_bad_seeds_are_a_usage_error_as_in_the_sweep(capsys, seeds):
     assert e.value.code == 2 and "argument --seeds: expected" in capsys.readouterr().err
 
 
+def test_control_row_averages_the_seeds_results(tmp_path):
+    for seed, top1 in ((0, 90.0), (1, 80.0)):
+        run = tmp_path / benchmark.control_run_name("b", seed)
+        run.mkdir()
+        (run / "results.json").write_text(json.dumps({"metrics": {"video_top1": top1}}))
+    row = benchmark.control_row(str(tmp_path), "b", [0, 1])
+    assert row["params"] == {"method": benchmark.CONTROL_LABEL} and row["seeds"] == [0, 1]
+    mean, std, n = row["stats"][benchmark.CONTROL_METRIC]
+    assert (mean, n) == (85.0, 2) and std == pytest.approx(7.0710678)
+    with pytest.raises(FileNotFoundError, match="control run of seed 2 left no .*b-control-s2"):
+        benchmark.control_row(str(tmp_path), "b", [0, 2])
+
+
 def test_tiny_benchmark_end_to_end(tmp_path):
     runs, data = tmp_path / "runs", tmp_path / "data"
-    code = benchmark.main(["--config", TINY, "--seeds", "0", "--name", "bench", f"run.dir={runs}",
-                           f"data.root={data}"])
+    control = tmp_path / "control.yaml"      # the tiny supervised control, its data under tmp_path
+    control.write_text(f"inherit: {os.path.join(ROOT, 'configs', 'small_objects_control_tiny.yaml')}\n"
+                       f"data:\n  root: {tmp_path / 'control-data'}\n")
+    code = benchmark.main(["--config", TINY, "--seeds", "0", "--name", "bench", "--control", str(control),
+                           f"run.dir={runs}", f"data.root={data}"])
     assert code == 0
     md = (runs / "bench.md").read_text()
     for label in ("MoCo baseline", "MoCo + FAME", benchmark.GAP_LABEL, "linear/video_top1", "retrieval/R@1",
-                  "linear_unbiased/video_top1", "caam/energy_in_box_pct"):
+                  "linear_unbiased/video_top1", "caam/energy_in_box_pct", benchmark.CONTROL_LABEL,
+                  benchmark.CONTROL_METRIC, f"control `{control}`"):
         assert label in md
+    results = json.loads((runs / "bench-control-s0" / "results.json").read_text())
+    assert results["protocol"] == "finetune" and results["pretrained"]["init"] == "random"
+    assert results["config"]["model"]["pool"] == "max" and results["config"]["eval"]["optimizer"] == "adamw"
     # the control probe's data: a sibling dataset whose training backgrounds ignore the class
     spec = json.loads((tmp_path / "data-unbiased" / "spec.json").read_text())["spec"]
     assert spec["bg_correlation_train"] == 0.0
     assert json.loads((data / "spec.json").read_text())["spec"]["bg_correlation_train"] == 0.9
     out = json.loads((runs / "bench.json").read_text())
-    assert [r["params"]["method"] for r in out["rows"]] == ["MoCo baseline", "MoCo + FAME", benchmark.GAP_LABEL]
+    assert [r["params"]["method"] for r in out["rows"]] == ["MoCo baseline", "MoCo + FAME", benchmark.GAP_LABEL,
+                                                             benchmark.CONTROL_LABEL]
+    assert out["rows"][-1]["stats"][benchmark.CONTROL_METRIC][0] == results["metrics"]["video_top1"]
     assert sorted(t["params"]["fame.variant"] for t in out["trials"]) == ["fame", "none"]
     assert all(t["seed"] == 0 for t in out["trials"])
-    baseline, fame_, gap = (r["stats"]["linear/video_top1"][0] for r in out["rows"])
+    baseline, fame_, gap = (r["stats"]["linear/video_top1"][0] for r in out["rows"][:3])
     assert gap == pytest.approx(fame_ - baseline)
     assert 0.0 <= baseline <= 100.0 and 0.0 <= fame_ <= 100.0
     assert out["seconds"] > 0 and "cores" in out["machine"]
