@@ -89,6 +89,14 @@ def test_finetune_from_random_init_resumes_exactly(tmp_path, tiny_data_root, rec
     assert C.load_config(str(tmp_path / "ref" / "config.yaml")).eval.protocol == "finetune"   # left as it was
 
 
+def test_test_clips_take_their_centre_crop_from_the_config(tiny_data_root):
+    from pipelines.sampler import DEFAULT_CENTRE_FRACTION
+    default = build_test_clips_loader(tiny("unused", tiny_data_root), "testlist.txt", 0, 1, torch.device("cpu"))
+    assert default.sampler.centre_fraction == DEFAULT_CENTRE_FRACTION == C.ClipConfig.test_centre_fraction
+    whole = tiny("unused", tiny_data_root, "clip.test_centre_fraction=1.0")
+    assert build_test_clips_loader(whole, "testlist.txt", 0, 1, torch.device("cpu")).sampler.centre_fraction == 1.0
+
+
 def test_test_clips_loader_covers_every_video_once_across_shards(tiny_data_root):
     cfg = tiny("unused", tiny_data_root, "eval.clips_per_video=3", "eval.batch_size=9")   # 3 videos a batch
     seen = []
