@@ -29,12 +29,11 @@ from typing import Iterable
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
 from models.backbones import apply_backbone_state
 from engine import checkpoint as ckpt
-from engine.config import Config, ModelConfig, to_dict
+from engine.config import Config, ConfigError, ModelConfig, read_tree, to_dict
 from engine.errors import DataError, MissingFileError, raise_as_data_errors
 from engine.setup import RUN_CONFIG
 
@@ -117,12 +116,10 @@ def run_config_beside(path: str) -> dict:
     if not os.path.isfile(config_path):
         return {}
     try:
-        with open(config_path) as f:
-            tree = yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        log.warning("%s is not valid YAML (%s): the pretrained run's settings are not checked", config_path, e)
+        return read_tree(config_path)
+    except ConfigError as e:
+        log.warning("%s: the pretrained run's settings are not checked", e)
         return {}
-    return tree if isinstance(tree, dict) else {}
 
 
 def check_same_pool(saved_model: dict, cfg: Config, path: str) -> None:

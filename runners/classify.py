@@ -53,11 +53,11 @@ def build_classifier(cfg: Config, device: torch.device) -> tuple[VideoClassifier
     return model.to(device), pretrained
 
 
-def build_update(model: VideoClassifier, optimizer: str, lr: float, weight_decay: float,
+def build_update(model: VideoClassifier, optimizer_name: str, lr: float, weight_decay: float,
                  amp: Optional[torch.dtype], device: torch.device) -> Update:
-    """``optimizer`` (sgd: momentum SGD_MOMENTUM) over the trainable parameters (the classifier alone when frozen)."""
+    """``optimizer_name`` (sgd: momentum SGD_MOMENTUM) over the trainable parameters (the classifier alone when frozen)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, optimizer, lr, weight_decay, SGD_MOMENTUM)
+    optimizer = make_optimizer(params, optimizer_name, lr, weight_decay, SGD_MOMENTUM)
     return Update(optimizer, torch.amp.GradScaler(device.type, enabled=amp == torch.float16), amp)
 
 
