@@ -15,6 +15,8 @@ API
   indices into clips (inter-video) or (B, T, H, W, 3) clips (intra-video). Exact select,
   same dtype and device.
 - pick_backgrounds(n, rng, mode="derangement"|"permutation") -> (n,) indices.
+- clear_actors(clips, masks) -> the clips with their foreground filled from their temporal
+  median frame (the backgrounds of fame.background_fill="median").
 - augment(clips, cfg, rng, background_clips=None) -> (merged, masks): the whole batch
   augmentation (the pipeline's python_function stage calls this).
 - FameConfig: frozen dataclass of every knob, published values as defaults; each field's
@@ -25,11 +27,12 @@ differences, Gaussian blur (k = int(0.1*crop)//2*2+1, sigma = k/3, reflect paddi
 10x10x10 colour bins of the time-mean HSV frame, foreground histogram from the top 50% of
 the seed, background histogram from the bottom 10% with +1 per bin, soft mask
 P(x|F) / (P(x|F) + P(x|B)), blurred, normalised, top-beta. Beyond the paper:
-beta="auto" (per-clip Otsu threshold, clamped) and camera-motion compensation.
+beta="auto" (per-clip Otsu threshold, clamped), camera-motion compensation and a background
+clip without its own actor (background_fill="median").
 """
 
 from fame.config import FameConfig
 from fame.mask import foreground_mask
-from fame.merging import augment, merge, pick_backgrounds
+from fame.merging import augment, clear_actors, merge, pick_backgrounds
 
-__all__ = ["FameConfig", "augment", "foreground_mask", "merge", "pick_backgrounds"]
+__all__ = ["FameConfig", "augment", "clear_actors", "foreground_mask", "merge", "pick_backgrounds"]

@@ -32,6 +32,11 @@ class FameConfig:
         baseline; ``merges`` is False and the pipeline has no FAME stage).
     pick: how inter-video backgrounds are drawn: "derangement" (no clip keeps its own
         background) or the published "permutation".
+    background_fill: beyond the paper: "none" (published) pastes the foreground onto the
+        whole frame of the other clip, whose own actor stays in it; "median" first fills the
+        other clip's own foreground (its mask) with that clip's temporal median frame, so
+        the merged clip shows one actor, not two (small actors: docs/exploration.md).
+        Inter-video backgrounds only.
     branches: "one" (FAME on the query view only, published) or "both"; read by the
         pipeline, which calls augment() once per view it applies FAME to.
     fg_fraction / bg_fraction: fractions of pixels with the highest / lowest seed value
@@ -60,6 +65,7 @@ class FameConfig:
     hue: Literal["published", "angle"] = "published"
     background: Literal["inter", "intra", "none"] = "inter"
     pick: Literal["derangement", "permutation"] = "derangement"
+    background_fill: Literal["none", "median"] = "none"
     branches: Literal["one", "both"] = "one"
     fg_fraction: float = field(default=0.5, metadata=bounded(0.0, 1.0))
     bg_fraction: float = field(default=0.1, metadata=bounded(0.0, 1.0))
@@ -84,6 +90,9 @@ class FameConfig:
             raise SettingError(name, "beta_min", f"beta_min must not exceed beta_max, got {self.beta_min} > {self.beta_max}")
         if self.grid_keep > self.grid_cells**2:
             raise SettingError(name, "grid_keep", f"{self.grid_keep} exceeds grid_cells**2 = {self.grid_cells**2}")
+        if self.background_fill != NO_FAME and self.background != "inter":
+            raise SettingError(name, "background_fill",
+                               f"{self.background_fill!r} needs background 'inter', got {self.background!r}")
         if self.beta_warmup_epochs and self.beta == AUTO_BETA:
             raise SettingError(name, "beta_warmup_epochs",
                                f"must be 0 with beta={AUTO_BETA!r} (the warm-up needs a numeric beta)")

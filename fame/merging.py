@@ -89,13 +89,28 @@ def merge(clips, masks, background):
     return xp.where(select[:, None, :, :, None], clips, other)
 
 
+def clear_actors(clips, masks):
+    """Each clip with its foreground (masks (B, H, W), 1 = foreground) filled from its temporal
+    median frame, which a moving object passes through and so mostly leaves out: the clips'
+    backgrounds without their own actors. Same shape, dtype and device as ``clips``."""
+    xp = array_module(clips)
+    batch, _, height, width = check_clips(clips)
+    if tuple(masks.shape) != (batch, height, width):
+        raise ValueError(f"masks must be (B, H, W) = {(batch, height, width)}; got shape {tuple(masks.shape)}")
+    median = xp.median(clips, axis=1, keepdims=True)
+    if xp.dtype(clips.dtype).kind in "iu":
+        median = xp.rint(median)
+    return xp.where(masks.astype(bool)[:, None, :, :, None], median.astype(clips.dtype), clips)
+
+
 def augment(clips, cfg: FameConfig, rng: np.random.Generator, background_clips=None):
     """The FAME augmentation of one batch of NTHWC clips: returns (merged, masks).
 
     Inter-video backgrounds ("inter") come from other clips of the batch, chosen by
     pick_backgrounds(B, rng, cfg.pick); intra-video backgrounds ("intra") are the given
-    background_clips (same video, another timestamp). variant "none" returns the clips
-    themselves and an all-ones mask.
+    background_clips (same video, another timestamp). With cfg.background_fill "median" an
+    inter-video background first loses its own actor (clear_actors). variant "none" returns
+    the clips themselves and an all-ones mask.
     """
     xp = array_module(clips)
     batch, _, height, width = check_clips(clips)
@@ -106,4 +121,7 @@ def augment(clips, cfg: FameConfig, rng: np.random.Generator, background_clips=N
         if background_clips is None:
             raise ValueError("FameConfig.background='intra' needs background_clips (same video, another timestamp)")
         return merge(clips, masks, background_clips), masks
-    return merge(clips, masks, pick_backgrounds(batch, rng, cfg.pick)), masks
+    index = pick_backgrounds(batch, rng, cfg.pick)
+    if cfg.background_fill == "median":
+        return merge(clips, masks, clear_actors(clips, masks)[xp.asarray(index)]), masks
+    return merge(clips, masks, index), masks

@@ -71,6 +71,16 @@ def test_cupy_merge_is_exact(cupy, dtype):
     np.testing.assert_array_equal(cupy.asnumpy(intra), expected)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_cupy_clear_actors_matches_numpy(cupy, dtype):
+    rng = np.random.default_rng(1)
+    clips = rng.integers(0, 256, size=(3, 8, 8, 8, 3), dtype=np.uint8).astype(dtype)
+    masks = (rng.random((3, 8, 8)) < 0.3).astype(np.uint8)
+    got = fame.clear_actors(cupy.asarray(clips), cupy.asarray(masks))
+    assert isinstance(got, cupy.ndarray) and got.dtype == dtype
+    np.testing.assert_array_equal(cupy.asnumpy(got), fame.clear_actors(clips, masks))
+
+
 def test_cupy_augment_stays_on_the_device(cupy, natural_112):
     clips, _ = natural_112
     cfg = fame.FameConfig()

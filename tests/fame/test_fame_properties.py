@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import colorsys
+from dataclasses import replace
 import itertools
 import math
 import subprocess
@@ -242,6 +243,66 @@ def test_augment_intra_video_needs_and_uses_background_clips():
         fame.augment(clips, cfg, np.random.default_rng(0))
     merged, masks = fame.augment(clips, cfg, np.random.default_rng(0), background_clips=backgrounds)
     np.testing.assert_array_equal(merged, fame.merge(clips, masks, backgrounds))
+
+
+SQUARE, SQUARE_FRAMES, SQUARE_FRAME_SIDE = 3, 5, 16
+
+
+def square_crossing_a_background(row: int, seed: int):
+    """(1, T, H, W, 3) uint8: a white square moving its own side per frame along ``row`` over
+    a fixed random background (so each pixel is covered in one frame at most), and that
+    background (H, W, 3)."""
+    side = SQUARE_FRAME_SIDE
+    background = np.random.default_rng(seed).integers(0, 200, size=(side, side, 3), dtype=np.uint8)
+    clip = np.repeat(background[None], SQUARE_FRAMES, axis=0)
+    for t in range(SQUARE_FRAMES):
+        clip[t, row:row + SQUARE, t * SQUARE:(t + 1) * SQUARE] = 255
+    return clip[None], background
+
+
+def has_white_pixels(frames) -> bool:
+    return bool((frames == 255).all(axis=-1).any())
+
+
+def test_clear_actors_fills_the_mask_with_the_temporal_median():
+    clip, background = square_crossing_a_background(row=4, seed=0)
+    masks = np.zeros((1, SQUARE_FRAME_SIDE, SQUARE_FRAME_SIDE), dtype=np.uint8)
+    masks[0, 3:8, :] = 1   # the square's whole path, and background rows either side
+    cleared = fame.clear_actors(clip, masks)
+    assert cleared.dtype == clip.dtype and cleared.shape == clip.shape
+    # In the mask every pixel is the background (the median of 5 frames, one of them the
+    # square's); outside it the clip is untouched.
+    np.testing.assert_array_equal(cleared[0, :, 3:8], np.broadcast_to(background[3:8], cleared[0, :, 3:8].shape))
+    np.testing.assert_array_equal(cleared[0, :, :3], clip[0, :, :3])
+    np.testing.assert_array_equal(cleared[0, :, 8:], clip[0, :, 8:])
+    expected = np.where(masks.astype(bool)[:, None, :, :, None],
+                        np.rint(np.median(clip.astype(np.float64), axis=1, keepdims=True)), clip)
+    np.testing.assert_array_equal(cleared, expected.astype(np.uint8))
+    with pytest.raises(ValueError, match="masks"):
+        fame.clear_actors(clip, masks[:, :6])
+
+
+def test_median_fill_leaves_one_actor_in_the_merged_clip():
+    """Two clips, each a square crossing its own background: the published merge keeps the
+    other clip's square; background_fill "median" shows its background there instead."""
+    first, _ = square_crossing_a_background(row=1, seed=1)
+    second, second_background = square_crossing_a_background(row=12, seed=2)
+    clips = np.concatenate([first, second])
+    cfg = fame.FameConfig(beta=0.25, variant="seed", background_fill="median")
+    merged, masks = fame.augment(clips, cfg, np.random.default_rng(0))
+    published, same_masks = fame.augment(clips, replace(cfg, background_fill="none"), np.random.default_rng(0))
+    np.testing.assert_array_equal(masks, same_masks)
+    np.testing.assert_array_equal(merged, fame.merge(clips, masks, fame.clear_actors(clips, masks)[[1, 0]]))
+    second_path = slice(12, 12 + SQUARE)
+    assert has_white_pixels(published[0, :, second_path])        # the published merge: two squares
+    assert not has_white_pixels(merged[0, :, second_path])       # with the fill: one
+    np.testing.assert_array_equal(merged[0, :, second_path],
+                                  np.broadcast_to(second_background[second_path], merged[0, :, second_path].shape))
+
+
+def test_median_fill_needs_inter_video_backgrounds():
+    with pytest.raises(fame.fields.SettingError, match="background_fill"):
+        fame.FameConfig(background="intra", background_fill="median")
 
 
 @pytest.mark.parametrize("setting", [{"variant": "none"}, {"background": "none"}])
