@@ -58,6 +58,12 @@ def _merge_numpy(clips, select, background, index):
     return out
 
 
+def check_masks(masks, batch: int, height: int, width: int) -> None:
+    """Raise a ValueError unless ``masks`` is (B, H, W) for clips of that batch and frame size."""
+    if tuple(masks.shape) != (batch, height, width):
+        raise ValueError(f"masks must be (B, H, W) = {(batch, height, width)}; got shape {tuple(masks.shape)}")
+
+
 def merge(clips, masks, background):
     """X * M + Y * (1 - M) per clip (eq. 4), exact (a select, not arithmetic).
 
@@ -67,8 +73,7 @@ def merge(clips, masks, background):
     """
     xp = array_module(clips)
     batch, _, height, width = check_clips(clips)
-    if tuple(masks.shape) != (batch, height, width):
-        raise ValueError(f"masks must be (B, H, W) = {(batch, height, width)}; got shape {tuple(masks.shape)}")
+    check_masks(masks, batch, height, width)
     select = masks.astype(bool)
     background_clips, index = None, None
     if (background.ndim if hasattr(background, "ndim") else np.ndim(background)) == 1:
@@ -95,8 +100,7 @@ def clear_actors(clips, masks):
     backgrounds without their own actors. Same shape, dtype and device as ``clips``."""
     xp = array_module(clips)
     batch, _, height, width = check_clips(clips)
-    if tuple(masks.shape) != (batch, height, width):
-        raise ValueError(f"masks must be (B, H, W) = {(batch, height, width)}; got shape {tuple(masks.shape)}")
+    check_masks(masks, batch, height, width)
     median = xp.median(clips, axis=1, keepdims=True)
     if xp.dtype(clips.dtype).kind in "iu":
         median = xp.rint(median)
