@@ -39,6 +39,10 @@ class FameConfig:
         Inter-video backgrounds only.
     branches: "one" (FAME on the query view only, published) or "both"; read by the
         pipeline, which calls augment() once per view it applies FAME to.
+    share: beyond the paper, the probability that a clip is merged (drawn per clip and
+        step); the others keep their own background (an all-ones mask). 1 (published)
+        merges every clip. Below 1 the pretext keeps pairs the encoder can solve from the
+        start, against FAME's embedding collapse on small actors (docs/exploration.md).
     fg_fraction / bg_fraction: fractions of pixels with the highest / lowest seed value
         sampled for the foreground / background colour histograms.
     bins: colour bins per axis (bins**3 in all); laplace: added to every background bin.
@@ -67,6 +71,7 @@ class FameConfig:
     pick: Literal["derangement", "permutation"] = "derangement"
     background_fill: Literal["none", "median"] = "none"
     branches: Literal["one", "both"] = "one"
+    share: float = field(default=1.0, metadata=bounded(0.0, 1.0))
     fg_fraction: float = field(default=0.5, metadata=bounded(0.0, 1.0))
     bg_fraction: float = field(default=0.1, metadata=bounded(0.0, 1.0))
     bins: int = field(default=10, metadata=bounded(2))

@@ -107,14 +107,26 @@ def clear_actors(clips, masks):
     return xp.where(masks.astype(bool)[:, None, :, :, None], median.astype(clips.dtype), clips)
 
 
+def keep_own_backgrounds(masks, share: float, rng: np.random.Generator):
+    """``masks`` (B, H, W) with each clip kept whole (its mask all ones) with probability 1 - share,
+    one draw per clip from rng; share 1 draws nothing and returns ``masks`` as they are."""
+    if share >= 1.0:
+        return masks
+    xp = array_module(masks)
+    kept = xp.asarray(rng.random(masks.shape[0]) >= share)
+    return xp.where(kept[:, None, None], xp.ones_like(masks), masks)
+
+
 def augment(clips, cfg: FameConfig, rng: np.random.Generator, background_clips=None):
     """The FAME augmentation of one batch of NTHWC clips: returns (merged, masks).
 
     Inter-video backgrounds ("inter") come from other clips of the batch, chosen by
     pick_backgrounds(B, rng, cfg.pick); intra-video backgrounds ("intra") are the given
     background_clips (same video, another timestamp). With cfg.background_fill "median" an
-    inter-video background first loses its own actor (clear_actors). variant "none" returns
-    the clips themselves and an all-ones mask.
+    inter-video background first loses its own actor (clear_actors). With cfg.share below 1
+    each clip is merged with that probability (keep_own_backgrounds, after the backgrounds are
+    drawn); the others get an all-ones mask and stay as they are. variant "none"
+    returns the clips themselves and an all-ones mask.
     """
     xp = array_module(clips)
     batch, _, height, width = check_clips(clips)
@@ -124,8 +136,9 @@ def augment(clips, cfg: FameConfig, rng: np.random.Generator, background_clips=N
     if cfg.background == "intra":
         if background_clips is None:
             raise ValueError("FameConfig.background='intra' needs background_clips (same video, another timestamp)")
+        masks = keep_own_backgrounds(masks, cfg.share, rng)
         return merge(clips, masks, background_clips), masks
     index = pick_backgrounds(batch, rng, cfg.pick)
-    if cfg.background_fill == "median":
-        return merge(clips, masks, clear_actors(clips, masks)[xp.asarray(index)]), masks
-    return merge(clips, masks, index), masks
+    background = clear_actors(clips, masks)[xp.asarray(index)] if cfg.background_fill == "median" else index
+    masks = keep_own_backgrounds(masks, cfg.share, rng)
+    return merge(clips, masks, background), masks

@@ -96,6 +96,15 @@ def test_cupy_augment_stays_on_the_device(cupy, natural_112):
         np.testing.assert_array_equal(merged, expected)
 
 
+def test_cupy_share_keeps_the_same_clips_whole(cupy):
+    rng = np.random.default_rng(1)
+    masks = (rng.random((8, 8, 8)) < 0.3).astype(np.uint8)
+    got = fame.merging.keep_own_backgrounds(cupy.asarray(masks), 0.5, np.random.default_rng(0))
+    assert isinstance(got, cupy.ndarray)
+    expected = fame.merging.keep_own_backgrounds(masks, 0.5, np.random.default_rng(0))
+    np.testing.assert_array_equal(cupy.asnumpy(got), expected)
+
+
 @pytest.mark.parametrize("branches", ["one", "both"])
 def test_pipeline_stage_runs_cupy_samples(cupy, branches, natural_112):
     """The DALI python_function adapter, fed CuPy samples as DALI's GPU backend hands them;

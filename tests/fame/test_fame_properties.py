@@ -16,7 +16,7 @@ from fame_testing import iou, with_static_patches_outside_the_unit_range
 
 import fame
 from fame.colour import hue_saturation_value
-from fame.mask import blur_kernel, soft_mask
+from fame.mask import blur_kernel, masks_from_config, soft_mask
 from fame.motion import frame_statistics
 from fame.select import otsu_fraction, top_k_mask
 
@@ -490,3 +490,56 @@ def test_beta_warmup_falls_linearly_from_one_then_holds():
     assert cfg.for_steps_per_epoch(8).beta_warmup_steps == 20
     with pytest.raises(ValueError, match="beta_warmup_epochs"):
         fame.FameConfig(beta="auto", beta_warmup_epochs=5)
+
+
+# ---------------------------------------------------------------- share of merged clips
+
+
+def test_share_one_draws_nothing_and_merges_every_clip():
+    clips = random_clips(batch=6)
+    published = fame.FameConfig(beta=0.3)
+    merged, masks = fame.augment(clips, replace(published, share=1.0), np.random.default_rng(3))
+    again, _ = fame.augment(clips, published, np.random.default_rng(3))
+    np.testing.assert_array_equal(merged, again)
+    assert not masks.all(axis=(1, 2)).any()
+
+
+@pytest.mark.parametrize("background", ["inter", "intra"])
+def test_share_keeps_the_unmerged_clips_whole(background):
+    """A clip left out of the merge has an all-ones mask and comes back unchanged; the others
+    are exactly the merge of their own mask."""
+    clips, others = random_clips(batch=8, seed=0), random_clips(batch=8, seed=1)
+    cfg = fame.FameConfig(beta=0.3, share=0.5, background=background)
+    merged, masks = fame.augment(clips, cfg, np.random.default_rng(0), background_clips=others)
+    whole = masks.all(axis=(1, 2))
+    assert 0 < whole.sum() < 8
+    np.testing.assert_array_equal(merged[whole], clips[whole])
+    foreground = masks_from_config(clips, cfg)
+    np.testing.assert_array_equal(masks[~whole], foreground[~whole])
+    if background == "intra":
+        np.testing.assert_array_equal(merged, fame.merge(clips, masks, others))
+
+
+def test_share_is_the_fraction_of_clips_merged():
+    clips = random_clips(batch=8)
+    cfg = fame.FameConfig(beta=0.3, share=0.25)
+    rng = np.random.default_rng(0)
+    merged = [not masks.all() for _ in range(100)
+              for masks in fame.augment(clips, cfg, rng)[1]]
+    assert abs(np.mean(merged) - 0.25) < 0.05      # 800 draws: 4 standard deviations is 0.06
+
+
+def test_share_with_the_median_fill_clears_actors_by_the_foreground_mask():
+    """A background clip that is itself left whole still loses its actor by its own foreground
+    mask, not by its all-ones mask (which would fill the whole frame with the median)."""
+    clips = random_clips(batch=6)
+    cfg = fame.FameConfig(beta=0.3, share=0.5, background_fill="median")
+    merged, masks = fame.augment(clips, cfg, np.random.default_rng(1))
+    index = fame.pick_backgrounds(6, np.random.default_rng(1), cfg.pick)
+    cleared = fame.clear_actors(clips, masks_from_config(clips, cfg))[index]
+    np.testing.assert_array_equal(merged, fame.merge(clips, masks, cleared))
+
+
+def test_share_outside_the_unit_interval_is_a_setting_error():
+    with pytest.raises(fame.fields.SettingError, match="share"):
+        fame.FameConfig(share=1.5)
