@@ -3,7 +3,7 @@
 On the synthetic dataset of the config (background correlated with the class
 in the training split, independent of it in the test split) every seed
 pretrains MoCo without FAME (fame.variant=none, the baseline) and MoCo + FAME
-with the same seed, budget and backbone, then linear-probes (trained on the
+(the config's own fame settings, its mask variant included) with the same seed, budget and backbone, then linear-probes (trained on the
 training split, tested on the background-shifted test split) and retrieves
 (test videos query the training videos) with each: one `runners.trial` per
 method and seed, each its own process. Prints and writes a table with a row
@@ -41,16 +41,23 @@ from runners.trial import TRIAL_FILE
 
 VARIANT_KEY = "fame.variant"
 BASELINE, FAME = "none", "fame"
-METHOD_LABELS = {BASELINE: "MoCo baseline", FAME: "MoCo + FAME"}
 GAP_LABEL = "gap (FAME - baseline)"
 TABLE_METRICS = ("linear/video_top1", "retrieval/R@1", "linear_unbiased/video_top1", "caam/energy_in_box_pct")
 CONTROL_LABEL = "supervised control"
 CONTROL_METRIC = "control/video_top1"
 
 
-def benchmark_sweep(name: str) -> dict:
-    """The two methods as a one-parameter grid (the format of runners.sweep)."""
-    return {"name": name, "parameters": {VARIANT_KEY: {"values": [BASELINE, FAME]}}}
+def benchmark_sweep(name: str, variant: str = FAME) -> dict:
+    """The two methods as a one-parameter grid (the format of runners.sweep): the baseline and
+    FAME with the mask ``variant``."""
+    return {"name": name, "parameters": {VARIANT_KEY: {"values": [BASELINE, variant]}}}
+
+
+def method_label(variant: str) -> str:
+    """A table's name for the method of a fame.variant value."""
+    if variant == BASELINE:
+        return "MoCo baseline"
+    return "MoCo + FAME" if variant == FAME else f"MoCo + FAME ({variant} mask)"
 
 
 def machine_description(device: str) -> str:
@@ -83,8 +90,8 @@ def seed_gaps(records: list[dict], metrics=TABLE_METRICS) -> dict:
         by_seed.setdefault(r["seed"], {})[r["params"][VARIANT_KEY]] = r["metrics"]
     gaps = {}
     for m in metrics:
-        values = [pair[FAME][m] - pair[BASELINE][m] for pair in by_seed.values()
-                  if m in pair.get(FAME, {}) and m in pair.get(BASELINE, {})]
+        values = [fame[m] - pair[BASELINE][m] for pair in by_seed.values() if m in pair.get(BASELINE, {})
+                  for variant, fame in pair.items() if variant != BASELINE and m in fame]
         if values:
             gaps[m] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
     return gaps
@@ -94,7 +101,7 @@ def benchmark_rows(records: list[dict], metrics=TABLE_METRICS) -> list[dict]:
     """Rows in runners.report's summary format: one per method, then the gap."""
     rows = []
     for s in summarize(records, [VARIANT_KEY]):
-        rows.append({"params": {"method": METHOD_LABELS[s["params"][VARIANT_KEY]]}, "seeds": s["seeds"],
+        rows.append({"params": {"method": method_label(s["params"][VARIANT_KEY])}, "seeds": s["seeds"],
                      "stats": {m: v for m, v in s["stats"].items() if m in metrics}})
     seeds = sorted({r["seed"] for r in records})
     rows.append({"params": {"method": GAP_LABEL}, "seeds": seeds, "stats": seed_gaps(records, metrics)})
@@ -164,7 +171,10 @@ def main(argv=None) -> int:
         p.error(f"{bad[0]}: the benchmark sets {VARIANT_KEY}, seed and run.name itself and pretrains both methods")
     try:
         cfg = C.load_config(a.config, a.overrides)
-        trials = expand_grid(benchmark_sweep(name), a.config, a.seeds, a.overrides)
+        if cfg.fame.variant == BASELINE:
+            p.error(f"{a.config}: fame.variant is {BASELINE!r}; the benchmark compares the config's FAME "
+                    f"(fame.variant fame, seed, grid or gauss) with the baseline")
+        trials = expand_grid(benchmark_sweep(name, cfg.fame.variant), a.config, a.seeds, a.overrides)
         if a.control:
             C.load_config(a.control)
     except C.ConfigError as e:

@@ -28,6 +28,23 @@ def test_gap_is_taken_per_seed_then_averaged():
     assert rows[1]["stats"]["linear/video_top1"][:2] == (50.0, 0.0)
 
 
+def test_the_fame_arm_is_the_configs_mask_variant():
+    records = [record("none", 0, 30.0, 20.0), record("seed", 0, 45.0, 25.0),
+               record("none", 1, 40.0, 30.0), record("seed", 1, 41.0, 35.0)]
+    assert benchmark.seed_gaps(records)["linear/video_top1"][:3:2] == (8.0, 2)
+    rows = benchmark.benchmark_rows(records)
+    assert [r["params"]["method"] for r in rows] == ["MoCo baseline", "MoCo + FAME (seed mask)", benchmark.GAP_LABEL]
+    assert benchmark.benchmark_sweep("b", "seed")["parameters"] == {"fame.variant": {"values": ["none", "seed"]}}
+
+
+def test_a_config_without_fame_is_a_usage_error(tmp_path, capsys):
+    config = tmp_path / "no_fame.yaml"
+    config.write_text(f"inherit: {TINY}\nfame:\n  variant: none\n")
+    with pytest.raises(SystemExit) as e:
+        benchmark.main(["--config", str(config)])
+    assert e.value.code == 2 and "fame.variant is 'none'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("override", ["fame.variant=fame", "pretrained=runs/x/backbone.pt"])
 def test_benchmark_refuses_to_override_what_it_compares(capsys, override):
     with pytest.raises(SystemExit):
