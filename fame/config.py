@@ -42,7 +42,8 @@ class FameConfig:
     share: beyond the paper, the probability that a clip is merged (drawn per clip and
         step); the others keep their own background (an all-ones mask). 1 (published)
         merges every clip. Below 1 the pretext keeps pairs the encoder can solve from the
-        start, against FAME's embedding collapse on small actors (docs/exploration.md).
+        start; against FAME's embedding collapse on small actors it did not help
+        (docs/exploration.md).
     fg_fraction / bg_fraction: fractions of pixels with the highest / lowest seed value
         sampled for the foreground / background colour histograms.
     bins: colour bins per axis (bins**3 in all); laplace: added to every background bin.

@@ -132,13 +132,13 @@ def augment(clips, cfg: FameConfig, rng: np.random.Generator, background_clips=N
     batch, _, height, width = check_clips(clips)
     if not cfg.merges:          # variant or background "none": the clips as they are
         return clips, xp.ones((batch, height, width), dtype=xp.uint8)
-    masks = masks_from_config(clips, cfg)
+    foreground = masks_from_config(clips, cfg)
     if cfg.background == "intra":
         if background_clips is None:
             raise ValueError("FameConfig.background='intra' needs background_clips (same video, another timestamp)")
-        masks = keep_own_backgrounds(masks, cfg.share, rng)
-        return merge(clips, masks, background_clips), masks
-    index = pick_backgrounds(batch, rng, cfg.pick)
-    background = clear_actors(clips, masks)[xp.asarray(index)] if cfg.background_fill == "median" else index
-    masks = keep_own_backgrounds(masks, cfg.share, rng)
+        background = background_clips
+    else:
+        index = pick_backgrounds(batch, rng, cfg.pick)
+        background = clear_actors(clips, foreground)[xp.asarray(index)] if cfg.background_fill == "median" else index
+    masks = keep_own_backgrounds(foreground, cfg.share, rng)
     return merge(clips, masks, background), masks
