@@ -3,8 +3,9 @@
 On the synthetic dataset of the config (background correlated with the class
 in the training split, independent of it in the test split) every seed
 pretrains MoCo without FAME (fame.variant=none, the baseline) and MoCo + FAME
-(the config's own fame settings, its mask variant included) with the same seed, budget and backbone, then linear-probes (trained on the
-training split, tested on the background-shifted test split) and retrieves
+(the config's own fame settings, its mask variant included) with the same seed,
+budget and backbone, then linear-probes (trained on the training split, tested
+on the background-shifted test split) and retrieves
 (test videos query the training videos) with each: one `runners.trial` per
 method and seed, each its own process. Prints and writes a table with a row
 per method (mean ± std over seeds) and a row for the gap FAME - baseline (per
@@ -171,9 +172,10 @@ def main(argv=None) -> int:
         p.error(f"{bad[0]}: the benchmark sets {VARIANT_KEY}, seed and run.name itself and pretrains both methods")
     try:
         cfg = C.load_config(a.config, a.overrides)
-        if cfg.fame.variant == BASELINE:
-            p.error(f"{a.config}: fame.variant is {BASELINE!r}; the benchmark compares the config's FAME "
-                    f"(fame.variant fame, seed, grid or gauss) with the baseline")
+        if not cfg.fame.merges:
+            p.error(f"{a.config}: fame.variant is {cfg.fame.variant!r} and fame.background {cfg.fame.background!r}, "
+                    f"so FAME merges nothing; the benchmark compares the config's FAME (fame.variant fame, seed, "
+                    f"grid or gauss, a background other than 'none') with the baseline")
         trials = expand_grid(benchmark_sweep(name, cfg.fame.variant), a.config, a.seeds, a.overrides)
         if a.control:
             C.load_config(a.control)

@@ -37,12 +37,14 @@ def test_the_fame_arm_is_the_configs_mask_variant():
     assert benchmark.benchmark_sweep("b", "seed")["parameters"] == {"fame.variant": {"values": ["none", "seed"]}}
 
 
-def test_a_config_without_fame_is_a_usage_error(tmp_path, capsys):
+@pytest.mark.parametrize("setting, message", [("variant: none", "fame.variant is 'none'"),
+                                              ("background: none", "fame.background 'none', so FAME merges nothing")])
+def test_a_config_without_fame_is_a_usage_error(tmp_path, capsys, setting, message):
     config = tmp_path / "no_fame.yaml"
-    config.write_text(f"inherit: {TINY}\nfame:\n  variant: none\n")
+    config.write_text(f"inherit: {TINY}\nfame:\n  {setting}\n")
     with pytest.raises(SystemExit) as e:
         benchmark.main(["--config", str(config)])
-    assert e.value.code == 2 and "fame.variant is 'none'" in capsys.readouterr().err
+    assert e.value.code == 2 and message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("override", ["fame.variant=fame", "pretrained=runs/x/backbone.pt"])
