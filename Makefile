@@ -24,7 +24,7 @@ STAMP := $(if $(NOVENV),,$(VENV)/.installed-cuda13)
 LAUNCH := $(if $(filter 1,$(NPROC)),$(PY) -m,$(PY) -m torch.distributed.run --standalone --nproc_per_node $(NPROC) -m)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup doctor gpu-check bias-probe test pretrain data-synth profile bench bench-fame bench-trainer sweep report visualize-masks mask-quality caam kernels linear finetune retrieve results clean benchmark folder sample-footage
+.PHONY: help setup doctor gpu-check gpu-carry bias-probe test pretrain data-synth profile bench bench-fame bench-trainer sweep report visualize-masks mask-quality caam kernels linear finetune retrieve results clean benchmark folder sample-footage
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -41,11 +41,22 @@ $(STAMP): requirements.txt requirements-common.txt
 
 setup: $(STAMP)  ## create .venv and install requirements (CUDA 13: torch, DALI, CuPy)
 
-# Without a .venv, a Python that already imports torch, CuPy and DALI is used as it is (an offline
-# GPU machine); NOVENV=1 asks for that anywhere.
-GPU_CHECK_PY = $(if $(NOVENV),$(PYTHON),$(shell test -x $(VENV)/bin/python || ! $(PYTHON) -c "import torch, cupy, nvidia.dali" 2>/dev/null || echo $(PYTHON)))
-gpu-check:  ## the whole GPU verification (doctor, GPU tests, benchmarks, profile, pretrain + resume) -> runs/gpu-check/report.md
-	$(if $(GPU_CHECK_PY),$(GPU_CHECK_PY),$(MAKE) --no-print-directory setup && $(VENV)/bin/python) -m runners.gpu_check $(ARGS)
+# gpu-check installs nothing (a GPU machine may be offline): it runs the .venv's Python where there is
+# one, else $(PYTHON) as it is (NOVENV=1 asks for that anywhere); each step names the packages it lacks.
+GPU_CHECK_PY = $(if $(NOVENV),$(PYTHON),$(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,$(PYTHON)))
+STAGE ?= 1
+# What the lent GPU machine lacks besides ../shared/gpu's parts (DALI, PyAV): six (astunparse, which
+# DALI imports, needs it) and tqdm (the training loop's progress), unpacked into .gpu-carry/extra.
+GPU_EXTRA_WHEELS := six==1.17.0 tqdm==4.70.1
+.gpu-carry/part-00:
+	bash ../shared/gpu/make-parts.sh
+gpu-carry: .gpu-carry/part-00  ## pack what an offline GPU machine lacks into .gpu-carry/ (docs/gpu.md, a loan)
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --dest .gpu-carry/wheels-extra $(GPU_EXTRA_WHEELS)
+	rm -rf .gpu-carry/extra && for wheel in .gpu-carry/wheels-extra/*.whl; do unzip -q -o $$wheel -d .gpu-carry/extra; done
+	du -sh .gpu-carry/part-* .gpu-carry/extra
+gpu-check: OUT ?= runs/gpu-check/report
+gpu-check:  ## one stage of the GPU verification, installs nothing (docs/gpu.md): STAGE=1|2|3 OUT=DIR ARGS=--rehearse (CPU)
+	$(GPU_CHECK_PY) -m runners.gpu_check --stage $(STAGE) --out $(OUT) $(ARGS)
 
 doctor: $(STAMP)  ## check the GPU stack (libraries, CUDA majors, GPU, NVDEC, FAME on CuPy, AMP, NCCL): CONFIG=... NPROC=N
 	$(PY) -m runners.doctor --config $(CONFIG) --nproc $(NPROC) $(ARGS)

@@ -42,6 +42,7 @@ LIBCUDA = "libcuda.so.1"             # the driver API, installed with the NVIDIA
 LIBNVCUVID = "libnvcuvid.so.1"       # NVDEC's driver library, DALI's GPU video decoder needs it
 DRIVER_VERSION_FILE = "/proc/driver/nvidia/version"
 PREFLIGHT_ENV = "FAME_PREFLIGHT"     # "0" skips the preflight of GPU runs
+NO_DALI_NEEDED = "this run reads no videos: DALI and NVDEC are not needed"
 CUDA_VERSION_UNIT = 1000             # CUDA versions as integers: 13020 is 13.2
 CUDA_MINOR_UNIT = 10
 # Wheels whose name carries their CUDA major.
@@ -97,6 +98,7 @@ class Context:
     nproc: int = 1
     gpu: bool = False
     no_gpu_reason: str = ""
+    dali: bool = True                 # the run reads videos through DALI (bench-trainer does not)
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,7 @@ class CudaLibrary:
     used_by: str
     load: Callable[[], object]
     quick: bool = True
+    dali: bool = False                # only a run that reads videos through DALI needs it
 
 
 CUDA_LIBRARIES: tuple[CudaLibrary, ...] = (
@@ -166,7 +169,7 @@ CUDA_LIBRARIES: tuple[CudaLibrary, ...] = (
     CudaLibrary("cuRAND", "cupy.random (not on the training path: a stack check)", lambda: load_cupy_library("curand"),
                 quick=False),
     CudaLibrary("NVRTC", "every CuPy kernel is compiled at run time", load_nvrtc),
-    CudaLibrary("DALI backend", "the DALI pipelines", load_dali_backend),
+    CudaLibrary("DALI backend", "the DALI pipelines", load_dali_backend, dali=True),
     CudaLibrary("torch CUDA", "training on the GPU", load_torch_cuda),
     CudaLibrary("cuDNN", "torch's 3D convolutions", load_cudnn),
 )
@@ -181,7 +184,9 @@ def library_load_error(library: CudaLibrary) -> str:
     return ""
 
 
-def check_library(library: CudaLibrary) -> Result:
+def check_library(library: CudaLibrary, context: Context) -> Result:
+    if library.dali and not context.dali:
+        return skipped(NO_DALI_NEEDED)
     error = library_load_error(library)
     if error:
         return failed(f"{library.name} (needed by {library.used_by}) does not load: {error}",
@@ -191,7 +196,7 @@ def check_library(library: CudaLibrary) -> Result:
 
 
 def library_checks() -> tuple[Check, ...]:
-    return tuple(Check(f"load {library.name}", lambda context, library=library: check_library(library),
+    return tuple(Check(f"load {library.name}", lambda context, library=library: check_library(library, context),
                        SETUP_FIX, quick=library.quick) for library in CUDA_LIBRARIES)
 
 
@@ -233,9 +238,10 @@ def dali_cuda_major() -> str:
     return major_of_version(int(backend.__cuda_version__))
 
 
-def cuda_majors() -> dict[str, str]:
-    """{'torch': major, 'CuPy': major, 'DALI': major} of the installed stack."""
-    return {"torch": torch_cuda_major(), "CuPy": cupy_cuda_major(), "DALI": dali_cuda_major()}
+def cuda_majors(dali: bool = True) -> dict[str, str]:
+    """{'torch': major, 'CuPy': major, 'DALI': major} of the installed stack (DALI's only with ``dali``)."""
+    majors = {"torch": torch_cuda_major(), "CuPy": cupy_cuda_major()}
+    return {**majors, "DALI": dali_cuda_major()} if dali else majors
 
 
 def majors_problem(majors: dict[str, str]) -> str:
@@ -266,12 +272,14 @@ def check_cupy(context: Context) -> Result:
 
 
 def check_dali(context: Context) -> Result:
+    if not context.dali:
+        return skipped(NO_DALI_NEEDED)
     import nvidia.dali
     return passed(describe_version("DALI", nvidia.dali.__version__, dali_cuda_major()))
 
 
 def check_majors(context: Context) -> Result:
-    majors = cuda_majors()
+    majors = cuda_majors(context.dali)
     problem = majors_problem(majors)
     if problem:
         return failed(problem, STALE_WHEELS_FIX)
@@ -355,6 +363,8 @@ def load_nvcuvid() -> object:
 
 
 def check_nvcuvid(context: Context) -> Result:
+    if not context.dali:
+        return skipped(NO_DALI_NEEDED)
     if context.decode == "cpu":
         return skipped("data.decode is cpu: DALI decodes on the CPU, NVDEC is not used")
     try:
@@ -513,13 +523,14 @@ CHECKS: tuple[Check, ...] = (
 
 
 # ------------------------------------------------------------ running ----
-def make_context(cfg: Optional[C.Config], nproc: int) -> Context:
-    """The checks' context from a config (None: the defaults, train.amp unknown)."""
+def make_context(cfg: Optional[C.Config], nproc: int, dali: bool = True) -> Context:
+    """The checks' context from a config (None: the defaults, train.amp unknown); ``dali``: the
+    run reads videos through DALI."""
     reason = find_no_gpu_reason()
     if cfg is None:
-        return Context(nproc=nproc, gpu=not reason, no_gpu_reason=reason)
+        return Context(nproc=nproc, gpu=not reason, no_gpu_reason=reason, dali=dali)
     return Context(device=cfg.device, amp=cfg.train.amp, decode=cfg.data.decode, nproc=nproc,
-                   gpu=not reason, no_gpu_reason=reason)
+                   gpu=not reason, no_gpu_reason=reason, dali=dali)
 
 
 def run_check(check: Check, context: Context) -> Result:
@@ -569,10 +580,11 @@ def preflight_message(failures: list[Result]) -> str:
 _PREFLIGHT_PASSED: set[Context] = set()   # contexts whose preflight passed in this process
 
 
-def preflight(cfg: Optional[C.Config] = None) -> None:
+def preflight(cfg: Optional[C.Config] = None, dali: bool = True) -> None:
     """Run the quick checks before a GPU run (once per process and setting); on a FAIL print the
-    failures and their fixes to stderr and raise PreflightFailed (SystemExit code 2)."""
-    context = make_context(cfg, env_nproc())
+    failures and their fixes to stderr and raise PreflightFailed (SystemExit code 2). ``dali``:
+    the run reads videos through DALI (without it DALI and NVDEC are not checked)."""
+    context = make_context(cfg, env_nproc(), dali)
     if os.environ.get(PREFLIGHT_ENV) == "0" or context in _PREFLIGHT_PASSED:
         return
     failures = [result for result in run_checks(tuple(c for c in CHECKS if c.quick), context) if result.status == FAIL]

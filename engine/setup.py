@@ -44,10 +44,11 @@ def parse_cli(description: str, argv: Optional[list[str]] = None) -> C.Config:
     return parse_cli_args(cli_parser(description), argv)[0]
 
 
-def resolve_device(setting: str, cfg: Optional[C.Config] = None) -> torch.device:
+def resolve_device(setting: str, cfg: Optional[C.Config] = None, dali: bool = True) -> torch.device:
     """device: auto|cpu|gpu -> the torch.device every other part follows. A CUDA device is
-    checked first (engine.doctor.preflight: the quick checks of ``cfg``'s settings; a FAIL
-    exits with code 2, the failures and their fixes on stderr)."""
+    checked first (engine.doctor.preflight: the quick checks of ``cfg``'s settings, DALI's and
+    NVDEC's only where the run reads videos through DALI (``dali``); a FAIL exits with code 2,
+    the failures and their fixes on stderr)."""
     has_gpu = torch.cuda.is_available()
     if setting == "gpu" and not has_gpu:
         raise C.ConfigError("config key 'device' is 'gpu' but no CUDA GPU is visible; use device=cpu or auto")
@@ -56,7 +57,7 @@ def resolve_device(setting: str, cfg: Optional[C.Config] = None) -> torch.device
         local = int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count()
         torch.cuda.set_device(local)
         from engine.doctor import preflight
-        preflight(cfg)
+        preflight(cfg, dali)
         return torch.device("cuda", local)
     return torch.device("cpu")
 

@@ -19,6 +19,7 @@ import torch
 from scipy.ndimage import gaussian_filter1d
 
 import fame
+from data.parallel import START_METHOD
 from pipelines.blas import limit_blas_threads
 from pipelines.feeds import FAME_SEED, FAME_STEP, FRAMES, INDEX, KEY, LABEL, QUERY, ViewFeeds
 from pipelines.sampler import NO_BLUR_SIGMA, PretrainSampler
@@ -155,12 +156,15 @@ def pyav_pretrain_loader(sampler: PretrainSampler, fame_cfg: Optional[fame.FameC
                          epochs: int = 1, num_workers: int = 2,
                          batches: Optional[int] = None) -> torch.utils.data.DataLoader:
     """Batches of the PyAV + NumPy pipeline in step order over ``epochs`` epochs (only the
-    first ``batches`` of them when given), made by ``num_workers`` processes (0: here)."""
+    first ``batches`` of them when given), made by ``num_workers`` processes (0: here), started
+    from a fork server: the profile runs it beside DALI's threads and CUDA, which a fork would copy
+    mid-flight (data.parallel)."""
     dataset = PyAVPretrainBatches(sampler, fame_cfg, first_epoch, epochs)
     if batches is not None:
         dataset = torch.utils.data.Subset(dataset, range(min(batches, len(dataset))))
     return torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
-                                       worker_init_fn=_init_worker)
+                                       worker_init_fn=_init_worker,
+                                       multiprocessing_context=START_METHOD if num_workers else None)
 
 
 def _init_worker(_worker_id: int) -> None:

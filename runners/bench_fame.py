@@ -74,8 +74,10 @@ def time_augment(clips, cfg: fame.FameConfig, repeats: int, synchronize) -> list
     return timed_calls(lambda: fame.augment(clips, cfg, rng), repeats, synchronize)
 
 
-def run_benchmarks(repeats: int, only: str = ALL_BACKENDS) -> dict:
-    """Every size, batch and dtype on NumPy and (with a GPU) CuPy, or on ``only`` one of them."""
+def run_benchmarks(repeats: int, only: str = ALL_BACKENDS, sizes: tuple[int, ...] = SIZES,
+                   batches: tuple[int, ...] = ()) -> dict:
+    """Every size, batch and dtype on NumPy and (with a GPU) CuPy, or on ``only`` one of them;
+    ``batches``: these instead of each backend's own."""
     cupy, gpu_name = cupy_device()
     backends = [("numpy", lambda a: a, lambda: None, BATCHES)]
     if cupy is not None:
@@ -84,9 +86,9 @@ def run_benchmarks(repeats: int, only: str = ALL_BACKENDS) -> dict:
     cfg = fame.FameConfig()
     rng = np.random.default_rng(SEED)
     rows = []
-    for backend, to_device, synchronize, batches in backends:
-        for size in SIZES:
-            for batch in batches:
+    for backend, to_device, synchronize, backend_batches in backends:
+        for size in sizes:
+            for batch in batches or backend_batches:
                 for dtype in DTYPES:
                     clips = to_device(make_clips(batch, size, dtype, rng))
                     seconds = time_augment(clips, cfg, repeats, synchronize)
@@ -169,13 +171,18 @@ def main(argv=None) -> None:
     parser.add_argument("--parts", action="store_true", help="time the op's parts instead of whole batches")
     parser.add_argument("--backend", choices=(ALL_BACKENDS, "numpy", "cupy"), default=ALL_BACKENDS,
                         help="time only this array library (default: NumPy, and CuPy where a GPU exists)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=SIZES, metavar="S",
+                        help="clip sides, S x S (default: %(default)s)")
+    parser.add_argument("--batches", type=int, nargs="+", default=(), metavar="B",
+                        help=f"batch sizes (default: {BATCHES} on NumPy, {GPU_BATCHES} on CuPy)")
     args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error("--repeats must be >= 1")
+    if args.repeats < 1 or min(args.sizes) < 1 or (args.batches and min(args.batches) < 1):
+        parser.error("--repeats, --sizes and --batches must be >= 1")
     if args.backend == "cupy" and cupy_device()[0] is None:
         parser.error("--backend cupy needs CuPy and a usable CUDA GPU, and none was found; "
                      "`make doctor` says why")
-    report = run_parts(args.repeats) if args.parts else run_benchmarks(args.repeats, args.backend)
+    report = (run_parts(args.repeats) if args.parts else
+              run_benchmarks(args.repeats, args.backend, tuple(args.sizes), tuple(args.batches)))
     (print_parts if args.parts else print_table)(report)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:

@@ -82,7 +82,7 @@ def main(argv=None) -> dict:
         p.error("--steps must be >= 1, --warmup >= 0")
     setup_logging()
     seed_everything(cfg.seed)
-    result = time_train_steps(cfg, resolve_device(cfg.device), a.steps, a.warmup)
+    result = time_train_steps(cfg, resolve_device(cfg.device, cfg, dali=False), a.steps, a.warmup)   # no videos
     print(format_result(result))
     if a.json:
         with open(a.json, "w", encoding="utf-8") as handle:

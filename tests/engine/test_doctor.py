@@ -2,6 +2,7 @@
 command on this machine, and the preflight of GPU runs (engine.setup.resolve_device)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -286,7 +287,7 @@ def test_preflight_passes_once_and_can_be_switched_off(monkeypatch, fresh_prefli
 
 def test_preflight_is_not_run_on_the_cpu(monkeypatch, fresh_preflight):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(doctor, "preflight", lambda cfg=None: pytest.fail("preflight ran for a CPU run"))
+    monkeypatch.setattr(doctor, "preflight", lambda cfg=None, dali=True: pytest.fail("preflight ran for a CPU run"))
     assert common.resolve_device("auto") == torch.device("cpu")
     assert common.resolve_device("cpu") == torch.device("cpu")
 
@@ -295,7 +296,7 @@ def test_start_run_gives_the_preflight_its_config(monkeypatch, tmp_path, fresh_p
     pretend_gpu(monkeypatch)
     seen = []
 
-    def stop(cfg=None):
+    def stop(cfg=None, dali=True):
         seen.append(cfg)
         raise doctor.PreflightFailed("stopped")
     monkeypatch.setattr(doctor, "preflight", stop)
@@ -303,3 +304,22 @@ def test_start_run_gives_the_preflight_its_config(monkeypatch, tmp_path, fresh_p
     with pytest.raises(SystemExit):
         common.start_run(cfg)
     assert seen == [cfg] and not any(tmp_path.iterdir())
+
+
+def test_a_run_without_videos_is_not_stopped_for_want_of_dali(monkeypatch, fresh_preflight):
+    """bench-trainer reads no videos: its preflight leaves DALI and NVDEC out (the GPU check's first
+    stage runs it before DALI is on the machine); a run that reads videos still needs them."""
+    pretend_gpu(monkeypatch)
+    for module in ("nvidia.dali", "nvidia.dali.backend_impl"):
+        monkeypatch.setitem(sys.modules, module, None)              # importing it raises ImportError
+    monkeypatch.setattr(doctor, "dali_cuda_major", lambda: (_ for _ in ()).throw(ImportError("no DALI")))
+    monkeypatch.setattr(doctor, "load_nvcuvid", lambda: (_ for _ in ()).throw(OSError("no libnvcuvid")))
+    dali_checks = ("dali", "load DALI backend", "CUDA majors agree", "libnvcuvid")
+    monkeypatch.setattr(doctor, "CHECKS", tuple(check_named(name) for name in dali_checks))
+    without = dataclasses.replace(GPU, dali=False)
+    assert {r.name: r.status for r in doctor.run_checks(doctor.CHECKS, without)} == {
+        "dali": doctor.SKIP, "load DALI backend": doctor.SKIP, "CUDA majors agree": doctor.PASS, "libnvcuvid": doctor.SKIP}
+    assert {r.name: r.status for r in doctor.run_checks(doctor.CHECKS, GPU)} == dict.fromkeys(dali_checks, doctor.FAIL)
+    assert common.resolve_device("gpu", load_config(None, ["train.amp=none"]), dali=False) == torch.device("cuda", 0)
+    with pytest.raises(SystemExit):
+        common.resolve_device("gpu", load_config(None, ["train.amp=none"]))

@@ -66,6 +66,9 @@ def test_baseline_matches_the_dali_pipeline_blur(textured_videos):
 def test_baseline_in_worker_processes(coded_videos):
     aug = dataclasses.replace(AugParams(), **RAW_SCALE)
     dali = pretrain_loader(coded_videos, clip=CLIP, batch_size=2, aug=aug)
-    batches = list(pyav_pretrain_loader(dali.sampler, None, epochs=2, num_workers=2))
+    loader = pyav_pretrain_loader(dali.sampler, None, epochs=2, num_workers=2)
+    # the workers start from a fork server: a fork would copy DALI's and CUDA's threads mid-flight
+    assert loader.multiprocessing_context.get_start_method() == "forkserver"
+    batches = list(loader)
     assert len(batches) == 2 * len(dali)
     assert batches[0][0].shape == (2, 3, 4, 32, 32)
