@@ -31,21 +31,32 @@ from fame.fields import UNIONS, SettingError, bounded, check_fields, setting_fie
 from pipelines.params import AugParams
 
 INHERIT_KEY = "inherit"
+# The jobs whose resumed runs must share the keys marked for them (``resumes``) with their checkpoint.
+PRETRAIN, PROBE = "pretrain", "probe"
+RESUME = "resume"
 
 
 class ConfigError(ValueError):
     """A config file or override that does not fit the schema."""
 
 
+def resumes(*jobs: str, metadata: Optional[dict] = None) -> dict:
+    """Field metadata (added to ``metadata``): a resumed run of each of ``jobs`` is refused when its
+    value of this key (of every key in it, for a section) differs from its checkpoint's: the
+    weights, schedule, queue or batches depend on it."""
+    return {**(metadata or {}), RESUME: frozenset(jobs)}
+
+
 # ---------------------------------------------------------------- schema ----
 @dataclass
 class DataConfig:
-    root: str = "videos/synthetic"
-    train_list: str = "trainlist.txt"      # relative to root unless absolute
+    root: str = field(default="videos/synthetic", metadata=resumes(PRETRAIN, PROBE))
+    train_list: str = field(default="trainlist.txt", metadata=resumes(PRETRAIN, PROBE))  # relative to root unless absolute
     val_list: str = "testlist.txt"
-    num_classes: int = field(default=4, metadata=bounded(1))
-    min_frames: int = field(default=0, metadata=bounded(0))  # 0: clip.frames*clip.stride
-    synthetic: Optional[SyntheticSpec] = None  # set: generate the data when missing (data.spec)
+    num_classes: int = field(default=4, metadata=resumes(PROBE, metadata=bounded(1)))
+    min_frames: int = field(default=0, metadata=resumes(PRETRAIN, PROBE, metadata=bounded(0)))  # 0: clip.frames*clip.stride
+    # set: generate the data when missing (data.spec)
+    synthetic: Optional[SyntheticSpec] = field(default=None, metadata=resumes(PRETRAIN, PROBE))
     # Where videos are decoded on a GPU run: gpu (NVDEC), cpu (DALI's CPU decoder, frames then
     # go to the GPU for the rest) or auto (pipelines.videos.choose_decoder picks, logged).
     # A CPU run always decodes on the CPU; 'gpu' there is an error.
@@ -66,10 +77,12 @@ class ClipConfig:
 class ModelConfig:
     # models/backbones.py's BACKBONES (a test keeps the two lists equal); a Literal keeps this
     # module free of torch, which the sweep and report processes would otherwise import.
-    backbone: Literal["i3d", "r2plus1d_18", "r3d_18", "s3d", "small3d"] = "small3d"
-    width: int = field(default=32, metadata=bounded(1))   # small3d only
-    pool: Literal["avg", "max"] = "avg"     # small3d only: its global pool (models/backbones.py)
-    checkpoint: Optional[str] = None      # local torchvision weights to start from
+    backbone: Literal["i3d", "r2plus1d_18", "r3d_18", "s3d", "small3d"] = field(default="small3d",
+                                                                                metadata=resumes(PROBE))
+    width: int = field(default=32, metadata=resumes(PROBE, metadata=bounded(1)))   # small3d only
+    # small3d only: its global pool (models/backbones.py)
+    pool: Literal["avg", "max"] = field(default="avg", metadata=resumes(PROBE))
+    checkpoint: Optional[str] = field(default=None, metadata=resumes(PROBE))   # local torchvision weights to start from
     head: Literal["mlp", "linear"] = "mlp"
     dim: int = field(default=128, metadata=bounded(1))
     K: int = field(default=2048, metadata=bounded(1))
@@ -82,18 +95,18 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = field(default=200, metadata=bounded(0))
-    batch_size: int = field(default=64, metadata=bounded(1))
-    optimizer: Literal["sgd", "adamw"] = "sgd"    # engine.steps.make_optimizer
-    lr: float = field(default=0.01, metadata=bounded(0.0, lo_open=True))
-    momentum: float = field(default=0.9, metadata=bounded(0.0, 1.0))   # sgd only
-    weight_decay: float = field(default=1e-4, metadata=bounded(0.0))
-    schedule: Literal["cosine", "step"] = "cosine"
-    warmup_epochs: float = field(default=0.0, metadata=bounded(0.0))
-    milestones: list[int] = field(default_factory=lambda: [60, 120])
-    lr_decay: float = field(default=0.1, metadata=bounded(0.0, 1.0))
+    epochs: int = field(default=200, metadata=resumes(PRETRAIN, metadata=bounded(0)))
+    batch_size: int = field(default=64, metadata=resumes(PRETRAIN, metadata=bounded(1)))
+    optimizer: Literal["sgd", "adamw"] = field(default="sgd", metadata=resumes(PRETRAIN))  # engine.steps.make_optimizer
+    lr: float = field(default=0.01, metadata=resumes(PRETRAIN, metadata=bounded(0.0, lo_open=True)))
+    momentum: float = field(default=0.9, metadata=resumes(PRETRAIN, metadata=bounded(0.0, 1.0)))   # sgd only
+    weight_decay: float = field(default=1e-4, metadata=resumes(PRETRAIN, metadata=bounded(0.0)))
+    schedule: Literal["cosine", "step"] = field(default="cosine", metadata=resumes(PRETRAIN))
+    warmup_epochs: float = field(default=0.0, metadata=resumes(PRETRAIN, metadata=bounded(0.0)))
+    milestones: list[int] = field(default_factory=lambda: [60, 120], metadata=resumes(PRETRAIN))
+    lr_decay: float = field(default=0.1, metadata=resumes(PRETRAIN, metadata=bounded(0.0, 1.0)))
     amp: Literal["none", "bf16", "fp16"] = "bf16"    # ignored on CPU
-    grad_clip: float = field(default=0.0, metadata=bounded(0.0))  # 0: off
+    grad_clip: float = field(default=0.0, metadata=resumes(PRETRAIN, metadata=bounded(0.0)))  # 0: off
     channels_last: bool = True     # channels-last-3d model and inputs on a GPU (ignored on the CPU)
     checkpoint_every: int = field(default=10, metadata=bounded(1))  # epochs: keep epoch_NNNN.pt
     checkpoint_steps: int = field(default=0, metadata=bounded(0))   # also refresh last.pt every N steps
@@ -107,16 +120,17 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    protocol: Literal["linear", "finetune"] = "linear"
+    protocol: Literal["linear", "finetune"] = field(default="linear", metadata=resumes(PROBE))
     clips_per_video: int = field(default=10, metadata=bounded(1))
-    epochs: int = field(default=100, metadata=bounded(0))
-    batch_size: int = field(default=64, metadata=bounded(1))
-    optimizer: Literal["sgd", "adamw"] = "sgd"    # engine.steps.make_optimizer (sgd: momentum 0.9)
-    lr: float = field(default=0.025, metadata=bounded(0.0, lo_open=True))
-    weight_decay: float = field(default=1e-4, metadata=bounded(0.0))
-    dropout: float = field(default=0.7, metadata=bounded(0.0, 1.0))
-    schedule: Literal["cosine", "step"] = "step"
-    milestones: list[int] = field(default_factory=lambda: [60, 120])
+    epochs: int = field(default=100, metadata=resumes(PROBE, metadata=bounded(0)))
+    batch_size: int = field(default=64, metadata=resumes(PROBE, metadata=bounded(1)))
+    # engine.steps.make_optimizer (sgd: momentum 0.9)
+    optimizer: Literal["sgd", "adamw"] = field(default="sgd", metadata=resumes(PROBE))
+    lr: float = field(default=0.025, metadata=resumes(PROBE, metadata=bounded(0.0, lo_open=True)))
+    weight_decay: float = field(default=1e-4, metadata=resumes(PROBE, metadata=bounded(0.0)))
+    dropout: float = field(default=0.7, metadata=resumes(PROBE, metadata=bounded(0.0, 1.0)))
+    schedule: Literal["cosine", "step"] = field(default="step", metadata=resumes(PROBE))
+    milestones: list[int] = field(default_factory=lambda: [60, 120], metadata=resumes(PROBE))
     ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20, 50], metadata=bounded(1))   # every k
     # runners.trial: also linear-probe on the synthetic data's sibling whose training split
     # has class-independent backgrounds (<data.root>-unbiased), a control for the probe's shortcut
@@ -140,14 +154,14 @@ class WandbConfig:
 
 @dataclass
 class Config:
-    seed: int = 0
+    seed: int = field(default=0, metadata=resumes(PRETRAIN, PROBE))
     device: Literal["auto", "cpu", "gpu"] = "auto"
-    pretrained: Optional[str] = None     # backbone.pt for downstream runners
+    pretrained: Optional[str] = None     # backbone.pt for downstream runners (the probe compares its content)
     data: DataConfig = field(default_factory=DataConfig)
-    clip: ClipConfig = field(default_factory=ClipConfig)
-    fame: FameConfig = field(default_factory=FameConfig)     # fame/config.py
-    aug: AugParams = field(default_factory=AugParams)       # pipelines/params.py
-    model: ModelConfig = field(default_factory=ModelConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig, metadata=resumes(PRETRAIN, PROBE))
+    fame: FameConfig = field(default_factory=FameConfig, metadata=resumes(PRETRAIN))     # fame/config.py
+    aug: AugParams = field(default_factory=AugParams, metadata=resumes(PRETRAIN, PROBE))  # pipelines/params.py
+    model: ModelConfig = field(default_factory=ModelConfig, metadata=resumes(PRETRAIN))
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -297,6 +311,20 @@ def load_config(path: Optional[str], overrides: list[str] = ()) -> Config:
     tree = apply_overrides(tree, list(overrides))
     tree["source"] = os.path.relpath(path) if path else None
     return build_config(tree)
+
+
+def resume_keys(job: str, cls: type = Config, prefix: str = "") -> tuple[str, ...]:
+    """The dotted keys (a section's name standing for all of it) a resumed run of ``job`` must
+    share with its checkpoint: those the schema marks with ``resumes(job)``."""
+    keys = []
+    hints = type_hints(cls)
+    for f in setting_fields(cls):
+        section = _section_type(hints[f.name])
+        if job in f.metadata.get(RESUME, ()):
+            keys.append(prefix + f.name)
+        elif section is not None:
+            keys += resume_keys(job, section, prefix + f.name + ".")
+    return tuple(keys)
 
 
 def to_dict(cfg: Config) -> dict:

@@ -28,12 +28,10 @@ from tqdm import tqdm
 
 from engine import checkpoint as ckpt
 from engine.config import to_dict
-from engine.errors import DataError
 from engine.logger import Logger, gpu_memory_metrics
 from engine.schedule import lr_lambda
 from engine.setup import MIN_ELAPSED_S, Run, open_logger, write_run_config
 from engine.steps import Update
-from pipelines.sampler import equal_shard
 
 log = logging.getLogger("fame")
 UNKNOWN_TERMINAL_SIZE = (0, 0)   # shutil.get_terminal_size's answer where no width is known
@@ -116,26 +114,6 @@ class Throughput:
         out = {"clips_per_s": self.clips_per_step * self.steps / elapsed, "data_wait": self.wait / elapsed}
         self.start, self.wait, self.steps = now, 0.0, 0
         return out
-
-
-class VideoEpochLoader(EpochLoader, Protocol):
-    """An EpochLoader that also says how many videos it shards over the processes."""
-
-    @property
-    def num_videos(self) -> int: ...
-
-
-def require_full_batches(loader: VideoEpochLoader, batch_key: str, batch_size: int, world: int,
-                         train_list: str) -> None:
-    """Refuse a loader without one full batch per epoch (a DataError), naming the batch-size key,
-    the list, the videos each rank has and the largest batch size that works."""
-    if len(loader) == 0:
-        share = len(equal_shard(loader.num_videos, 0, world))
-        fix = (f"set {batch_key} to at most {share}" if share else
-               f"list at least {world} usable videos or run fewer processes")
-        raise DataError(f"config key '{batch_key}' ({batch_size}) x {world} process(es) is larger than this "
-                        f"rank's share of the training videos in '{train_list}': no full batch; each rank has "
-                        f"{share} of the {loader.num_videos} usable videos, so {fix}")
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, schedule: Schedule,

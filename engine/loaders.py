@@ -45,7 +45,7 @@ from engine.errors import DataError, MissingFileError, raise_as_data_errors
 from pipelines import videos as video_checks
 from pipelines.loader import VideoLoader, eval_clips_loader, pretrain_loader, train_clips_loader
 from pipelines.params import AugParams, ClipGeometry, Runtime, Sharding
-from pipelines.sampler import full_batches
+from pipelines.sampler import equal_shard, full_batches
 from pipelines.videos import VideoMeta, videos_from_index
 
 log = logging.getLogger(__name__)
@@ -160,13 +160,29 @@ def pipeline_runtime(train: TrainConfig, device: torch.device, decode: str) -> R
                    prefetch=train.prefetch, pipelines=train.pipelines)
 
 
+def require_full_batches(loader: VideoLoader, batch_key: str, batch_size: int, world: int,
+                         train_list: str) -> VideoLoader:
+    """``loader``, or a DataError when it has no full batch per epoch, naming the batch-size key,
+    the list, the videos each rank has and the largest batch size that works."""
+    if len(loader) == 0:
+        share = len(equal_shard(loader.num_videos, 0, world))
+        fix = (f"set {batch_key} to at most {share}" if share else
+               f"list at least {world} usable videos or run fewer processes")
+        raise DataError(f"config key '{batch_key}' ({batch_size}) x {world} process(es) is larger than this "
+                        f"rank's share of the training videos in '{train_list}': no full batch; each rank has "
+                        f"{share} of the {loader.num_videos} usable videos, so {fix}")
+    return loader
+
+
 def build_train_clips_loader(cfg: Config, list_name: str, rank: int, world: int, device: torch.device) -> VideoLoader:
+    """The probes' training loader of this process: at least one full batch an epoch, or a DataError."""
     videos, decode = load_video_set(cfg, list_name, rank, device)
     with raise_as_data_errors():          # e.g. videos shorter than a clip, named
-        return train_clips_loader(videos, clip=clip_geometry(cfg.clip), batch_size=cfg.eval.batch_size,
-                                  runtime=pipeline_runtime(cfg.train, device, decode),
-                                  shard=Sharding(seed=cfg.seed, rank=rank, world=world),
-                                  aug=cfg.aug.without_colour())   # the probes train on spatial augmentation only
+        loader = train_clips_loader(videos, clip=clip_geometry(cfg.clip), batch_size=cfg.eval.batch_size,
+                                    runtime=pipeline_runtime(cfg.train, device, decode),
+                                    shard=Sharding(seed=cfg.seed, rank=rank, world=world),
+                                    aug=cfg.aug.without_colour())   # the probes train on spatial augmentation only
+    return require_full_batches(loader, "eval.batch_size", cfg.eval.batch_size, world, list_name)
 
 
 def build_test_clips_loader(cfg: Config, list_name: str, rank: int, world: int, device: torch.device) -> VideoLoader:
@@ -200,12 +216,13 @@ def pretrain_settings(cfg: Config, device: torch.device, decode: str, *, rank: i
 
 def build_pretrain_loader(cfg: Config, rank: int = 0, world: int = 1, device: torch.device = torch.device("cpu"),
                           *, return_masks: Optional[bool] = None) -> VideoLoader:
-    """The pretraining loader of this process. ``return_masks`` (FAME examples for the logs)
-    defaults to train.examples_every > 0 when FAME is on."""
+    """The pretraining loader of this process: at least one full batch an epoch, or a DataError.
+    ``return_masks`` (FAME examples for the logs) defaults to train.examples_every > 0 when FAME is on."""
     videos, decode = load_video_set(cfg, cfg.data.train_list, rank, device)
     settings = pretrain_settings(cfg, device, decode, rank=rank, world=world,
                                  steps_per_epoch=full_batches(len(videos), rank, world, cfg.train.batch_size))
     if return_masks is None:
         return_masks = cfg.train.examples_every > 0 and settings["fame_cfg"] is not None
     with raise_as_data_errors():
-        return pretrain_loader(videos, return_masks=return_masks, **settings)
+        loader = pretrain_loader(videos, return_masks=return_masks, **settings)
+    return require_full_batches(loader, "train.batch_size", cfg.train.batch_size, world, cfg.data.train_list)

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from engine.checkpoint import write_atomic
-from engine.setup import GIB
 
 log = logging.getLogger("fame")
+GIB = 2**30
 METRICS_FILE = "metrics.jsonl"
 AFTER_TRAINING_PREFIXES = ("summary/", "test/")   # rows a finished run logs after its last checkpoint
 GPU_ALLOC_METRIC = "gpu_alloc_gb"   # peak of torch's caching allocator since the process started, GiB

@@ -1,7 +1,6 @@
-"""Start-up shared by every runner: command line, device, distributed, run directory, data."""
+"""Start-up shared by every runner: device, distributed, run directory, seeds, logging."""
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import os
@@ -13,35 +12,13 @@ import torch
 import torch.distributed as dist
 
 from engine import config as C
-from engine.errors import DataError
+from engine.doctor import preflight
+from engine.logger import Logger
 
 log = logging.getLogger("fame")
 RUN_CONFIG = "config.yaml"
-GIB = 2**30
 CLIPS_PER_VIDEO = 2      # pretraining reads two clips of every video: the query and the key
 MIN_ELAPSED_S = 1e-9     # floor of a measured duration that is divided by (a fast step can read as 0 s)
-
-
-def cli_parser(description: str) -> argparse.ArgumentParser:
-    """The parser of `--config FILE key=value ...`; a runner adds its own flags to it."""
-    p = argparse.ArgumentParser(description=description)
-    p.add_argument("--config", help="experiment YAML under configs/ (default: schema defaults)")
-    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. fame.beta=0.3 train.epochs=2")
-    return p
-
-
-def parse_cli_args(p: argparse.ArgumentParser, argv: Optional[list[str]] = None) -> tuple[C.Config, argparse.Namespace]:
-    """(validated Config, the other flags); config errors exit with the message."""
-    a = p.parse_args(argv)
-    try:
-        return C.load_config(a.config, a.overrides), a
-    except C.ConfigError as e:
-        p.error(str(e))
-
-
-def parse_cli(description: str, argv: Optional[list[str]] = None) -> C.Config:
-    """`--config FILE key=value ...` -> a validated Config (errors exit with the message)."""
-    return parse_cli_args(cli_parser(description), argv)[0]
 
 
 def resolve_device(setting: str, cfg: Optional[C.Config] = None, dali: bool = True) -> torch.device:
@@ -56,7 +33,6 @@ def resolve_device(setting: str, cfg: Optional[C.Config] = None, dali: bool = Tr
         # A launcher may give each process all of the node's GPUs (torchrun) or only its own one.
         local = int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count()
         torch.cuda.set_device(local)
-        from engine.doctor import preflight
         preflight(cfg, dali)
         return torch.device("cuda", local)
     return torch.device("cpu")
@@ -106,59 +82,13 @@ def write_run_config(cfg: C.Config, run_dir: str, rank: int = 0) -> None:
         C.dump_config(cfg, os.path.join(run_dir, RUN_CONFIG))
 
 
-def holds_own_data(cfg: C.Config) -> bool:
-    """Whether data.root is data of the user's own: both configured lists there and no spec.json
-    (the mark of a generated synthetic dataset)."""
-    from data.synthetic import SPEC_FILE
-    lists = (C.data_path(cfg, cfg.data.train_list), C.data_path(cfg, cfg.data.val_list))
-    return not os.path.exists(os.path.join(cfg.data.root, SPEC_FILE)) and all(map(os.path.isfile, lists))
-
-
-def check_synthetic_classes(cfg: C.Config) -> None:
-    """data.num_classes must be the class count of the synthetic data about to be generated."""
-    if cfg.data.synthetic.num_classes != cfg.data.num_classes:
-        raise C.ConfigError(f"config keys 'data.num_classes' ({cfg.data.num_classes}) and "
-                            f"'data.synthetic.num_classes' ({cfg.data.synthetic.num_classes}) must agree: "
-                            f"data.synthetic generates data.root '{cfg.data.root}'; to use data of your own "
-                            "there instead, set data.synthetic=null")
-
-
-def ensure_data(cfg: C.Config, rank: int = 0) -> None:
-    """Generate the synthetic dataset of data.synthetic when it is missing or stale (rank 0). A
-    data.root holding data of its own (``holds_own_data``) is used as it is, and one holding
-    part of a dataset but no spec.json is refused, naming the override that uses it."""
-    if cfg.data.synthetic is not None and rank == 0:
-        from data.synthetic import NotSyntheticError, ensure_dataset
-        if holds_own_data(cfg):
-            log.info("data.synthetic is ignored: data.root '%s' holds the configured lists and no spec.json, "
-                     "so its videos are used as they are", cfg.data.root)
-        else:
-            check_synthetic_classes(cfg)
-            try:
-                ensure_dataset(cfg.data.root, cfg.data.synthetic)
-            except NotSyntheticError as error:
-                raise DataError(f"config key 'data.synthetic': {error}; to use the data there, set "
-                                "data.synthetic=null and data.train_list / data.val_list to its lists") from error
-    if dist.is_initialized():
-        dist.barrier()
-
-
 def setup_logging(rank: int = 0) -> None:
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
 
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype of ``amp`` (train.amp: bf16|fp16|none) on a GPU; None (plain fp32) on the CPU."""
-    return AMP_DTYPES.get(amp) if device.type == "cuda" else None
-
-
 def open_logger(cfg: C.Config, run_dir: str, job_type: str, rank: int = 0):
     """The run's Logger (metrics.jsonl + W&B per cfg.wandb)."""
-    from engine.logger import Logger
     return Logger(run_dir, config=C.to_dict(cfg), name=cfg.run.name, mode=cfg.wandb.mode,
                   project=cfg.wandb.project, entity=cfg.wandb.entity, group=cfg.wandb.group,
                   tags=cfg.wandb.tags, job_type=job_type, rank=rank)
@@ -175,13 +105,13 @@ class Run(NamedTuple):
 
 def start_run(cfg: C.Config, write_config: bool = True) -> Run:
     """Device, process group, logging, run directory (config.yaml unless ``write_config`` is
-    False: see prepare_run_dir), seeds and data, in that order."""
+    False: see prepare_run_dir) and seeds, in that order. The data is the command's own next
+    line (engine.dataset.ensure_data)."""
     device = resolve_device(cfg.device, cfg)
     rank, world = init_distributed(device)
     setup_logging(rank)
     cfg, run_dir = prepare_run_dir(cfg, rank, write_config)
     seed_everything(cfg.seed, rank)
-    ensure_data(cfg, rank)
     return Run(cfg, run_dir, device, rank, world)
 
 

@@ -22,7 +22,7 @@ from engine.checkpoint import LossWatch, check_loss
 from engine.config import Config
 from engine.evaluation import PERCENT, topk_correct
 from engine.models import make_backbone
-from engine.setup import amp_dtype
+from engine.amp import amp_dtype
 
 MOCO_TOPK = (1, 5)       # contrastive accuracies logged by pretraining (acc1, acc5)
 

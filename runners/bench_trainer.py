@@ -15,8 +15,9 @@ import torch
 
 from models.layout import RGB_CHANNELS
 from engine import config as C
-from engine.setup import (CLIPS_PER_VIDEO, GIB, cli_parser, parse_cli_args, resolve_device, seed_everything,
-                            setup_logging)
+from engine.setup import CLIPS_PER_VIDEO, resolve_device, seed_everything, setup_logging
+from engine.cli import cli_parser, parse_cli_args
+from engine.logger import GIB
 from engine.checkpoint import LossWatch
 from engine.steps import build_training, moco_step
 from engine.errors import run_command

@@ -24,13 +24,16 @@ from typing import Optional
 import torch
 
 from models.classifier import VideoClassifier
-from engine.config import Config
+from engine.config import PROBE, Config, resume_keys
 from engine.evaluation import (check_pretrained_path, evaluate_classifier, load_pretrained_backbone, results_record,
                                write_results)
-from engine.fit import Schedule, Task, fit, require_full_batches
+from engine.fit import Schedule, Task, fit
 from engine.loaders import build_test_clips_loader, build_train_clips_loader, check_list_labels
 from engine.models import make_backbone
-from engine.setup import amp_dtype, broadcast_buffers, end_run, parse_cli, start_run
+from engine.setup import broadcast_buffers, end_run, start_run
+from engine.dataset import ensure_data
+from engine.amp import amp_dtype
+from engine.cli import parse_cli
 from engine.steps import ClassifierStep, Update, make_optimizer
 from engine.errors import run_command
 
@@ -38,10 +41,6 @@ SGD_MOMENTUM = 0.9
 STEP_DECAY = 0.1
 # What a resumed run must share with its checkpoint, besides the pretrained file's content and the
 # process count (the file's path may differ: a moved run directory still resumes).
-RESUME_KEYS = ("seed", "data.root", "data.train_list", "data.num_classes", "data.min_frames",
-               "data.synthetic", "clip", "aug", "model.backbone", "model.width", "model.pool", "model.checkpoint",
-               "eval.protocol", "eval.epochs", "eval.batch_size", "eval.optimizer", "eval.lr", "eval.weight_decay", "eval.dropout", "eval.schedule",
-               "eval.milestones")
 
 
 def build_classifier(cfg: Config, device: torch.device) -> tuple[VideoClassifier, dict]:
@@ -79,16 +78,16 @@ def main(cfg: Config) -> dict:
     check_pretrained_path(cfg)
     run = start_run(cfg, write_config=False)
     cfg, probe = run.cfg, run.cfg.eval
+    ensure_data(cfg, run.rank)
     check_list_labels(cfg)
     model, pretrained = build_classifier(cfg, run.device)
     loader = build_train_clips_loader(cfg, cfg.data.train_list, run.rank, run.world, run.device)
-    require_full_batches(loader, "eval.batch_size", probe.batch_size, run.world, cfg.data.train_list)
     amp = amp_dtype(cfg.train.amp, run.device)
     fitted = fit(run, Task(
         f"{probe.protocol} on {cfg.data.train_list} ({pretrained_name(pretrained)})", probe.protocol, model, loader,
         ClassifierStep(build_update(model, probe.optimizer, probe.lr, probe.weight_decay, amp, run.device)),
         Schedule(probe.schedule, probe.epochs, milestones=probe.milestones, decay=STEP_DECAY),
-        clips_per_step=probe.batch_size * run.world, resume_keys=RESUME_KEYS,
+        clips_per_step=probe.batch_size * run.world, resume_keys=resume_keys(PROBE),
         run_facts={"pretrained_sha256": pretrained["sha256"]}))
 
     broadcast_buffers(model)     # every rank scores the model rank 0 saved

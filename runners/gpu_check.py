@@ -76,8 +76,8 @@ FAME_TARGET = {"backend": "cupy", "size": 224, "batch": 64, "dtype": "uint8", "c
 PROFILE_STEPS, PROFILE_REPEATS = 10, 1
 TRAINER_STEPS = 20
 REHEARSAL_STEPS = 3
-# The GPU tests stage 3 runs: those stages 1 (tests/fame) and 2 (tests/pipelines, tests/data) did not.
-REST_OF_GPU_TESTS = ("tests/engine", "tests/models", "tests/runners", "tests/test_install.py")
+# The GPU tests of stage 1 and 2; stage 3 runs all the others.
+STAGE_TESTS = {1: ("tests/fame",), 2: ("tests/pipelines", "tests/data")}
 REHEARSAL_FAME = ["--backend", "numpy", "--sizes", "112", "--batches", "8", "--repeats", "1"]
 # Packages each kind of step needs beyond the standard library.
 TORCH_CUPY = ("torch", "cupy")
@@ -404,7 +404,7 @@ def stage_plan(stage: int, layout: Layout) -> list[Step]:
     if stage == 1:
         return [
             Step("machine facts", [], 20, ("torch",), run=facts_step),
-            Step("CuPy FAME = NumPy (pytest -m gpu tests/fame)", [*pytest, "tests/fame"], 150,
+            Step("CuPy FAME = NumPy (pytest -m gpu tests/fame)", [*pytest, *STAGE_TESTS[1]], 150,
                  figures=pytest_figures),
             Step("FAME op (bench-fame)", [*py, "-m", "runners.bench_fame", "--json", fame_json,
                                           *(REHEARSAL_FAME if cpu else ["--backend", "cupy"])], 120,
@@ -416,7 +416,7 @@ def stage_plan(stage: int, layout: Layout) -> list[Step]:
                     f"run.name={PRETRAIN_RUN}"]
         return [
             Step("doctor", [*py, "-m", "runners.doctor", "--config", cfg], 60, DALI_STACK),
-            Step("GPU tests of the pipelines and the data (pytest -m gpu)", [*pytest, "tests/pipelines", "tests/data"],
+            Step("GPU tests of the pipelines and the data (pytest -m gpu)", [*pytest, *STAGE_TESTS[2]],
                  100, DALI_STACK, figures=pytest_figures),
             data,
             Step("pretrain, killed at its first checkpoint, resumed to the end", pretrain, 140, DALI_STACK,
@@ -441,8 +441,9 @@ def stage_plan(stage: int, layout: Layout) -> list[Step]:
             profile("vp9-nvdec", *vp9, "data.decode=gpu", timeout_s=45, cpu_skip=no_nvdec),
             profile("vp9-hybrid", *vp9, "data.decode=cpu", timeout_s=45, cpu_skip="hybrid decoding is the GPU graph "
                     "after a CPU decode; a CPU run has no GPU graph"),
-            Step("the other GPU tests (pytest -m gpu: engine, models, runners)",
-                 [*pytest, *REST_OF_GPU_TESTS], 80, DALI_STACK, figures=pytest_figures),
+            Step("the other GPU tests (pytest -m gpu, but those of stages 1 and 2)",
+                 [*pytest, "tests", *(f"--ignore={path}" for paths in STAGE_TESTS.values() for path in paths)], 80,
+                 DALI_STACK, figures=pytest_figures),
         ]
     raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
 

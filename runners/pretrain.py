@@ -13,19 +13,17 @@ from typing import Optional
 
 from models.backbones import export_backbone_state
 from engine import checkpoint as ckpt
-from engine.config import Config, ConfigError
+from engine.config import PRETRAIN, Config, ConfigError, resume_keys
 from engine.evaluation import BACKBONE_FILE
 from engine.examples import fame_example_images
-from engine.fit import Hook, Schedule, Task, Trainer, fit, require_full_batches
+from engine.fit import Hook, Schedule, Task, Trainer, fit
 from engine.loaders import build_pretrain_loader
-from engine.setup import CLIPS_PER_VIDEO, RUN_CONFIG, end_run, parse_cli, start_run
+from engine.setup import CLIPS_PER_VIDEO, RUN_CONFIG, end_run, start_run
+from engine.dataset import ensure_data
+from engine.cli import parse_cli
 from engine.steps import MocoStep, build_training
 from engine.errors import run_command
 
-# What a resumed run must share with its checkpoint (a key names a whole section or one value).
-RESUME_KEYS = ("seed", "data.root", "data.train_list", "data.min_frames", "data.synthetic", "clip", "fame", "aug",
-               "model", "train.epochs", "train.batch_size", "train.optimizer", "train.lr", "train.momentum",
-               "train.weight_decay", "train.schedule", "train.warmup_epochs", "train.milestones", "train.lr_decay", "train.grad_clip")
 EXAMPLES_NAME = "fame/examples"
 PROBE_SUFFIX = "-linear"             # the evaluate hint's run.name: <run.name>-linear, beside this run
 NOT_A_CHECKPOINT = ("auto", "none")  # train.resume values that name no checkpoint file
@@ -77,13 +75,13 @@ def main(cfg: Config) -> str:
     refuse_pretrained(cfg.pretrained)
     run = start_run(cfg, write_config=False)
     cfg, train = run.cfg, run.cfg.train
+    ensure_data(cfg, run.rank)
     loader = build_pretrain_loader(cfg, rank=run.rank, world=run.world, device=run.device)
-    require_full_batches(loader, "train.batch_size", train.batch_size, run.world, cfg.data.train_list)
     model, update, memory_format = build_training(cfg, run.device, run.world)
     fitted = fit(run, Task(
         f"run {run.run_dir}", "pretrain", model, loader, MocoStep(update, memory_format),
         Schedule(train.schedule, train.epochs, train.warmup_epochs, train.milestones, train.lr_decay),
-        clips_per_step=CLIPS_PER_VIDEO * train.batch_size * run.world, resume_keys=RESUME_KEYS,
+        clips_per_step=CLIPS_PER_VIDEO * train.batch_size * run.world, resume_keys=resume_keys(PRETRAIN),
         broadcast_buffers=False,                 # the queues agree by construction
         hooks=(log_fame_examples(train.examples_every),)))
 

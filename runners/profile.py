@@ -41,8 +41,10 @@ from engine import config as C
 from engine.loaders import pretrain_settings
 from engine.loaders import load_video_set
 from engine.machine import cpu_model
-from engine.setup import (CLIPS_PER_VIDEO, GIB, cli_parser, ensure_data, open_logger, parse_cli_args,
-                            prepare_run_dir, resolve_device, setup_logging)
+from engine.setup import CLIPS_PER_VIDEO, open_logger, prepare_run_dir, resolve_device, setup_logging
+from engine.cli import cli_parser, parse_cli_args
+from engine.dataset import ensure_data
+from engine.logger import GIB
 from engine.errors import run_command
 
 PROFILE_FILE = "profile.json"

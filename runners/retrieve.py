@@ -26,7 +26,10 @@ import torch.distributed as dist
 
 from data.filelist import read_file_list
 from engine import checkpoint as ckpt
-from engine.setup import amp_dtype, end_run, open_logger, parse_cli, start_run
+from engine.setup import end_run, open_logger, start_run
+from engine.dataset import ensure_data
+from engine.amp import amp_dtype
+from engine.cli import parse_cli
 from engine.config import Config, data_path, to_dict
 from engine.loaders import build_test_clips_loader, check_list_labels
 from engine.models import make_backbone
@@ -107,6 +110,7 @@ def main(cfg: Config) -> dict:
     """Extract (or reuse) features, compute R@k; returns the results record (also <run>/results.json)."""
     check_pretrained_path(cfg)
     cfg, run_dir, device, rank, world = start_run(cfg)
+    ensure_data(cfg, rank)
     check_list_labels(cfg)
 
     backbone = make_backbone(cfg)

@@ -28,7 +28,8 @@ import os
 import sys
 
 from runners import classify, pretrain, retrieve
-from engine.setup import parse_cli, prepare_run_dir
+from engine.setup import prepare_run_dir
+from engine.cli import parse_cli
 from engine.config import Config, DataConfig, run_name
 from engine.evaluation import check_pretrained_path
 from engine.logger import write_json_atomic

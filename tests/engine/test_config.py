@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from engine import config as C
+from engine.config import PRETRAIN, PROBE, resume_keys, resumes
 
 REPOSITORY = os.path.join(os.path.dirname(__file__), "..", "..")
 CONFIGS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "*.yaml")))
@@ -251,3 +252,34 @@ def test_long_benchmark_trains_on_the_benchmark_training_split():
     same_train = dataclasses.replace(long.data.synthetic, videos_per_class_test=short.data.synthetic.videos_per_class_test)
     assert same_train == short.data.synthetic
     assert dataclasses.replace(long, data=short.data, train=short.train, fame=short.fame, source=short.source) == short
+
+
+def test_the_resume_keys_are_the_marked_fields_of_the_schema():
+    """What a resumed run must share with its checkpoint is marked on the schema's fields (a section:
+    all of it), so a new key cannot be left out of a list kept elsewhere."""
+    pretrain, probe = resume_keys(PRETRAIN), resume_keys(PROBE)
+    assert {"seed", "data.root", "data.train_list", "clip", "fame", "aug", "model", "train.lr", "train.epochs",
+            "train.batch_size", "train.optimizer", "train.schedule"} <= set(pretrain)
+    assert {"seed", "data.root", "data.num_classes", "clip", "aug", "model.backbone", "eval.protocol", "eval.lr",
+            "eval.epochs"} <= set(probe)
+    # what may change on a resume: logging, checkpointing, device, AMP, the pipelines' threads, the test list
+    free = {"device", "train.amp", "train.log_every", "train.checkpoint_every", "train.num_threads",
+            "train.pipelines", "train.prefetch", "wandb", "run", "data.val_list", "data.decode", "eval.clips_per_video"}
+    assert not free & set(pretrain) and not free & set(probe)
+    assert "fame" not in probe and "model" not in probe and "eval.protocol" not in pretrain
+
+
+def test_a_section_marked_for_a_job_stands_for_every_key_in_it():
+    @dataclasses.dataclass
+    class Inner:
+        a: int = 0
+        b: int = dataclasses.field(default=0, metadata=resumes("job"))
+
+    @dataclasses.dataclass
+    class Outer:
+        whole: Inner = dataclasses.field(default_factory=Inner, metadata=resumes("job"))
+        part: Inner = dataclasses.field(default_factory=Inner)
+        free: int = 0
+
+    assert resume_keys("job", Outer) == ("whole", "part.b")
+    assert resume_keys("other", Outer) == ()

@@ -14,10 +14,10 @@ from engine import config as C
 from engine import evaluation as E
 from engine.errors import (DEBUG_ENV, EXIT_RUN_FAILED, EXIT_USAGE, DataError, MissingFileError,
                            raise_as_data_errors, run_command)
-from engine.fit import require_full_batches
-from engine.loaders import build_pretrain_loader
+from engine.loaders import build_pretrain_loader, require_full_batches
 from engine.models import make_backbone
-from engine.setup import ensure_data, resolve_device
+from engine.setup import resolve_device
+from engine.dataset import ensure_data
 from models.backbones import export_backbone_state
 from pipelines.videos import videos_from_index
 

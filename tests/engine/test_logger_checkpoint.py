@@ -10,7 +10,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from engine import checkpoint as ckpt
-from engine.setup import GIB, seed_everything
+from engine.setup import seed_everything
+from engine.logger import GIB
 from engine.logger import (GPU_ALLOC_METRIC, GPU_USED_METRIC, METRICS_FILE, Logger, gpu_memory_metrics,
                             read_metrics, write_json_atomic)
 

@@ -82,7 +82,7 @@ def test_the_hint_probes_a_run_that_resumed_a_named_checkpoint_in_its_own_direct
 def test_the_printed_evaluate_command_probes_the_run_s_own_data(cli_run, tiny_data_root):
     """The end-of-run hint, run as make would: a linear probe on the run's config.yaml (its data),
     written to <run.name>-linear beside the pretraining run."""
-    from engine.setup import parse_cli
+    from engine.cli import parse_cli
     from runners import classify
     run_root, out = cli_run
     make, target, *variables = shlex.split(EVALUATE_HINT.search(out.stdout).group(1))
