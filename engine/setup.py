@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 
 from engine import config as C
-from engine.doctor import preflight
+from engine import doctor
 from engine.logger import Logger
 
 log = logging.getLogger("fame")
@@ -33,7 +33,7 @@ def resolve_device(setting: str, cfg: Optional[C.Config] = None, dali: bool = Tr
         # A launcher may give each process all of the node's GPUs (torchrun) or only its own one.
         local = int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count()
         torch.cuda.set_device(local)
-        preflight(cfg, dali)
+        doctor.preflight(cfg, dali)
         return torch.device("cuda", local)
     return torch.device("cpu")
 

@@ -9,6 +9,10 @@ import tempfile
 
 import numpy as np
 import torch
+import torch.distributed as dist
+
+import fame
+from fame.arrays import to_host
 
 from engine.amp import AMP_DTYPES
 from engine.checks import Context, Result, failed, passed, skipped
@@ -113,8 +117,6 @@ def moving_square_clips(seed: int = FAME_SEED) -> np.ndarray:
 def fame_agreement(xp) -> tuple[float, float]:
     """(smallest per-clip mask IoU, share of equal merged values) of fame.augment on ``xp`` against
     NumPy: the same clips, config and seed."""
-    import fame
-    from fame.arrays import to_host
     clips, cfg = moving_square_clips(), fame.FameConfig()
     merged, masks = fame.augment(clips, cfg, np.random.default_rng(FAME_SEED))
     got_merged, got_masks = (to_host(array) for array in
@@ -157,7 +159,6 @@ def check_amp(context: Context) -> Result:
 def check_nccl(context: Context) -> Result:
     if context.nproc <= 1:
         return skipped("one process (NPROC=1): NCCL is not used")
-    import torch.distributed as dist
     if not dist.is_nccl_available():
         return failed("torch.distributed has no NCCL backend", SETUP_FIX)
     version = torch.cuda.nccl.version()

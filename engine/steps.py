@@ -1,6 +1,6 @@
 """The training steps engine.fit runs: the MoCo step of pretraining and the classifier step of
 the probes, and the MoCo model of a config. No data pipeline here, so the MoCo step can be timed
-alone (runners.bench_trainer) wherever torch runs.
+alone (measure.bench_trainer) wherever torch runs.
 
 Every step: forward under autocast (``amp``: a dtype, or None for fp32) on the inputs' device,
 the loss handed to a LossWatch (no host sync; without a watch a non-finite loss raises
@@ -136,7 +136,7 @@ def build_training(cfg: Config, device: torch.device, world: int = 1) -> Trainin
     steps' keys over ``world`` processes.
 
     On a GPU cuDNN picks its convolution algorithms by timing them (the clip shape never
-    changes): 7% more clips/s for R(2+1)D-18 at batch 64 on an H200 (runners.bench_trainer).
+    changes): 7% more clips/s for R(2+1)D-18 at batch 64 on an H200 (measure.bench_trainer).
     """
     try:
         check_queue_size(cfg.model.K, cfg.train.batch_size, world, cfg.model.symmetric)

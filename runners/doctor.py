@@ -12,7 +12,7 @@ from typing import Optional
 
 from engine.checks import FAIL, exit_code, format_result, run_check
 from engine.cli import cli_parser, parse_cli_args
-from engine.doctor import CHECKS, env_nproc, make_context
+from engine import doctor
 from engine.errors import run_command
 
 
@@ -21,13 +21,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--nproc", type=int, default=None, help="processes of the run (default: WORLD_SIZE or 1)")
     p.add_argument("--quick", action="store_true", help="only the quick checks the runners run before a GPU run")
     cfg, a = parse_cli_args(p, argv)
-    nproc = a.nproc if a.nproc is not None else env_nproc()
+    nproc = a.nproc if a.nproc is not None else doctor.env_nproc()
     if nproc < 1:
         p.error(f"--nproc must be at least 1, got {nproc}")
-    context = make_context(cfg, nproc)
+    context = doctor.make_context(cfg, nproc)
     if not context.gpu:
         print(f"{context.no_gpu_reason}: the GPU-only checks SKIP, the library checks still run", flush=True)
-    checks = tuple(c for c in CHECKS if c.quick or not a.quick)
+    checks = tuple(c for c in doctor.CHECKS if c.quick or not a.quick)
     results = []
     for check in checks:
         results.append(run_check(check, context))

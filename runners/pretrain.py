@@ -32,7 +32,7 @@ NOT_A_CHECKPOINT = ("auto", "none")  # train.resume values that name no checkpoi
 def refuse_pretrained(pretrained: Optional[str]) -> None:
     if pretrained is not None:
         raise ConfigError(f"config key 'pretrained' ('{pretrained}') is for the downstream runners and "
-                         "runners.trial; pretraining starts from scratch (continue a run with train.resume)")
+                         "studies.trial; pretraining starts from scratch (continue a run with train.resume)")
 
 
 def log_fame_examples(every: int) -> Hook:

@@ -99,7 +99,7 @@ def test_pretraining_runs_on_the_transcoded_clips(prepared, tmp_path):
 
 @pytest.mark.footage
 def test_the_mask_figure_for_the_real_clips(prepared, tmp_path):
-    from runners import visualize
+    from studies import visualize
     _, out = prepared
     args = ["masks", "--config", TINY, "--videos", "2", f"data.root={out}", *REAL_DATA,
             f"run.dir={tmp_path}", "run.name=masks"]
@@ -112,7 +112,8 @@ def test_the_mask_figure_for_the_real_clips(prepared, tmp_path):
 def test_the_bias_probe_runs_on_the_real_clips(prepared, tmp_path):
     """A classifier probed on real footage: no object boxes there, so FAME's masks alone."""
     import json
-    from runners import bias_probe, classify
+    from runners import classify
+    from studies import bias_probe
     _, out = prepared
     classify.main(load_config(TINY, [f"data.root={out}", *REAL_DATA, f"run.dir={tmp_path}", "run.name=lin",
                                      "eval.protocol=linear", "eval.epochs=1"]))

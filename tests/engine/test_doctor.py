@@ -6,26 +6,31 @@ import dataclasses
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
 import torch
 
-from engine import doctor, setup as common
+from engine import checks, doctor, smoke, stack
+from engine import setup as common
+from engine.logger import GIB
+from runners import doctor as doctor_command
 from engine.config import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CPU = doctor.Context(device="auto", amp="bf16", nproc=1, gpu=False, no_gpu_reason="no CUDA GPU is visible (test)")
-GPU = doctor.Context(device="gpu", amp="bf16", nproc=1, gpu=True)
+CPU = checks.Context(device="auto", amp="bf16", nproc=1, gpu=False, no_gpu_reason="no CUDA GPU is visible (test)")
+GPU = checks.Context(device="gpu", amp="bf16", nproc=1, gpu=True)
+SHIFT_PIXELS = 8
 CUBLAS_12_MISSING = "libcublas.so.12: cannot open shared object file: No such file or directory"
 
 
-def check_named(name: str) -> doctor.Check:
+def check_named(name: str) -> checks.Check:
     return next(check for check in doctor.CHECKS if check.name == name)
 
 
-def run_named(name: str, context: doctor.Context = CPU) -> doctor.Result:
-    return doctor.run_check(check_named(name), context)
+def run_named(name: str, context: checks.Context = CPU) -> checks.Result:
+    return checks.run_check(check_named(name), context)
 
 
 def fail_cublas(name: str):
@@ -36,49 +41,49 @@ def fail_cublas(name: str):
 
 # ------------------------------------------------------------ libraries and majors ----
 def test_a_library_that_does_not_load_fails_naming_it_and_the_fix(monkeypatch):
-    monkeypatch.setattr(doctor, "load_cupy_library", fail_cublas)
+    monkeypatch.setattr(stack, "load_cupy_library", fail_cublas)
     result = run_named("load cuBLAS")
-    line = doctor.format_result(result)
-    assert result.status == doctor.FAIL
+    line = checks.format_result(result)
+    assert result.status == checks.FAIL
     assert "cuBLAS" in line and "fame.mask" in line and CUBLAS_12_MISSING in line
     assert "fix: run `make setup`" in line and "pip uninstall -y nvidia-dali-cuda120 cupy-cuda12x" in line
-    assert run_named("load cuFFT").status == doctor.PASS
+    assert run_named("load cuFFT").status == checks.PASS
 
 
 def test_every_library_check_passes_here_and_the_training_path_s_are_quick():
-    for library in doctor.CUDA_LIBRARIES:
+    for library in stack.CUDA_LIBRARIES:
         result = run_named(f"load {library.name}")
-        assert result.status == doctor.PASS, doctor.format_result(result)
+        assert result.status == checks.PASS, checks.format_result(result)
         check = check_named(f"load {library.name}")
         assert check.quick == library.quick and not check.needs_gpu
-    quick = {library.name for library in doctor.CUDA_LIBRARIES if library.quick}
+    quick = {library.name for library in stack.CUDA_LIBRARIES if library.quick}
     assert {"cuBLAS", "cuFFT", "NVRTC", "DALI backend", "cuDNN"} <= quick and "cuRAND" not in quick
 
 
 def test_the_nvdec_decode_check_skips_when_the_config_decodes_on_the_cpu():
-    result = doctor.check_gpu_decode(doctor.Context(decode="cpu", gpu=True))
-    assert result.status == doctor.SKIP and "data.decode is cpu" in result.detail
+    result = smoke.check_gpu_decode(checks.Context(decode="cpu", gpu=True))
+    assert result.status == checks.SKIP and "data.decode is cpu" in result.detail
 
 
 def test_disagreeing_majors_fail_with_the_packages_and_the_fix(monkeypatch):
-    monkeypatch.setattr(doctor, "cupy_cuda_major", lambda: "12")
-    monkeypatch.setattr(doctor, "dali_cuda_major", lambda: "12")
-    line = doctor.format_result(run_named("CUDA majors agree"))
+    monkeypatch.setattr(stack, "cupy_cuda_major", lambda: "12")
+    monkeypatch.setattr(stack, "dali_cuda_major", lambda: "12")
+    line = checks.format_result(run_named("CUDA majors agree"))
     assert line.startswith("FAIL") and "torch 13, CuPy 12, DALI 12" in line and "disagree" in line
     assert "nvidia-dali-cuda120 cupy-cuda12x" in line and "make setup" in line
 
 
 def test_two_dali_wheels_fail_the_majors_check(monkeypatch):
-    monkeypatch.setattr(doctor, "installed_wheels", lambda: ["cupy-cuda13x", "nvidia-dali-cuda120", "nvidia-dali-cuda130"])
+    monkeypatch.setattr(stack, "installed_wheels", lambda: ["cupy-cuda13x", "nvidia-dali-cuda120", "nvidia-dali-cuda130"])
     result = run_named("CUDA majors agree")
-    assert result.status == doctor.FAIL and "two DALI wheels are installed (CUDA 12, 13)" in result.detail
+    assert result.status == checks.FAIL and "two DALI wheels are installed (CUDA 12, 13)" in result.detail
 
 
 def test_a_cpu_only_torch_fails_the_torch_check(monkeypatch):
     monkeypatch.setattr(torch.version, "cuda", None)
     result = run_named("torch")
-    assert result.status == doctor.FAIL and "CPU-only build" in result.detail and "make setup" in result.fix
-    assert run_named("load torch CUDA").status == doctor.FAIL
+    assert result.status == checks.FAIL and "CPU-only build" in result.detail and "make setup" in result.fix
+    assert run_named("load torch CUDA").status == checks.FAIL
 
 
 def test_versions_name_the_cuda_of_each_package():
@@ -89,28 +94,28 @@ def test_versions_name_the_cuda_of_each_package():
 
 # ------------------------------------------------------------ the GPU ----
 def test_without_a_gpu_the_gpu_check_skips_and_gpu_only_checks_skip_with_the_reason():
-    assert run_named("gpu").status == doctor.SKIP
+    assert run_named("gpu").status == checks.SKIP
     for check in doctor.CHECKS:
         if check.needs_gpu:
-            result = doctor.run_check(check, CPU)
-            assert result.status == doctor.SKIP and result.detail == CPU.no_gpu_reason, check.name
+            result = checks.run_check(check, CPU)
+            assert result.status == checks.SKIP and result.detail == CPU.no_gpu_reason, check.name
 
 
 def test_device_gpu_without_a_gpu_fails():
-    context = doctor.Context(device="gpu", gpu=False, no_gpu_reason="no CUDA GPU is visible (test)")
+    context = checks.Context(device="gpu", gpu=False, no_gpu_reason="no CUDA GPU is visible (test)")
     result = run_named("gpu", context)
-    assert result.status == doctor.FAIL and "'device' is 'gpu'" in result.detail and "device=auto" in result.fix
+    assert result.status == checks.FAIL and "'device' is 'gpu'" in result.detail and "device=auto" in result.fix
 
 
 def test_a_driver_older_than_cuda_13_fails_with_the_driver_branch(monkeypatch):
-    monkeypatch.setattr(doctor, "driver_cuda_version", lambda: 12040)
+    monkeypatch.setattr(stack, "driver_cuda_version", lambda: 12040)
     result = run_named("gpu")
-    assert result.status == doctor.FAIL and "supports CUDA 12.4" in result.detail and "need CUDA 13" in result.detail
-    assert doctor.DRIVER_BRANCH in result.fix
+    assert result.status == checks.FAIL and "supports CUDA 12.4" in result.detail and "need CUDA 13" in result.detail
+    assert stack.DRIVER_BRANCH in result.fix
 
 
 class FakeProperties:
-    name, total_memory = "Pretend GPU", 80 * common.GIB
+    name, total_memory = "Pretend GPU", 80 * GIB
 
 
 def pretend_gpu(monkeypatch, count: int = 1) -> None:
@@ -118,100 +123,105 @@ def pretend_gpu(monkeypatch, count: int = 1) -> None:
     monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
     monkeypatch.setattr(torch.cuda, "set_device", lambda index: None)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: FakeProperties())
-    monkeypatch.setattr(doctor, "driver_cuda_version", lambda: 13000)
-    monkeypatch.setattr(doctor, "driver_release", lambda: "580.65.06")
+    monkeypatch.setattr(stack, "driver_cuda_version", lambda: 13000)
+    monkeypatch.setattr(stack, "driver_release", lambda: "580.65.06")
 
 
 def test_a_visible_gpu_passes_with_name_memory_and_driver(monkeypatch):
     pretend_gpu(monkeypatch, count=2)
     result = run_named("gpu", GPU)
-    assert result.status == doctor.PASS
+    assert result.status == checks.PASS
     assert result.detail == "2 GPU(s): Pretend GPU 80.0 GiB; Pretend GPU 80.0 GiB; driver 580.65.06 (CUDA 13.0)"
 
 
 def test_libnvcuvid_missing_fails_naming_nvdec_and_the_fix(monkeypatch):
     def missing():
         raise OSError("libnvcuvid.so.1: cannot open shared object file")
-    monkeypatch.setattr(doctor, "load_nvcuvid", missing)
+    monkeypatch.setattr(stack, "load_nvcuvid", missing)
     result = run_named("libnvcuvid", GPU)
-    assert result.status == doctor.FAIL and "libnvcuvid.so.1" in result.detail and "NVDEC" in result.detail
+    assert result.status == checks.FAIL and "libnvcuvid.so.1" in result.detail and "NVDEC" in result.detail
     assert "NVIDIA_DRIVER_CAPABILITIES=compute,utility,video" in result.fix and "data.decode=cpu" in result.fix
-    assert run_named("libnvcuvid", doctor.Context(decode="cpu", gpu=True)).status == doctor.SKIP
-    monkeypatch.setattr(doctor, "load_nvcuvid", lambda: None)
-    assert run_named("libnvcuvid", GPU).status == doctor.PASS
+    assert run_named("libnvcuvid", checks.Context(decode="cpu", gpu=True)).status == checks.SKIP
+    monkeypatch.setattr(stack, "load_nvcuvid", lambda: None)
+    assert run_named("libnvcuvid", GPU).status == checks.PASS
 
 
 # ------------------------------------------------------------ decode, FAME, AMP, NCCL ----
 def test_dali_decode_matches_pyav_within_the_tolerance_on_the_cpu_path():
     """The decode check's code path, run with DALI's CPU decoder on VP9 (H.264 needs NVDEC)."""
-    dali_shape, pyav_shape, difference = doctor.decode_difference("vp9", "cpu")
-    assert dali_shape == pyav_shape == (doctor.DECODE_FRAMES, doctor.DECODE_SIZE, doctor.DECODE_SIZE, 3)
-    assert difference <= doctor.MAX_DECODE_MEAN_ABS_DIFF
+    dali_shape, pyav_shape, difference = smoke.decode_difference("vp9", "cpu")
+    assert dali_shape == pyav_shape == (smoke.DECODE_FRAMES, smoke.DECODE_SIZE, smoke.DECODE_SIZE, 3)
+    assert difference <= smoke.MAX_DECODE_MEAN_ABS_DIFF
 
 
 def test_a_gpu_decode_that_differs_from_pyav_fails(monkeypatch):
     shape = (8, 64, 64, 3)
-    monkeypatch.setattr(doctor, "decode_difference", lambda codec, device: (shape, shape, 9.5))
+    monkeypatch.setattr(smoke, "decode_difference", lambda codec, device: (shape, shape, 9.5))
     result = run_named("DALI GPU decode", GPU)
-    assert result.status == doctor.FAIL and "9.50 levels" in result.detail and "allowed 4.0" in result.detail
-    monkeypatch.setattr(doctor, "decode_difference", lambda codec, device: ((7, 64, 64, 3), shape, float("inf")))
+    assert result.status == checks.FAIL and "9.50 levels" in result.detail and "allowed 4.0" in result.detail
+    monkeypatch.setattr(smoke, "decode_difference", lambda codec, device: ((7, 64, 64, 3), shape, float("inf")))
     assert "shape (7, 64, 64, 3), PyAV (8, 64, 64, 3)" in run_named("DALI GPU decode", GPU).detail
-    monkeypatch.setattr(doctor, "decode_difference", lambda codec, device: (shape, shape, 0.5))
-    assert run_named("DALI GPU decode", GPU).status == doctor.PASS
+    monkeypatch.setattr(smoke, "decode_difference", lambda codec, device: (shape, shape, 0.5))
+    assert run_named("DALI GPU decode", GPU).status == checks.PASS
 
 
-def test_fame_agreement_of_numpy_with_itself_is_exact():
-    assert doctor.fame_agreement(np) == (1.0, 1.0)
+def test_fame_agreement_sees_a_backend_that_computes_other_masks():
+    """The measure behind "FAME CuPy = NumPy", fed an array library that moves every clip by a few
+    pixels on the way in (as a backend that got the masks wrong would): both figures fall below
+    the check's bounds."""
+    shifting = types.SimpleNamespace(asarray=lambda clips: np.roll(np.asarray(clips), SHIFT_PIXELS, axis=3))
+    iou, equal = smoke.fame_agreement(shifting)
+    assert iou < smoke.MIN_FAME_MASK_IOU and equal < smoke.MIN_FAME_EQUAL_SHARE
 
 
 def test_fame_on_cupy_that_differs_from_numpy_fails(monkeypatch):
-    monkeypatch.setattr(doctor, "fame_agreement", lambda xp: (0.5, 0.7))
+    monkeypatch.setattr(smoke, "fame_agreement", lambda xp: (0.5, 0.7))
     result = run_named("FAME CuPy = NumPy", GPU)
-    assert result.status == doctor.FAIL and "smallest mask IoU 0.500 (>= 0.99)" in result.detail
-    monkeypatch.setattr(doctor, "fame_agreement", lambda xp: (1.0, 1.0))
-    assert run_named("FAME CuPy = NumPy", GPU).status == doctor.PASS
+    assert result.status == checks.FAIL and "smallest mask IoU 0.500 (>= 0.99)" in result.detail
+    monkeypatch.setattr(smoke, "fame_agreement", lambda xp: (1.0, 1.0))
+    assert run_named("FAME CuPy = NumPy", GPU).status == checks.PASS
 
 
 def test_amp_check_skips_without_autocast_and_fails_bf16_on_a_gpu_without_it(monkeypatch):
-    assert run_named("AMP autocast", doctor.Context(amp="none", gpu=True)).status == doctor.SKIP
-    assert run_named("AMP autocast", doctor.Context(amp=None, gpu=True)).status == doctor.SKIP
+    assert run_named("AMP autocast", checks.Context(amp="none", gpu=True)).status == checks.SKIP
+    assert run_named("AMP autocast", checks.Context(amp=None, gpu=True)).status == checks.SKIP
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda: "Old GPU")
     result = run_named("AMP autocast", GPU)
-    assert result.status == doctor.FAIL and "Old GPU does not support bfloat16" in result.detail
+    assert result.status == checks.FAIL and "Old GPU does not support bfloat16" in result.detail
     assert "train.amp=fp16" in result.fix
 
 
 def test_nccl_check_runs_only_for_several_processes(monkeypatch):
-    assert run_named("NCCL", doctor.Context(nproc=1, gpu=True)).status == doctor.SKIP
-    several = doctor.Context(nproc=2, gpu=True)
-    assert run_named("NCCL", several).status == doctor.PASS
+    assert run_named("NCCL", checks.Context(nproc=1, gpu=True)).status == checks.SKIP
+    several = checks.Context(nproc=2, gpu=True)
+    assert run_named("NCCL", several).status == checks.PASS
     monkeypatch.setattr(torch.distributed, "is_nccl_available", lambda: False)
     result = run_named("NCCL", several)
-    assert result.status == doctor.FAIL and "no NCCL backend" in result.detail
+    assert result.status == checks.FAIL and "no NCCL backend" in result.detail
 
 
 def test_a_check_that_raises_fails_with_its_fix():
     def broken(context):
         raise RuntimeError("CUDA error: unspecified launch failure")
-    result = doctor.run_check(doctor.Check("broken", broken, "reboot the GPU"), GPU)
-    assert doctor.format_result(result) == (
+    result = checks.run_check(checks.Check("broken", broken, "reboot the GPU"), GPU)
+    assert checks.format_result(result) == (
         "FAIL  broken                    RuntimeError: CUDA error: unspecified launch failure -- fix: reboot the GPU")
 
 
 # ------------------------------------------------------------ the command ----
 def test_main_exits_1_when_a_check_fails_and_0_otherwise(monkeypatch, capsys):
-    monkeypatch.setattr(doctor, "CHECKS", (doctor.Check("fine", lambda c: doctor.passed("ok"), "-"),))
-    assert doctor.main([]) == doctor.EXIT_OK
-    monkeypatch.setattr(doctor, "CHECKS", (doctor.Check("bad", lambda c: doctor.failed("broken", "mend it"), "-"),))
-    assert doctor.main([]) == doctor.EXIT_FAILED
+    monkeypatch.setattr(doctor, "CHECKS", (checks.Check("fine", lambda c: checks.passed("ok"), "-"),))
+    assert doctor_command.main([]) == checks.EXIT_OK
+    monkeypatch.setattr(doctor, "CHECKS", (checks.Check("bad", lambda c: checks.failed("broken", "mend it"), "-"),))
+    assert doctor_command.main([]) == checks.EXIT_FAILED
     assert "FAIL  bad" in capsys.readouterr().out
 
 
 def test_quick_runs_only_the_quick_checks(monkeypatch, capsys):
-    monkeypatch.setattr(doctor, "CHECKS", (doctor.Check("fast", lambda c: doctor.passed("ok"), "-", quick=True),
-                                           doctor.Check("slow", lambda c: doctor.passed("ok"), "-")))
-    assert doctor.main(["--quick"]) == doctor.EXIT_OK
+    monkeypatch.setattr(doctor, "CHECKS", (checks.Check("fast", lambda c: checks.passed("ok"), "-", quick=True),
+                                           checks.Check("slow", lambda c: checks.passed("ok"), "-")))
+    assert doctor_command.main(["--quick"]) == checks.EXIT_OK
     out = capsys.readouterr().out
     assert "PASS  fast" in out and "slow" not in out
 
@@ -220,8 +230,8 @@ def test_quick_runs_only_the_quick_checks(monkeypatch, capsys):
                                            (["train.amp=fp8"], "train.amp")])
 def test_usage_and_config_errors_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        doctor.main(argv)
-    assert exit_info.value.code == doctor.EXIT_USAGE and message in capsys.readouterr().err
+        doctor_command.main(argv)
+    assert exit_info.value.code == checks.EXIT_USAGE and message in capsys.readouterr().err
 
 
 def test_the_command_on_this_machine_says_no_gpu_and_the_libraries_pass():
@@ -231,7 +241,7 @@ def test_the_command_on_this_machine_says_no_gpu_and_the_libraries_pass():
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith("no CUDA GPU is visible")
-    for library in doctor.CUDA_LIBRARIES:
+    for library in stack.CUDA_LIBRARIES:
         assert f"PASS  load {library.name}" in done.stdout
     assert "PASS  CUDA majors agree" in done.stdout and "SKIP  NVRTC kernel" in done.stdout
 
@@ -239,7 +249,7 @@ def test_the_command_on_this_machine_says_no_gpu_and_the_libraries_pass():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_doctor_passes_on_a_gpu(capsys):
-    assert doctor.main(["--config", "configs/gpu_check.yaml", "--nproc", "2"]) == doctor.EXIT_OK, capsys.readouterr().out
+    assert doctor_command.main(["--config", "configs/gpu_check.yaml", "--nproc", "2"]) == checks.EXIT_OK, capsys.readouterr().out
     out = capsys.readouterr().out
     for name in ("gpu", "NVRTC kernel", "libnvcuvid", "DALI GPU decode", "FAME CuPy = NumPy", "AMP autocast", "NCCL"):
         assert f"PASS  {name}" in out
@@ -259,12 +269,12 @@ def slow_check(context):
 
 def test_preflight_stops_a_gpu_run_with_the_failures_and_fixes(monkeypatch, capsys, fresh_preflight):
     pretend_gpu(monkeypatch)
-    monkeypatch.setattr(doctor, "load_cupy_library", fail_cublas)
+    monkeypatch.setattr(stack, "load_cupy_library", fail_cublas)
     monkeypatch.setattr(doctor, "CHECKS", (check_named("load cuBLAS"), check_named("load cuFFT"),
-                                           doctor.Check("slow", slow_check, "-")))
+                                           checks.Check("slow", slow_check, "-")))
     with pytest.raises(SystemExit) as exit_info:
         common.resolve_device("auto", load_config(None, ["train.amp=none"]))
-    assert exit_info.value.code == doctor.EXIT_USAGE
+    assert exit_info.value.code == checks.EXIT_USAGE
     err = capsys.readouterr().err
     assert "the GPU stack is not ready, the run did not start (1 check(s) failed)" in err
     assert "FAIL  load cuBLAS" in err and CUBLAS_12_MISSING in err and "fix: run `make setup`" in err
@@ -274,12 +284,12 @@ def test_preflight_stops_a_gpu_run_with_the_failures_and_fixes(monkeypatch, caps
 def test_preflight_passes_once_and_can_be_switched_off(monkeypatch, fresh_preflight):
     pretend_gpu(monkeypatch)
     runs = []
-    monkeypatch.setattr(doctor, "CHECKS", (doctor.Check("counted", lambda c: runs.append(c) or doctor.passed("ok"),
+    monkeypatch.setattr(doctor, "CHECKS", (checks.Check("counted", lambda c: runs.append(c) or checks.passed("ok"),
                                                         "-", quick=True),))
     assert common.resolve_device("gpu") == torch.device("cuda", 0)
     common.resolve_device("gpu")
     assert len(runs) == 1 and runs[0].gpu and runs[0].amp is None
-    monkeypatch.setattr(doctor, "CHECKS", (doctor.Check("bad", lambda c: doctor.failed("broken", "-"), "-", quick=True),))
+    monkeypatch.setattr(doctor, "CHECKS", (checks.Check("bad", lambda c: checks.failed("broken", "-"), "-", quick=True),))
     monkeypatch.setattr(doctor, "_PREFLIGHT_PASSED", set())
     monkeypatch.setenv(doctor.PREFLIGHT_ENV, "0")
     assert common.resolve_device("gpu") == torch.device("cuda", 0)
@@ -312,14 +322,14 @@ def test_a_run_without_videos_is_not_stopped_for_want_of_dali(monkeypatch, fresh
     pretend_gpu(monkeypatch)
     for module in ("nvidia.dali", "nvidia.dali.backend_impl"):
         monkeypatch.setitem(sys.modules, module, None)              # importing it raises ImportError
-    monkeypatch.setattr(doctor, "dali_cuda_major", lambda: (_ for _ in ()).throw(ImportError("no DALI")))
-    monkeypatch.setattr(doctor, "load_nvcuvid", lambda: (_ for _ in ()).throw(OSError("no libnvcuvid")))
+    monkeypatch.setattr(stack, "dali_cuda_major", lambda: (_ for _ in ()).throw(ImportError("no DALI")))
+    monkeypatch.setattr(stack, "load_nvcuvid", lambda: (_ for _ in ()).throw(OSError("no libnvcuvid")))
     dali_checks = ("dali", "load DALI backend", "CUDA majors agree", "libnvcuvid")
     monkeypatch.setattr(doctor, "CHECKS", tuple(check_named(name) for name in dali_checks))
     without = dataclasses.replace(GPU, dali=False)
-    assert {r.name: r.status for r in doctor.run_checks(doctor.CHECKS, without)} == {
-        "dali": doctor.SKIP, "load DALI backend": doctor.SKIP, "CUDA majors agree": doctor.PASS, "libnvcuvid": doctor.SKIP}
-    assert {r.name: r.status for r in doctor.run_checks(doctor.CHECKS, GPU)} == dict.fromkeys(dali_checks, doctor.FAIL)
+    assert {r.name: r.status for r in checks.run_checks(doctor.CHECKS, without)} == {
+        "dali": checks.SKIP, "load DALI backend": checks.SKIP, "CUDA majors agree": checks.PASS, "libnvcuvid": checks.SKIP}
+    assert {r.name: r.status for r in checks.run_checks(doctor.CHECKS, GPU)} == dict.fromkeys(dali_checks, checks.FAIL)
     assert common.resolve_device("gpu", load_config(None, ["train.amp=none"]), dali=False) == torch.device("cuda", 0)
     with pytest.raises(SystemExit):
         common.resolve_device("gpu", load_config(None, ["train.amp=none"]))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from data.index import VideoIndex, VideoRecord, build_index
-from engine import bias_probe as P
+from studies import probe as P
 from engine import checkpoint as ckpt
 from engine import config as C
 from engine import evaluation as E

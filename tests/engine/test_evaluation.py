@@ -269,7 +269,7 @@ def test_results_json_record(tmp_path):
 
 
 def test_results_collector_builds_the_paper_tables(tmp_path, capsys):
-    from runners import results as R
+    from studies import results as R
 
     def fabricate(run, protocol, dataset, metrics, pretrained):
         os.makedirs(tmp_path / run)

@@ -17,7 +17,7 @@ from pipelines.loader import eval_clips_loader, pretrain_loader, train_clips_loa
 from pipelines.params import AugParams, ClipGeometry, Runtime
 from pipelines.videos import VideoMeta
 from engine import loaders
-from runners import profile
+from measure import profile
 from engine.config import ConfigError, load_config
 from tests.conftest import ROOT
 

@@ -1,10 +1,10 @@
-"""engine.loaders (Config -> pretraining loader) and runners.profile on the tiny synthetic config."""
+"""engine.loaders (Config -> pretraining loader) and measure.profile on the tiny synthetic config."""
 import json
 import os
 
 import torch
 
-from runners import profile
+from measure import profile
 from engine.loaders import build_pretrain_loader, fame_config
 from engine.config import load_config
 from tests.conftest import ROOT

@@ -1,4 +1,4 @@
-"""The bias probe around a classifier (engine.bias_probe, runners.bias_probe): pixels, box masks in the
+"""The bias probe around a classifier (studies.probe, studies.bias_probe): pixels, box masks in the
 crop, and the probe end to end on the tiny synthetic set with a tiny classify run."""
 import json
 import os
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine import bias_probe as P
+from studies import probe as P
 from engine import config as C
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -41,7 +41,8 @@ def test_missing_run_files_are_named(tmp_path):
 
 
 def test_probe_end_to_end_on_a_tiny_classifier(tmp_path, tiny_data_root):
-    from runners import bias_probe, classify
+    from runners import classify
+    from studies import bias_probe
     classify.main(C.load_config(TINY, [f"data.root={tiny_data_root}", f"run.dir={tmp_path}", "run.name=lin",
                                        "eval.protocol=linear", "eval.epochs=1"]))
     run_dir = bias_probe.main(["--run", str(tmp_path / "lin")])

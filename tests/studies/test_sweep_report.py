@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from engine import config as C
-from runners import report, sweep
+from studies import report, sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BASE = os.path.join(ROOT, "configs", "synthetic_tiny.yaml")
@@ -90,7 +90,7 @@ def test_invalid_key_or_value_is_rejected_before_running(tmp_path):
 
 
 def fabricate(runs, sweep_name, params, seed, top1, prefix=None):
-    """A trial.json as runners.trial writes it, named as runners.sweep names trials (by default on BASE)."""
+    """A trial.json as studies.trial writes it, named as studies.sweep names trials (by default on BASE)."""
     label = "-".join(f"{key.split('.')[-1]}={value}" for key, value in params.items())
     name = f"{prefix or sweep.name_prefix(sweep_name, BASE)}-{label}-s{seed}"
     d = runs / f"{name}-{params['fame.branches']}"
@@ -146,9 +146,9 @@ def test_truncated_trial_record_is_named(tmp_path):
 # ------------------------------------------------------------------ trial ----
 @pytest.fixture
 def fake_stages(monkeypatch, tmp_path):
-    """runners.trial with its stages replaced: pretraining makes the run directory, the probes
+    """studies.trial with its stages replaced: pretraining makes the run directory, the probes
     and retrieval return a metric, and every stage's config is kept in ``configs``."""
-    from runners import trial
+    from studies import trial
     configs = {}
 
     def pretrain(cfg):

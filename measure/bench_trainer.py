@@ -1,4 +1,4 @@
-"""Clips/s of the MoCo training step alone: python -m runners.bench_trainer --config X [key=value ...].
+"""Clips/s of the MoCo training step alone: python -m measure.bench_trainer --config X [key=value ...].
 
 The step of runners.pretrain (forward of both encoders, backward, SGD, momentum update,
 enqueue) on random query/key clips of the config's shape (NCTHW: train.batch_size x 3 x

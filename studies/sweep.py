@@ -1,9 +1,9 @@
-"""Run an ablation grid locally: `python -m runners.sweep --sweep configs/sweeps/beta.yaml --config X`.
+"""Run an ablation grid locally: `python -m studies.sweep --sweep configs/sweeps/beta.yaml --config X`.
 
 The sweep files are in W&B's sweep format (method: grid, parameters as config
 keys), so with a W&B server the same file also works as
 `wandb sweep configs/sweeps/beta.yaml` + `wandb agent ID`. Locally every grid
-point x seed runs `runners.trial` (pretrain + linear probe + retrieval) as
+point x seed runs `studies.trial` (pretrain + linear probe + retrieval) as
 its own process, `--parallel N` at a time, named
 <sweep>-<config stem>[-x<hash>]-<key=value...>-s<seed> (<hash>: of the extra
 key=value overrides given to every trial, when there are any, less those that
@@ -107,7 +107,7 @@ def expand_grid(sweep: dict, config: str, seeds: list[int], extra: list[str] = (
 
 
 def run_trials(trials: list[Trial], config: str, parallel: int = 1) -> list[int]:
-    """Run `runners.trial` for each, `parallel` at a time; returns the exit codes in order."""
+    """Run `studies.trial` for each, `parallel` at a time; returns the exit codes in order."""
     codes: dict[int, int] = {}
     running: list[tuple[int, subprocess.Popen]] = []
     queue = list(enumerate(trials))
@@ -115,7 +115,7 @@ def run_trials(trials: list[Trial], config: str, parallel: int = 1) -> list[int]
         while queue and len(running) < parallel:
             i, t = queue.pop(0)
             print(f"[sweep] start {t.name}", flush=True)
-            running.append((i, subprocess.Popen([sys.executable, "-m", "runners.trial", "--config", config,
+            running.append((i, subprocess.Popen([sys.executable, "-m", "studies.trial", "--config", config,
                                                  *t.overrides])))
         i, p = running.pop(0)
         codes[i] = p.wait()

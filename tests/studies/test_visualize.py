@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from engine import metrics
+from studies import metrics
 from models.backbones import build_backbone, export_backbone_state
-from runners import visualize
+from studies import visualize
 from engine.config import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -166,6 +166,6 @@ def test_a_trial_scores_its_backbone_without_loading_matplotlib():
     """The study's metrics live apart from the plotting: importing the trial runner loads no matplotlib."""
     import subprocess
     import sys
-    code = "import sys, runners.trial; print('matplotlib' in sys.modules)"
+    code = "import sys, studies.trial; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -1,9 +1,9 @@
 """The paper's figures, from the command line.
 
-    python -m runners.visualize masks   --config X [--videos 4]            (Fig. 5)
-    python -m runners.visualize caam    --config X --ckpt A.pt --ckpt B.pt  (Fig. 1 + energy in the box)
-    python -m runners.visualize kernels --ckpt A.pt --ckpt B.pt [--label L]  (Fig. 3)
-    python -m runners.visualize mask-quality --config X [--videos 64]        (masks vs the object's box)
+    python -m studies.visualize masks   --config X [--videos 4]            (Fig. 5)
+    python -m studies.visualize caam    --config X --ckpt A.pt --ckpt B.pt  (Fig. 1 + energy in the box)
+    python -m studies.visualize kernels --ckpt A.pt --ckpt B.pt [--label L]  (Fig. 3)
+    python -m studies.visualize mask-quality --config X [--videos 64]        (masks vs the object's box)
 
 Clips are read with PyAV (a few videos; no training pipeline needed): the
 middle clip.frames x clip.stride window, short side resized to clip.crop and
@@ -29,7 +29,7 @@ from fame.config import AUTO_BETA
 from fame.mask import smoothed_statistics, soft_mask_from
 from data.filelist import read_file_list
 from data.video_io import read_video
-from engine.metrics import box_masks, caam, energy_in_box, overlap_scores, ranking_auc
+from studies.metrics import box_masks, caam, energy_in_box, overlap_scores, ranking_auc
 from models.backbones import apply_backbone_state
 from engine.setup import open_logger, prepare_run_dir, resolve_device
 from engine.evaluation import backbone_state_from_file

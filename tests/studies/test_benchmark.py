@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from runners import benchmark
+from studies import benchmark
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, "configs", "benchmark_tiny.yaml")
@@ -113,7 +113,7 @@ def test_tiny_benchmark_end_to_end(tmp_path):
 
     # Re-scoring a trial's backbone (pretrained=...) skips pretraining and, on the same data and
     # seed, repeats the trial's downstream metrics exactly.
-    from runners import trial
+    from studies import trial
     base = next(t for t in out["trials"] if t["params"]["fame.variant"] == "none")
     backbone = os.path.join(base["run_dir"], "backbone.pt")
     assert trial.main(["--config", TINY, f"run.dir={runs}", f"data.root={data}", "run.name=rescored", "seed=0",

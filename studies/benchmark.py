@@ -1,4 +1,4 @@
-"""Background-bias benchmark: `python -m runners.benchmark --config configs/benchmark.yaml --seeds 0,1,2`.
+"""Background-bias benchmark: `python -m studies.benchmark --config configs/benchmark.yaml --seeds 0,1,2`.
 
 On the synthetic dataset of the config (background correlated with the class
 in the training split, independent of it in the test split) every seed
@@ -6,7 +6,7 @@ pretrains MoCo without FAME (fame.variant=none, the baseline) and MoCo + FAME
 (the config's own fame settings, its mask variant included) with the same seed,
 budget and backbone, then linear-probes (trained on the training split, tested
 on the background-shifted test split) and retrieves
-(test videos query the training videos) with each: one `runners.trial` per
+(test videos query the training videos) with each: one `studies.trial` per
 method and seed, each its own process. Prints and writes a table with a row
 per method (mean ± std over seeds) and a row for the gap FAME - baseline (per
 seed, then mean ± std), plus the machine and the time taken. Its columns:
@@ -14,7 +14,7 @@ caam/energy_in_box_pct (on synthetic data: the share of the class-agnostic
 activation map inside the moving object's box), linear/video_top1,
 linear_unbiased/video_top1 (with eval.unbiased_probe, on in
 configs/benchmark.yaml: the control, the same probe trained on
-class-independent backgrounds; runners.trial) and retrieval/R@1. With
+class-independent backgrounds; studies.trial) and retrieval/R@1. With
 ``--control CONFIG`` every seed also runs `runners.classify` on that config (e.g.
 configs/small_objects_control.yaml: the backbone trained with labels from random
 init on class-independent backgrounds), a row of its own with control/video_top1:
@@ -33,12 +33,12 @@ import sys
 import time
 
 from engine import config as C
-from engine.machine import cpu_model
+from measure.machine import cpu_model
 from engine.errors import run_command
 from engine.evaluation import RESULTS_FILE
-from runners.report import markdown_table, summarize
-from runners.sweep import expand_grid, parse_seeds, run_trials
-from runners.trial import TRIAL_FILE
+from studies.report import markdown_table, summarize
+from studies.sweep import expand_grid, parse_seeds, run_trials
+from studies.trial import TRIAL_FILE
 
 VARIANT_KEY = "fame.variant"
 BASELINE, FAME = "none", "fame"
@@ -49,7 +49,7 @@ CONTROL_METRIC = "control/video_top1"
 
 
 def benchmark_sweep(name: str, variant: str = FAME) -> dict:
-    """The two methods as a one-parameter grid (the format of runners.sweep): the baseline and
+    """The two methods as a one-parameter grid (the format of studies.sweep): the baseline and
     FAME with the mask ``variant``."""
     return {"name": name, "parameters": {VARIANT_KEY: {"values": [BASELINE, variant]}}}
 
@@ -99,7 +99,7 @@ def seed_gaps(records: list[dict], metrics=TABLE_METRICS) -> dict:
 
 
 def benchmark_rows(records: list[dict], metrics=TABLE_METRICS) -> list[dict]:
-    """Rows in runners.report's summary format: one per method, then the gap."""
+    """Rows in studies.report's summary format: one per method, then the gap."""
     rows = []
     for s in summarize(records, [VARIANT_KEY]):
         rows.append({"params": {"method": method_label(s["params"][VARIANT_KEY])}, "seeds": s["seeds"],
@@ -125,7 +125,7 @@ def run_controls(config: str, name: str, seeds: list[int], run_dir: str) -> list
 
 
 def control_row(run_dir: str, name: str, seeds: list[int]) -> dict:
-    """The control's row in runners.report's summary format: video top-1 of every seed's results.json."""
+    """The control's row in studies.report's summary format: video top-1 of every seed's results.json."""
     values = []
     for seed in seeds:
         path = os.path.join(run_dir, control_run_name(name, seed), RESULTS_FILE)

@@ -1,4 +1,4 @@
-"""runners.gpu_check: every stage fits its budget, every stage's CPU rehearsal runs (stage 1 with
+"""measure.gpu_check: every stage fits its budget, every stage's CPU rehearsal runs (stage 1 with
 DALI, PyAV and tqdm unimportable, as on the lent machine before DALI arrives), a stage cut short
 keeps the report of every step it finished, and the report measures each target against its bound."""
 import json
@@ -11,7 +11,7 @@ import sysconfig
 
 import pytest
 
-from runners import gpu_check as G
+from measure import gpu_check as G
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ONE_COMMAND_S = 8 * 60           # a stage must end well inside the 10 minutes a command may run
@@ -55,7 +55,7 @@ def machine_env() -> dict:
 
 
 def stage_command(stage: int, out, work, python: str = sys.executable) -> list[str]:
-    return [python, "-m", "runners.gpu_check", "--stage", str(stage), "--rehearse", "--out", str(out),
+    return [python, "-m", "measure.gpu_check", "--stage", str(stage), "--rehearse", "--out", str(out),
             "--work", str(work)]
 
 
@@ -249,4 +249,4 @@ def test_make_gpu_check_installs_nothing_and_takes_the_python_it_finds():
     machine): no `make setup`, no pip."""
     commands = subprocess.run(["make", "-n", "gpu-check", "VENV=/nonexistent-venv", "PYTHON=python3", "STAGE=2",
                                "OUT=/tmp/o"], cwd=ROOT, stdout=subprocess.PIPE, text=True, check=True).stdout
-    assert commands.strip() == "python3 -m runners.gpu_check --stage 2 --out /tmp/o"
+    assert commands.strip() == "python3 -m measure.gpu_check --stage 2 --out /tmp/o"

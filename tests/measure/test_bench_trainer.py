@@ -1,4 +1,4 @@
-"""runners.bench_trainer: the MoCo step timed on random clips of the config's shape."""
+"""measure.bench_trainer: the MoCo step timed on random clips of the config's shape."""
 import json
 import math
 import os
@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from runners import bench_trainer
+from measure import bench_trainer
 from engine.config import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

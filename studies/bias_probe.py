@@ -1,9 +1,9 @@
-"""Background-bias probe of a trained classifier: `python -m runners.bias_probe --run runs/<classify run> [key=value ...]`.
+"""Background-bias probe of a trained classifier: `python -m studies.bias_probe --run runs/<classify run> [key=value ...]`.
 
 Reads the classify run's resolved config (config.yaml) and its classifier (checkpoints/last.pt);
 ``key=value`` overrides apply on top (e.g. data.val_list=..., data.root=..., run.name=...).
 Scores the test list under four conditions (original, background only, foreground only,
-swapped onto another class's background; engine.bias_probe says how each clip is made),
+swapped onto another class's background; studies.probe says how each clip is made),
 with FAME's masks and, on synthetic data, the object boxes. Writes bias.json, bias.md and
 bias-examples.png into <run.dir>/<run.name>/ (default name bias-<classify run>) and the
 scores to W&B.
@@ -18,12 +18,12 @@ import os
 import numpy as np
 
 from data.synthetic import load_annotations
-from engine import bias, bias_probe as P
+from studies import bias, probe as P
 from engine.config import ConfigError
 from engine.loaders import build_test_clips_loader
 from engine.setup import open_logger, prepare_run_dir, resolve_device, setup_logging
 from engine.errors import run_command
-from runners.visualize import figure_fame_config, save_grid
+from studies.visualize import figure_fame_config, save_grid
 
 RESULTS_FILE, TABLE_FILE, EXAMPLES_FILE = "bias.json", "bias.md", "bias-examples.png"
 

@@ -1,8 +1,8 @@
 """One ablation trial: pretrain, then linear probe and retrieval on the result.
 
-    python -m runners.trial --config configs/synthetic.yaml fame.beta=0.3 seed=1
+    python -m studies.trial --config configs/synthetic.yaml fame.beta=0.3 seed=1
 
-This is what every grid point of `runners.sweep` (and a `wandb agent`) runs.
+This is what every grid point of `studies.sweep` (and a `wandb agent`) runs.
 Runs: <run.name> (pretrain), <run.name>-linear, <run.name>-retrieval, and with
 eval.unbiased_probe <run.name>-linear-unbiased: the same linear probe trained on a
 copy of the synthetic data whose training split has class-independent backgrounds
@@ -11,10 +11,10 @@ motion the backbone learned the biased probe gives up to the background. On
 synthetic data the trial also scores where the backbone looks: caam/energy_in_box_pct,
 the share (%) of its class-agnostic activation map inside the moving object's box
 on the first test clips, beside caam/box_fraction_pct, what a map with no
-preference scores (runners.visualize). The
+preference scores (studies.visualize). The
 pretrain run directory gets trial.json: the sweep (wandb.group), the trial's
 parameters (its key=value overrides, less run.*, wandb.* and seed), the seed and
-the metrics that `runners.report` tabulates.
+the metrics that `studies.report` tabulates.
 
 With `pretrained=<backbone.pt>` the trial skips pretraining and scores that backbone
 (the same probes, retrieval and CAAM), e.g. a finished trial's backbone on a larger
@@ -34,7 +34,7 @@ from engine.config import Config, DataConfig, run_name
 from engine.evaluation import check_pretrained_path
 from engine.logger import write_json_atomic
 from engine.errors import run_command
-from runners.visualize import caam_in_box
+from studies.visualize import caam_in_box
 
 BOOKKEEPING = ("run.", "wandb.", "seed=")
 TRIAL_FILE = "trial.json"

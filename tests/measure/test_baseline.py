@@ -2,10 +2,9 @@
 import dataclasses
 
 import numpy as np
-import pytest
 import torch
 
-from pipelines.baseline import crop_resize, decode_frames, pyav_pretrain_loader
+from measure.baseline import crop_resize, decode_frames, pyav_pretrain_loader
 from pipelines.loader import pretrain_loader
 from pipelines.params import AugParams, ClipGeometry, Sharding
 from tests.pipelines.conftest import coded_frames, write_vp9

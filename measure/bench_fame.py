@@ -1,4 +1,4 @@
-"""Throughput of the FAME augmentation (mask + merge) in clips/s: python -m runners.bench_fame [--json PATH].
+"""Throughput of the FAME augmentation (mask + merge) in clips/s: python -m measure.bench_fame [--json PATH].
 
 Sizes 16x112x112 and 16x224x224, batch 8 and 32 (and 64 on the GPU), uint8 and float32 input,
 NumPy and (when a GPU is present) CuPy; each figure is the median over --repeats timed calls
@@ -22,7 +22,7 @@ import fame
 from fame.mask import masks_from_config, smoothed_statistics, soft_mask_from
 from fame.motion import UINT8_MAX, frame_statistics
 from fame.select import top_k_mask
-from engine.machine import cpu_model
+from measure.machine import cpu_model
 from engine.errors import run_command
 
 FRAMES = 16

@@ -1,5 +1,5 @@
 """The GPU verification in stages that each fit one short command on a lent GPU machine:
-`python -m runners.gpu_check --stage 1|2|3 --out DIR [--work DIR] [--rehearse] [--only STEP]`.
+`python -m measure.gpu_check --stage 1|2|3 --out DIR [--work DIR] [--rehearse] [--only STEP]`.
 
 Each stage runs its steps one after another, each in its own process with a time limit, inside
 the stage's budget (STAGE_BUDGET_S, well inside the 10 minutes one command may run), and
@@ -387,7 +387,7 @@ def stage_plan(stage: int, layout: Layout) -> list[Step]:
     fame_json, trainer_json = layout.path("bench_fame.json"), layout.path("bench_trainer.json")
     def trainer(timeout_s: int) -> Step:
         return Step("training step alone (bench-trainer)",
-                    [*py, "-m", "runners.bench_trainer", "--config", cfg, "--steps",
+                    [*py, "-m", "measure.bench_trainer", "--config", cfg, "--steps",
                      str(REHEARSAL_STEPS if cpu else TRAINER_STEPS), "--warmup", "1" if cpu else "5",
                      "--json", trainer_json, *workload], timeout_s, figures=trainer_figures(trainer_json))
     data = Step("videos: the workload's (H.264 320x240; VP9 in a rehearsal)",
@@ -396,7 +396,7 @@ def stage_plan(stage: int, layout: Layout) -> list[Step]:
 
     def profile(name: str, *overrides: str, timeout_s: int, cpu_skip: str = "") -> Step:
         run_dir = os.path.join(layout.runs, name)
-        return Step(f"profile: {name}", [*py, "-m", "runners.profile", "--config", cfg, "--steps", str(PROFILE_STEPS),
+        return Step(f"profile: {name}", [*py, "-m", "measure.profile", "--config", cfg, "--steps", str(PROFILE_STEPS),
                                         "--repeats", str(PROFILE_REPEATS), *workload, *overrides, runs,
                                         f"run.name={name}"], timeout_s, DALI_STACK,
                     figures=profile_figures(run_dir), cpu_skip=cpu_skip)
@@ -406,7 +406,7 @@ def stage_plan(stage: int, layout: Layout) -> list[Step]:
             Step("machine facts", [], 20, ("torch",), run=facts_step),
             Step("CuPy FAME = NumPy (pytest -m gpu tests/fame)", [*pytest, *STAGE_TESTS[1]], 150,
                  figures=pytest_figures),
-            Step("FAME op (bench-fame)", [*py, "-m", "runners.bench_fame", "--json", fame_json,
+            Step("FAME op (bench-fame)", [*py, "-m", "measure.bench_fame", "--json", fame_json,
                                           *(REHEARSAL_FAME if cpu else ["--backend", "cupy"])], 120,
                  figures=fame_figures(fame_json)),
             trainer(120),

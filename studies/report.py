@@ -1,6 +1,6 @@
-"""Read an ablation without a server: `python -m runners.report --sweep configs/sweeps/beta.yaml [--config X] [key=value ...]`.
+"""Read an ablation without a server: `python -m studies.report --sweep configs/sweeps/beta.yaml [--config X] [key=value ...]`.
 
-Takes the --config and key=value overrides the sweep ran with (runners.sweep), so
+Takes the --config and key=value overrides the sweep ran with (studies.sweep), so
 it reads exactly that sweep's trials: those under run.dir named
 <sweep>-<config stem>[-x<hash>]-..., not those of the same sweep file run on
 another base config or with other overrides. Writes <run.dir>/<that prefix>.md
@@ -19,7 +19,7 @@ from collections import defaultdict
 
 from engine import config as C
 from engine.errors import run_command
-from runners.sweep import DEFAULT_BASE_CONFIG, SEED_MARK, expand_grid, name_prefix, read_sweep
+from studies.sweep import DEFAULT_BASE_CONFIG, SEED_MARK, expand_grid, name_prefix, read_sweep
 
 TRIAL_FILE = "trial.json"
 PLOT_METRIC = "linear/video_top1"
@@ -37,7 +37,7 @@ def metric_columns(names) -> list[str]:
 
 
 def trial_stems(sweep: dict, config: str, extra: list[str]) -> set[str]:
-    """The names runners.sweep gives this sweep's trials on ``config`` with ``extra``, less their -s<seed>."""
+    """The names studies.sweep gives this sweep's trials on ``config`` with ``extra``, less their -s<seed>."""
     return {t.name.removesuffix(f"{SEED_MARK}{ANY_SEED}") for t in expand_grid(sweep, config, [ANY_SEED], extra)}
 
 

@@ -1,10 +1,10 @@
-"""runners.bench_fame: whole-batch rates and the per-part breakdown, on small clips."""
+"""measure.bench_fame: whole-batch rates and the per-part breakdown, on small clips."""
 import json
 import math
 
 import pytest
 
-from runners import bench_fame
+from measure import bench_fame
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
-"""The bias probe's clip conditions, class pairing and scores (engine.bias) against hand-made cases."""
+"""The bias probe's clip conditions, class pairing and scores (studies.bias) against hand-made cases."""
 import numpy as np
 import pytest
 
-from engine.bias import (background_only, bias_scores, foreground_only, median_frame, pair_across_classes,
+from studies.bias import (background_only, bias_scores, foreground_only, median_frame, pair_across_classes,
                          swap_backgrounds)
 
 T, H, W, SIDE = 7, 12, 16, 3

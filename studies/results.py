@@ -1,4 +1,4 @@
-"""Collect every results.json under runs/ into markdown tables: `python -m runners.results [--runs runs] [--out FILE]`.
+"""Collect every results.json under runs/ into markdown tables: `python -m studies.results [--runs runs] [--out FILE]`.
 
 Like the paper's Table 5 (classification: one row per pretrained weights x
 backbone x input x protocol, one column per dataset, video-level top-1) and

@@ -1,12 +1,12 @@
-"""The background-bias probe of a trained classifier on any test list (``runners.bias_probe``).
+"""The background-bias probe of a trained classifier on any test list (``studies.bias_probe``).
 
 The test clips come from the classifier's own test loader (``eval.clips_per_video`` uniformly
 spaced clips per video, centre crop: the protocol of its test), as normalised NCTHW batches.
 Each batch is turned back into pixels (NTHWC float in 0..1), a mask of the moving
-foreground is made per clip, and the classifier scores every condition of ``engine.bias``
+foreground is made per clip, and the classifier scores every condition of ``studies.bias``
 on the same clips: original, background only, foreground only (on the normalisation's mean
 colour, which normalises to zero), and swap. Per video the softmax is averaged over its clips,
-as in the test; the predicted classes go to ``engine.bias.bias_scores``.
+as in the test; the predicted classes go to ``studies.bias.bias_scores``.
 
 Masks (``MASK_SOURCES``):
 - "fame": FAME's own mask of each clip (fame.* of the config: beta, variant, hue, camera
@@ -16,7 +16,7 @@ Masks (``MASK_SOURCES``):
   mapped into the crop: exact up to the box's own corners of background.
 
 Swap backgrounds: video i's foreground goes on a still background of a video j of another
-class (``engine.bias.pair_across_classes``): the temporal median frame of j's middle clip,
+class (``studies.bias.pair_across_classes``): the temporal median frame of j's middle clip,
 in which j's own moving actor is gone, so a swapped clip carries the motion of i alone. A
 first pass over the test list collects these frames (uint8, one per video).
 
@@ -32,12 +32,12 @@ import numpy as np
 import torch
 
 import fame
-from engine import bias
+from studies import bias
 from engine.checkpoint import CHECKPOINT_DIR, LAST, load_checkpoint
 from engine.config import Config, load_config
 from engine.errors import DataError
 from engine.evaluation import VideoAccumulator
-from engine.metrics import box_masks
+from studies.metrics import box_masks
 from engine.models import make_backbone
 from engine.setup import RUN_CONFIG
 from fame.mask import masks_from_config
@@ -155,7 +155,7 @@ def middle_clip_stills(model_batches, num_videos: int, clips_per_video: int, mea
 
 
 def condition_clips(pixels: np.ndarray, masks: np.ndarray, partner_stills: np.ndarray, mean) -> dict:
-    """Every condition of ``engine.bias.CONDITIONS`` for these clips (NTHWC float 0..1)."""
+    """Every condition of ``studies.bias.CONDITIONS`` for these clips (NTHWC float 0..1)."""
     stills = (partner_stills.astype(np.float32) / PIXEL_MAX)[:, None]
     return {"original": pixels,
             "background_only": bias.background_only(pixels, masks),
@@ -166,7 +166,7 @@ def condition_clips(pixels: np.ndarray, masks: np.ndarray, partner_stills: np.nd
 @torch.no_grad()
 def probe_classifier(model: torch.nn.Module, loader, data: ProbeData, stills: np.ndarray, source: str, cfg: Config,
                      fame_cfg: fame.FameConfig, device: torch.device) -> dict:
-    """Scores of ``engine.bias.bias_scores`` with ``source`` masks, plus example frames per condition;
+    """Scores of ``studies.bias.bias_scores`` with ``source`` masks, plus example frames per condition;
     ``stills``: the swaps' backgrounds, (V, H, W, 3) uint8 (``middle_clip_stills``)."""
     if source not in MASK_SOURCES:
         raise ValueError(f"mask source must be one of {MASK_SOURCES}, got {source!r}")

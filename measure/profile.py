@@ -1,4 +1,4 @@
-"""Profile the pretraining input pipeline: `python -m runners.profile --config X [--steps N] [key=value ...]`.
+"""Profile the pretraining input pipeline: `python -m measure.profile --config X [--steps N] [key=value ...]`.
 
 Times the DALI pretraining pipeline without a model, cut after each stage:
 decode (both clips of every video), + crop/flip, + FAME (python stage), + colour
@@ -34,13 +34,13 @@ import warnings
 
 import torch
 
-from pipelines.baseline import pyav_pretrain_loader
+from measure.baseline import pyav_pretrain_loader
 from pipelines.fame_stage import FameStage
 from pipelines.loader import StageCut, pretrain_stage_loader
 from engine import config as C
 from engine.loaders import pretrain_settings
 from engine.loaders import load_video_set
-from engine.machine import cpu_model
+from measure.machine import cpu_model
 from engine.setup import CLIPS_PER_VIDEO, open_logger, prepare_run_dir, resolve_device, setup_logging
 from engine.cli import cli_parser, parse_cli_args
 from engine.dataset import ensure_data
