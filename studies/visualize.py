@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import sys
+from typing import Callable
 
 import numpy as np
 import torch
@@ -38,7 +39,6 @@ from engine.config import Config, ConfigError, data_path, load_config, with_run_
 from engine.errors import run_command
 
 VARIANTS = ("gauss", "seed", "grid", "fame")
-DEFAULT_VIDEOS = {"masks": 4, "caam": 4, "kernels": 4, "mask-quality": 64}
 QUALITY_BETAS = (0.3, 0.5, 0.7, AUTO_BETA)
 HEAT = "inferno"
 CPU = torch.device("cpu")
@@ -268,76 +268,115 @@ def plot_kernels(named: list[tuple[str, list]], path: str) -> None:
 
 
 # ------------------------------------------------------------------ main ----
+@dataclasses.dataclass(frozen=True)
+class FigureJob:
+    """What drawing one figure takes: the config, the clips to read, the backbones to compare
+    (paths and labels), where the PNG goes, the run directory and its logger."""
+
+    cfg: Config
+    videos: int
+    ckpts: list[str]
+    labels: list[str]
+    out: str
+    run_dir: str
+    logger: object
+
+
+def draw_masks(job: FigureJob) -> None:
+    """Fig. 5: frames, seed region, soft mask, mask and merge of every variant."""
+    clips, labels, _ = read_clips(job.cfg, job.videos)
+    save_grid(mask_panels(clips, job.cfg), job.out, [f"class {label}" for label in labels])
+
+
+def draw_caam(job: FigureJob) -> None:
+    """Fig. 1: each backbone's class-agnostic activation map over the middle frame, and (with the
+    object's boxes) the share of its energy inside the box (caam_energy.json)."""
+    import matplotlib  # lazy: plotting only
+    clips, _, boxes = read_clips(job.cfg, job.videos)
+    device = resolve_device(job.cfg.device)
+    x = normalise(clips, job.cfg).to(device)
+    t = clips.shape[1] // 2
+    columns, scores = [("frame", list(clips[:, t]))], {}
+    for label, path in zip(job.labels, job.ckpts):
+        maps = caam(load_for_figures(path, job.cfg, device), x)
+        heat = (matplotlib.colormaps[HEAT](maps.numpy())[..., :3] * 255).astype(np.uint8)
+        columns.append((label, [(0.5 * clips[i, t] + 0.5 * heat[i]).astype(np.uint8) for i in range(len(clips))]))
+        if boxes is not None:
+            scores[label] = float(np.mean(energy_in_box(maps, boxes)))
+    save_grid(columns, job.out)
+    if scores:
+        with open(os.path.join(job.run_dir, "caam_energy.json"), "w") as f:
+            json.dump(scores, f, indent=1)
+        job.logger.summary({f"caam_energy_in_box/{k}": v for k, v in scores.items()})
+        print("CAAM energy inside the object's box: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+
+
+def draw_mask_quality(job: FigureJob) -> None:
+    """Each variant's mask against the object's box, per beta: mask_quality.json and .md, a plot."""
+    clips, _, boxes = read_clips(job.cfg, job.videos)
+    if boxes is None:
+        raise SystemExit(f"mask-quality needs the object boxes of synthetic data: "
+                         f"{job.cfg.data.root} has no annotations.json")
+    quality = mask_quality(clips, boxes, job.cfg)
+    with open(os.path.join(job.run_dir, "mask_quality.json"), "w") as f:
+        json.dump(quality, f, indent=1)
+    table = quality_table(quality)
+    with open(os.path.join(job.run_dir, "mask_quality.md"), "w") as f:
+        f.write(table)
+    job.logger.summary({f"mask_quality/{r['variant']}/{r['beta']}/{k}": r[k]
+                        for r in quality["rows"] for k in ("recall", "precision", "own_background")})
+    plot_quality(quality, job.out)
+    print(table)
+
+
+def draw_kernels(job: FigureJob) -> None:
+    """Fig. 3: violins of the temporal (k x 1 x 1) kernels of R(2+1)D backbones, per layer."""
+    named = [(label, temporal_kernels(load_for_figures(path, job.cfg))) for label, path in zip(job.labels, job.ckpts)]
+    if not named[0][1]:
+        raise SystemExit(f"backbone {job.cfg.model.backbone} has no temporal (k x 1 x 1) convolutions; "
+                         "kernels is for R(2+1)D (model.backbone=r2plus1d_18)")
+    plot_kernels(named, job.out)
+
+
+@dataclasses.dataclass(frozen=True)
+class Figure:
+    draw: Callable[[FigureJob], None]
+    videos: int                     # clips read unless --videos says otherwise
+    needs_ckpt: bool = False
+
+
+FIGURES = {"masks": Figure(draw_masks, 4), "caam": Figure(draw_caam, 4, needs_ckpt=True),
+           "kernels": Figure(draw_kernels, 4, needs_ckpt=True), "mask-quality": Figure(draw_mask_quality, 64)}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("figure", choices=list(DEFAULT_VIDEOS))
+    p.add_argument("figure", choices=list(FIGURES))
     p.add_argument("--config", default="configs/synthetic.yaml")
     p.add_argument("--ckpt", action="append", default=[], help="backbone.pt or checkpoint (repeat to compare)")
     p.add_argument("--label", action="append", default=[], help="a name per --ckpt")
-    p.add_argument("--videos", type=int, help=f"clips to read (default per figure: {DEFAULT_VIDEOS})")
+    p.add_argument("--videos", type=int, help="clips to read (default per figure: "
+                                              f"{ {name: f.videos for name, f in FIGURES.items()} })")
     p.add_argument("overrides", nargs="*")
     a = p.parse_intermixed_args(argv)
+    figure = FIGURES[a.figure]
     try:
         cfg = load_config(a.config, a.overrides)
     except ConfigError as e:
         p.error(str(e))
-    if a.figure in ("caam", "kernels") and not a.ckpt:
+    if figure.needs_ckpt and not a.ckpt:
         p.error(f"{a.figure} needs at least one --ckpt")
     for path in a.ckpt:
         if not os.path.isfile(path):
             p.error(f"--ckpt '{path}' does not exist")
     if a.videos is not None and a.videos < 1:
         p.error(f"--videos must be >= 1, got {a.videos}")
-    videos = a.videos or DEFAULT_VIDEOS[a.figure]
     labels = a.label + [os.path.basename(os.path.dirname(c)) or c for c in a.ckpt[len(a.label):]]
     cfg, run_dir = prepare_run_dir(with_run_name(cfg, prefix=f"{a.figure}-"))
     logger = open_logger(cfg, run_dir, "figures")
     out = os.path.join(run_dir, f"{a.figure}.png")
-    if a.figure == "masks":
-        clips, labels_, _ = read_clips(cfg, videos)
-        save_grid(mask_panels(clips, cfg), out, [f"class {l}" for l in labels_])
-    elif a.figure == "caam":
-        clips, _, boxes = read_clips(cfg, videos)
-        device = resolve_device(cfg.device)
-        x = normalise(clips, cfg).to(device)
-        t = clips.shape[1] // 2
-        columns = [("frame", list(clips[:, t]))]
-        scores = {}
-        for label, path in zip(labels, a.ckpt):
-            maps = caam(load_for_figures(path, cfg, device), x)
-            import matplotlib
-            heat = (matplotlib.colormaps[HEAT](maps.numpy())[..., :3] * 255).astype(np.uint8)
-            columns.append((label, [(0.5 * clips[i, t] + 0.5 * heat[i]).astype(np.uint8) for i in range(len(clips))]))
-            if boxes is not None:
-                scores[label] = float(np.mean(energy_in_box(maps, boxes)))
-        save_grid(columns, out)
-        if scores:
-            with open(os.path.join(run_dir, "caam_energy.json"), "w") as f:
-                json.dump(scores, f, indent=1)
-            logger.summary({f"caam_energy_in_box/{k}": v for k, v in scores.items()})
-            print("CAAM energy inside the object's box: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
-    elif a.figure == "mask-quality":
-        clips, _, boxes = read_clips(cfg, videos)
-        if boxes is None:
-            raise SystemExit(f"mask-quality needs the object boxes of synthetic data: "
-                             f"{cfg.data.root} has no annotations.json")
-        quality = mask_quality(clips, boxes, cfg)
-        with open(os.path.join(run_dir, "mask_quality.json"), "w") as f:
-            json.dump(quality, f, indent=1)
-        table = quality_table(quality)
-        with open(os.path.join(run_dir, "mask_quality.md"), "w") as f:
-            f.write(table)
-        logger.summary({f"mask_quality/{r['variant']}/{r['beta']}/{k}": r[k]
-                        for r in quality["rows"] for k in ("recall", "precision", "own_background")})
-        plot_quality(quality, out)
-        print(table)
-    else:
-        named = [(label, temporal_kernels(load_for_figures(path, cfg))) for label, path in zip(labels, a.ckpt)]
-        if not named[0][1]:
-            raise SystemExit(f"backbone {cfg.model.backbone} has no temporal (k x 1 x 1) convolutions; "
-                             "kernels is for R(2+1)D (model.backbone=r2plus1d_18)")
-        plot_kernels(named, out)
-    import matplotlib.image
+    figure.draw(FigureJob(cfg, a.videos or figure.videos, a.ckpt, labels, out, run_dir, logger))
+    import matplotlib.image  # lazy: plotting only
     logger.log_images(f"figures/{a.figure}", [(matplotlib.image.imread(out)[..., :3] * 255).astype(np.uint8)], 0)
     logger.close()
     print(f"wrote {out}")

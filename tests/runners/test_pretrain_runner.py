@@ -1,5 +1,4 @@
 """End to end: the real DALI pipeline, the real MoCo queue, on the tiny synthetic dataset."""
-import json
 import os
 import re
 import shlex
@@ -7,7 +6,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -18,8 +16,20 @@ from engine.logger import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, "configs", "synthetic_tiny.yaml")
-KILL_AFTER_STEP = 3
-POLL_S = 0.05
+KILL_AT_STEP = 4
+# runners.pretrain with a hook in its FAME-examples slot that kills the process at a step.
+KILLED_RUN = """
+import os, signal, sys
+from engine.cli import parse_cli
+from runners import pretrain
+
+def kill_at(trainer):
+    if trainer.step == {step}:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+pretrain.log_fame_examples = lambda every: kill_at
+pretrain.main(parse_cli("pretrain", sys.argv[1:]))
+"""
 TINY_STEPS = 4               # 16 training videos / batch 4, one epoch
 EVALUATE_HINT = re.compile(r"^evaluate: +(make .*)$", re.M)
 CLASSIFY_RECIPE = re.compile(r"-m runners\.classify (.*)$", re.M)
@@ -98,33 +108,30 @@ def test_the_printed_evaluate_command_probes_the_run_s_own_data(cli_run, tiny_da
 
 
 def test_resume_after_kill_is_bit_exact(tmp_path, tiny_data_root):
+    """The run kills itself (SIGKILL) at step KILL_AT_STEP, after that step is logged and before it
+    is saved (a hook in the runner's own hook slot), so the resume redoes the step: it ends with
+    the very weights of a run never killed."""
     common = [f"data.root={tiny_data_root}", f"run.dir={tmp_path}", "train.epochs=2", "train.checkpoint_steps=1"]
     ref = run_cli(common + ["run.name=ref"])
     assert ref.returncode == 0, ref.stderr[-3000:]
 
-    proc = subprocess.Popen([sys.executable, "-m", "runners.pretrain", "--config", TINY, *common, "run.name=killed"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metrics = tmp_path / "killed" / "metrics.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if metrics.exists() and any(json.loads(l)["step"] >= KILL_AFTER_STEP for l in metrics.read_text().splitlines()):
-            break
-        time.sleep(POLL_S)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    killed = subprocess.run([sys.executable, "-c", KILLED_RUN.format(step=KILL_AT_STEP), "--config", TINY, *common,
+                             "run.name=killed"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     partial = torch.load(tmp_path / "killed" / "checkpoints" / "last.pt", weights_only=False)
-    total = partial["step"]
-    assert KILL_AFTER_STEP - 1 <= total < 8, "kill did not land mid-run"   # step 3 logged, maybe not yet saved
+    assert partial["step"] == KILL_AT_STEP - 1
+    assert max(row["step"] for row in read_metrics(str(tmp_path / "killed"))) == KILL_AT_STEP
 
     resumed = run_cli(common + ["run.name=killed"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resumed from" in resumed.stderr
+    assert f"at step {KILL_AT_STEP - 1}" in resumed.stderr
     a = torch.load(tmp_path / "ref" / "checkpoints" / "last.pt", weights_only=False)
     b = torch.load(tmp_path / "killed" / "checkpoints" / "last.pt", weights_only=False)
     assert a["step"] == b["step"] == 8
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
+    steps = [row["step"] for row in read_metrics(str(tmp_path / "killed")) if "loss" in row]
+    assert steps == sorted(set(steps)), "the redone step is logged once"
 
 
 def test_non_finite_loss_stops_with_the_step(tmp_path, tiny_data_root, monkeypatch):
