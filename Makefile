@@ -24,7 +24,7 @@ STAMP := $(if $(NOVENV),,$(VENV)/.installed-cuda13)
 LAUNCH := $(if $(filter 1,$(NPROC)),$(PY) -m,$(PY) -m torch.distributed.run --standalone --nproc_per_node $(NPROC) -m)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup doctor gpu-check gpu-carry bias-probe test pretrain data-synth profile bench bench-fame bench-trainer sweep report visualize-masks mask-quality caam kernels linear finetune retrieve results clean benchmark folder sample-footage
+.PHONY: help setup doctor gpu-check gpu-carry bias-probe test test-quick lint pretrain data-synth profile bench bench-fame bench-trainer sweep report visualize-masks mask-quality caam kernels linear finetune retrieve results clean benchmark folder sample-footage
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -63,6 +63,12 @@ doctor: $(STAMP)  ## check the GPU stack (libraries, CUDA majors, GPU, NVDEC, FA
 
 test: $(STAMP)  ## run the test suite (CPU; GPU tests run where a GPU exists)
 	$(PY) -m pytest -q
+
+test-quick: $(STAMP)  ## the tests not marked slow: a developer's inner loop (under 2 minutes on 2 cores)
+	$(PY) -m pytest -q -m "not slow"
+
+lint: $(STAMP)  ## ruff (pyproject.toml: pyflakes, pycodestyle, bugbear, import order, pyupgrade)
+	$(PY) -m ruff check .
 
 pretrain: $(STAMP)  ## MoCo+FAME pretraining: CONFIG=... ARGS="key=value ..." NPROC=N
 	$(LAUNCH) runners.pretrain --config $(CONFIG) $(ARGS)

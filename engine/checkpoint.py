@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from engine.config import ConfigError, build_config, to_dict
 from engine.errors import DataError, MissingFileError
 
 log = logging.getLogger("fame")
@@ -245,7 +246,6 @@ def with_added_keys(saved: dict, current: dict) -> dict:
     """``saved`` plus the config keys ``current`` has and it lacks (keys added to the schema since
     it was saved), at the schema's defaults: a run that kept a new key's default resumes. A saved
     config today's schema cannot read stays as it is."""
-    from engine.config import ConfigError, build_config, to_dict
     try:
         defaults = to_dict(build_config(dict(saved)))
     except (ConfigError, TypeError):

@@ -60,7 +60,7 @@ class Logger:
         os.makedirs(run_dir, exist_ok=True)
         self._file = open(os.path.join(run_dir, METRICS_FILE), "a")
         if mode != "disabled":
-            import wandb
+            import wandb  # lazy: optional and heavy: only when wandb.mode is not disabled
             os.environ.setdefault("WANDB_SILENT", "true")
             self._wandb = wandb.init(project=project, entity=entity, group=group, tags=list(tags),
                                      name=name, id=_wandb_id(run_dir, name), resume="allow",
@@ -96,11 +96,11 @@ class Logger:
         if not self.enabled:
             return
         if self._wandb is not None:
-            import wandb
+            import wandb  # lazy: optional and heavy: only when wandb.mode is not disabled
             self._wandb.log({name: [wandb.Image(im, caption=c) for im, c in
                                     zip(images, captions or [None] * len(images))]}, step=step)
         else:
-            import matplotlib.image
+            import matplotlib.image  # lazy: plotting, only for W&B's images
             out = os.path.join(self.run_dir, "examples")
             os.makedirs(out, exist_ok=True)
             for i, im in enumerate(images):

@@ -37,7 +37,7 @@ AMP_SHAPE = (1, 3, 4, 16, 16)        # N, C, T, H, W of the autocast conv3d
 
 def check_nvrtc_kernel(context: Context) -> Result:
     """NVRTC compiles a tiny kernel and it runs: y = x + 1."""
-    import cupy
+    import cupy  # lazy: CuPy needs a GPU; importing this module must not load it
     kernel = cupy.RawKernel(ADD_ONE_KERNEL, "add_one")
     x = cupy.arange(KERNEL_VALUES, dtype=cupy.float32)
     y = cupy.empty_like(x)
@@ -58,7 +58,7 @@ def smooth_clip(frames: int, size: int) -> np.ndarray:
 
 def decode_with_dali(path: str, device: str) -> np.ndarray:
     """Every frame of the video file ``path`` decoded by fn.decoders.video on ``device`` (cpu|mixed)."""
-    from nvidia.dali import fn, pipeline_def
+    from nvidia.dali import fn, pipeline_def  # lazy: DALI, absent on a GPU machine until it is brought
     encoded = np.fromfile(path, dtype=np.uint8)
     options = {"affine": False} if device == "mixed" else {}
 
@@ -77,7 +77,7 @@ def decode_with_dali(path: str, device: str) -> np.ndarray:
 
 def decode_difference(codec: str, device: str) -> tuple[tuple, tuple, float]:
     """(DALI's shape, PyAV's shape, mean |DALI - PyAV|) of a generated ``codec`` clip."""
-    from data.video_io import codec_setting, read_video, write_video
+    from data.video_io import codec_setting, read_video, write_video  # lazy: PyAV, absent on a GPU machine until it is brought
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "clip" + codec_setting(codec).extension)
         write_video(path, smooth_clip(DECODE_FRAMES, DECODE_SIZE), DECODE_FPS, codec, DECODE_GOP)
@@ -127,7 +127,7 @@ def fame_agreement(xp) -> tuple[float, float]:
 
 
 def check_fame_cupy(context: Context) -> Result:
-    import cupy
+    import cupy  # lazy: CuPy needs a GPU; importing this module must not load it
     iou, equal = fame_agreement(cupy)
     detail = (f"CuPy vs NumPy on {FAME_BATCH} clips {FAME_FRAMES}x{FAME_SIZE}x{FAME_SIZE}: smallest mask IoU {iou:.3f} "
               f"(>= {MIN_FAME_MASK_IOU}), equal merged values {equal:.3f} (>= {MIN_FAME_EQUAL_SHARE})")

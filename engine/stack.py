@@ -39,19 +39,19 @@ SETUP_FIX = "run `make setup` (reinstalls requirements.txt: torch, nvidia-dali-c
 def load_cupy_library(name: str) -> object:
     """CuPy's binding of the CUDA library ``name`` (cublas, cufft, ...), loading the library the way
     CuPy does on first use (its lazy ``cupy.cuda.<name>``, which finds the nvidia-* wheels' copy)."""
-    import cupy
+    import cupy  # lazy: CuPy needs a GPU; importing this module must not load it
     return getattr(cupy.cuda, name)
 
 
 def load_nvrtc() -> object:
     """NVRTC's version: CuPy links NVRTC at run time, so only a call loads it."""
-    import cupy
+    import cupy  # lazy: CuPy needs a GPU; importing this module must not load it
     return cupy.cuda.nvrtc.getVersion()
 
 
 def load_cuda_runtime() -> object:
     """The CUDA runtime version CuPy is linked to (works without a GPU)."""
-    import cupy
+    import cupy  # lazy: CuPy needs a GPU; importing this module must not load it
     return cupy.cuda.runtime.runtimeGetVersion()
 
 
@@ -158,7 +158,7 @@ def dali_cuda_major() -> str:
         raise ImportError(f"two DALI wheels are installed (CUDA {', '.join(majors)}); they overwrite each other")
     if majors:
         return majors[0]
-    import nvidia.dali.backend as backend
+    import nvidia.dali.backend as backend  # lazy: DALI may be absent: this check says so
     return major_of_version(int(backend.__cuda_version__))
 
 
@@ -188,7 +188,7 @@ def check_torch(context: Context) -> Result:
 
 
 def check_cupy(context: Context) -> Result:
-    import cupy
+    import cupy  # lazy: CuPy needs a GPU; importing this module must not load it
     wheels = [f"cupy-cuda{major}x" for major in wheel_majors(CUPY_WHEEL)]
     runtime = load_cuda_runtime()
     major, minor = runtime // CUDA_VERSION_UNIT, runtime % CUDA_VERSION_UNIT // CUDA_MINOR_UNIT
@@ -198,7 +198,7 @@ def check_cupy(context: Context) -> Result:
 def check_dali(context: Context) -> Result:
     if not context.dali:
         return skipped(NO_DALI_NEEDED)
-    import nvidia.dali
+    import nvidia.dali  # lazy: DALI may be absent: this check says so
     return passed(describe_version("DALI", nvidia.dali.__version__, dali_cuda_major()))
 
 

@@ -14,7 +14,7 @@ def array_module(array):
     if isinstance(array, np.ndarray):
         return np
     try:
-        import cupy
+        import cupy  # lazy: CuPy needs a GPU; importing this module must not load it
     except ImportError:
         return np
     return cupy.get_array_module(array)

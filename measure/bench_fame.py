@@ -40,7 +40,7 @@ MS_PER_S = 1000.0
 def cupy_device():
     """(cupy, device name) when a CUDA device is usable, else (None, None)."""
     try:
-        import cupy
+        import cupy  # lazy: CuPy needs a GPU; importing this module must not load it
 
         if cupy.cuda.runtime.getDeviceCount() < 1:
             return None, None
@@ -119,7 +119,7 @@ def fame_parts(clips, cfg: fame.FameConfig, rng: np.random.Generator) -> list[tu
 def time_part(function, args, repeats: int, cupy=None) -> tuple[float, float | None]:
     """(median host seconds, median GPU seconds or None) per call, after one warm-up call."""
     if cupy is not None:
-        from cupyx.profiler import benchmark
+        from cupyx.profiler import benchmark  # lazy: CuPy needs a GPU; importing this module must not load it
         result = benchmark(function, args, n_repeat=repeats, n_warmup=1)
         return float(np.median(result.cpu_times)), float(np.median(result.gpu_times[0]))
     return statistics.median(timed_calls(lambda: function(*args), repeats)), None

@@ -34,6 +34,7 @@ from data.parallel import auto_workers
 from data.synthetic import MOTIONS, SyntheticSpec, ensure_dataset
 from data.transcode import require_all_written, transcode_lists
 from data.video_io import CODECS
+from engine.config import load_config
 from engine.errors import run_command
 
 TEST_SHARE = 2  # test videos per class = train videos per class // TEST_SHARE
@@ -107,7 +108,6 @@ def _synthetic_target(config: str | None, overrides: list[str], out: str | None,
         if flags:
             raise ValueError(f"with --config, set the spec as data.synthetic.* overrides, not "
                              f"{', '.join('--' + name.replace('_', '-') for name in flags)}")
-        from engine.config import load_config
         cfg = load_config(config, overrides)
         if cfg.data.synthetic is None:
             raise ValueError(f"{config}: no data.synthetic section, nothing to generate")

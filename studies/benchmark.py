@@ -32,6 +32,8 @@ import subprocess
 import sys
 import time
 
+import torch
+
 from engine import config as C
 from measure.machine import cpu_model
 from engine.errors import run_command
@@ -65,10 +67,8 @@ def machine_description(device: str) -> str:
     """CPU model and core count (and the GPU when the runs use one)."""
     model = cpu_model()
     text = f"{model}, {os.cpu_count()} cores"
-    if device != "cpu":
-        import torch
-        if torch.cuda.is_available():
-            text += f", GPU {torch.cuda.get_device_name(0)}"
+    if device != "cpu" and torch.cuda.is_available():
+        text += f", GPU {torch.cuda.get_device_name(0)}"
     return text
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.stats import rankdata
 
 
 def box_masks(boxes, height: int, width: int) -> np.ndarray:
@@ -34,7 +35,6 @@ def overlap_scores(masks: np.ndarray, inside: np.ndarray) -> dict:
 def ranking_auc(scores: np.ndarray, inside: np.ndarray) -> float:
     """Mean over clips of the chance that a pixel inside the box outscores one outside it
     (ties count half; the Mann-Whitney U of each (H, W) map, scaled to [0, 1])."""
-    from scipy.stats import rankdata
     aucs = []
     for s, m in zip(scores, inside):
         positive, negative = int(m.sum()), int(m.size - m.sum())

@@ -102,9 +102,9 @@ def markdown_table(summary: list[dict], keys: list[str]) -> str:
 
 
 def plot(summary: list[dict], keys: list[str], metric: str, path: str, title: str) -> None:
-    import matplotlib
+    import matplotlib  # lazy: plotting only
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: plotting only
     rows = [s for s in summary if metric in s["stats"]]
     labels = [", ".join(str(s["params"][k]) for k in keys) for s in rows]
     means = [s["stats"][metric][0] for s in rows]

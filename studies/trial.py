@@ -27,6 +27,8 @@ import json
 import os
 import sys
 
+import yaml
+
 from runners import classify, pretrain, retrieve
 from engine.setup import prepare_run_dir
 from engine.cli import parse_cli
@@ -54,7 +56,6 @@ def unbiased_data(data: DataConfig) -> DataConfig:
 
 
 def trial_params(overrides: list[str]) -> dict:
-    import yaml
     params = {}
     for item in overrides:
         if not item.startswith(BOOKKEEPING):

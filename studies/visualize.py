@@ -29,6 +29,7 @@ import fame
 from fame.config import AUTO_BETA
 from fame.mask import smoothed_statistics, soft_mask_from
 from data.filelist import read_file_list
+from data.synthetic import load_annotations
 from data.video_io import read_video
 from studies.metrics import box_masks, caam, energy_in_box, overlap_scores, ranking_auc
 from models.backbones import apply_backbone_state
@@ -79,8 +80,7 @@ def read_clips(cfg: Config, n: int, list_key: str = "val_list"):
         by_class.setdefault(e.label, []).append(e)
     ordered = [e for group in zip(*by_class.values()) for e in group] or entries
     try:
-        from data.synthetic import load_annotations
-        videos = load_annotations(cfg.data.root)["videos"]
+            videos = load_annotations(cfg.data.root)["videos"]
     except FileNotFoundError:
         videos = None
     clips, labels, boxes = [], [], []
@@ -119,7 +119,7 @@ def figure_fame_config(cfg: Config) -> fame.FameConfig:
 
 def save_grid(columns: list[tuple[str, list[np.ndarray]]], path: str, row_labels=None) -> None:
     """A PNG grid: one column per (title, images), one row per example."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: plotting only
     rows = len(columns[0][1])
     fig, axes = plt.subplots(rows, len(columns), figsize=(1.6 * len(columns), 1.6 * rows), dpi=100, squeeze=False)
     for c, (title, images) in enumerate(columns):
@@ -171,7 +171,7 @@ def quality_table(quality: dict) -> str:
 
 def plot_quality(quality: dict, path: str) -> None:
     """Precision against recall, one line per variant through its betas."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: plotting only
     fig, ax = plt.subplots(figsize=(4.5, 3.5), dpi=100)
     for i, variant in enumerate(VARIANTS):
         rows = [r for r in quality["rows"] if r["variant"] == variant]
@@ -249,7 +249,7 @@ def violin_sample(weights: np.ndarray, n: int = VIOLIN_POINTS) -> np.ndarray:
 
 
 def plot_kernels(named: list[tuple[str, list]], path: str) -> None:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: plotting only
     layers = [n for n, _ in named[0][1]]
     fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(layers) * len(named)), 3.5), dpi=100)
     width = 0.8 / len(named)

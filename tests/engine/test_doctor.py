@@ -234,6 +234,7 @@ def test_usage_and_config_errors_exit_2(argv, message, capsys):
     assert exit_info.value.code == checks.EXIT_USAGE and message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_command_on_this_machine_says_no_gpu_and_the_libraries_pass():
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU (the GPU run is test_doctor_passes_on_a_gpu)")

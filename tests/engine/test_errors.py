@@ -122,6 +122,7 @@ def run_pretrain(tmp_path, data_root):
                            f"run.dir={tmp_path / 'runs'}"], cwd=ROOT, capture_output=True, text=True, env=env)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_pretraining_on_bad_data_ends_in_one_error_line(tmp_path):
     """Own data (lists, no spec.json) with a label outside [0, 4), then with missing videos:

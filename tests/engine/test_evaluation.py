@@ -176,6 +176,7 @@ def _sharded_worker(rank, init_file, out_dir):
         torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_process_sharding_gathers_every_video_once(tmp_path):
     mp.spawn(_sharded_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
     clips, labels, video_index = clip_dataset()
@@ -215,6 +216,7 @@ def test_backbone_pt_and_moco_checkpoint_load_the_same_weights(tmp_path):
                                                                            "init": "random"}
 
 
+@pytest.mark.slow
 def test_bad_pretrained_inputs_fail_clearly(tmp_path):
     missing = tiny_cfg(tmp_path, f"pretrained={tmp_path}/nope.pt")
     with pytest.raises(FileNotFoundError, match="config key 'pretrained'.*nope.pt' does not exist"):

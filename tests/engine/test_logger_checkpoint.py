@@ -20,6 +20,7 @@ WORLD = 2
 SEED = 5
 
 
+@pytest.mark.slow
 def test_offline_wandb_and_metrics_jsonl(tmp_path):
     logger = Logger(str(tmp_path), config={"a": 1}, name="unit", mode="offline")
     logger.log({"loss": torch.tensor(1.5), "lr": 0.1}, step=3)
@@ -299,6 +300,7 @@ def rng_worker(rank, run_dir, init_file, results):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_processes_save_and_restore_their_own_rng_states(tmp_path):
     results = mp.Manager().dict()
     mp.spawn(rng_worker, args=(str(tmp_path / "run"), str(tmp_path / "rendezvous"), results), nprocs=WORLD, join=True)

@@ -1,5 +1,6 @@
 """MoCo under torch.distributed: 2 CPU processes on gloo, cross-process shuffle-BN and all-gathered keys."""
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -108,5 +109,6 @@ def worker(rank, init_file):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_moco_two_processes_share_one_queue(tmp_path):
     mp.spawn(worker, args=(str(tmp_path / "rendezvous"),), nprocs=WORLD, join=True)

@@ -131,6 +131,7 @@ def _sharded_features(rank, init_file, cfg, out):
         torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_process_test_clips_match_one_process(tmp_path, tiny_data_root):
     cfg = tiny(tmp_path, tiny_data_root, "eval.clips_per_video=3", "eval.batch_size=9")
     out = str(tmp_path / "sharded.pt")
@@ -149,6 +150,7 @@ def _distributed_classify(rank, port, cfg):
     main(cfg)
 
 
+@pytest.mark.slow
 def test_two_process_finetune_evaluates_like_one_process(tmp_path, tiny_data_root, pretrained):
     from runners.classify import build_classifier
     cfg = tiny(tmp_path, tiny_data_root, "run.name=ddp", "eval.protocol=finetune", "eval.epochs=1",

@@ -75,6 +75,7 @@ def cli_run(tmp_path_factory, tiny_data_root):
     return run_root, out
 
 
+@pytest.mark.slow
 def test_the_log_lines_off_a_terminal_carry_an_eta(cli_run):
     etas = re.findall(rf"step (\d+)/{TINY_STEPS} .* eta (\d+:\d\d:\d\d)$", cli_run[1].stderr, re.M)
     assert [int(step) for step, _ in etas] == list(range(1, TINY_STEPS + 1))
@@ -88,6 +89,7 @@ def test_the_hint_probes_a_run_that_resumed_a_named_checkpoint_in_its_own_direct
         'train.resume=auto"')
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make (the printed command is a make target)")
 def test_the_printed_evaluate_command_probes_the_run_s_own_data(cli_run, tiny_data_root):
     """The end-of-run hint, run as make would: a linear probe on the run's config.yaml (its data),
@@ -107,6 +109,7 @@ def test_the_printed_evaluate_command_probes_the_run_s_own_data(cli_run, tiny_da
     assert (run_root / "cli-linear" / "results.json").is_file() and not (run_root / "cli" / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_resume_after_kill_is_bit_exact(tmp_path, tiny_data_root):
     """The run kills itself (SIGKILL) at step KILL_AT_STEP, after that step is logged and before it
     is saved (a hook in the runner's own hook slot), so the resume redoes the step: it ends with
@@ -211,6 +214,7 @@ def test_settings_that_depend_on_the_run_fail_before_training(tmp_path, tiny_dat
     assert not (tmp_path / "bad" / "checkpoints").exists() and not (tmp_path / "bad" / "metrics.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_two_process_gloo_run(tmp_path, tiny_data_root):
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     out = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "runners.pretrain",

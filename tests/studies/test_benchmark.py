@@ -74,6 +74,7 @@ def test_control_row_averages_the_seeds_results(tmp_path):
         benchmark.control_row(str(tmp_path), "b", [0, 2])
 
 
+@pytest.mark.slow
 def test_tiny_benchmark_end_to_end(tmp_path):
     runs, data = tmp_path / "runs", tmp_path / "data"
     control = tmp_path / "control.yaml"      # the tiny supervised control, its data under tmp_path

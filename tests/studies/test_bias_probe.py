@@ -40,6 +40,7 @@ def test_missing_run_files_are_named(tmp_path):
         P.classifier_files(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_probe_end_to_end_on_a_tiny_classifier(tmp_path, tiny_data_root):
     from runners import classify
     from studies import bias_probe

@@ -91,6 +91,7 @@ def test_centre_clip_maps_the_box_into_crop_pixels():
     assert box.tolist() == [8, 8, 16, 16]
 
 
+@pytest.mark.slow
 def test_kernels_violin_plot_for_r2plus1d(tmp_path, tiny_data_root):
     torch.manual_seed(0)
     path = tmp_path / "r21d.pt"
@@ -162,6 +163,7 @@ def test_caam_reads_the_map_before_the_global_pool():
     assert metrics.last_feature_map(build_backbone("small3d", width=8), torch.zeros(1, 3, 8, 64, 64)).shape[-1] > 1
 
 
+@pytest.mark.slow
 def test_a_trial_scores_its_backbone_without_loading_matplotlib():
     """The study's metrics live apart from the plotting: importing the trial runner loads no matplotlib."""
     import subprocess
