@@ -6,11 +6,14 @@ scenery. Per test video and clip (NTHWC, (B, T, H, W, 3), uint8 or float; masks
 (B, H, W) in {0, 1}, 1 on the moving foreground, the same for every frame):
 
 - original: the clip as it is.
-- background only: the foreground region filled from the clip's temporal median
-  frame ("median-fill", the default: the scenery keeps its own changes, e.g. a
-  pan, and a moving object, which covers a pixel for fewer than half of the frames,
-  drops out of the median), or every frame replaced by that median ("median": a
-  still image, which removes the scenery's own motion too).
+- background only: the foreground region filled from a still frame of the scenery
+  ("median-fill", the default: the scenery keeps its own changes, e.g. a pan, outside
+  the mask), or every frame replaced by that still ("median": a still image, which
+  removes the scenery's own motion too). The still is a temporal median, from which
+  an actor drops out where it covers a pixel in fewer than half of the frames: the
+  clip's own by default, the video's over all its test clips in the probe (a small,
+  slow actor stays in one clip's median). ``actor_kept`` says, from the actor's boxes,
+  how much of it a background-only clip still shows.
 - foreground only: the background replaced by a constant colour.
 - swap: the foreground of video i on the background of video j of another class
   (the FAME merge, eq. 4, with a derangement over classes: ``pair_across_classes``).
@@ -56,16 +59,53 @@ def median_frame(clips):
     return median.astype(clips.dtype)
 
 
-def background_only(clips, masks, fill: str = "median-fill"):
-    """The clips with their moving foreground removed (see the module docstring for ``fill``)."""
+def background_only(clips, masks, fill: str = "median-fill", still=None):
+    """The clips with their moving foreground removed (see the module docstring for ``fill``).
+    ``still``: (B, H, W, 3) frames in the clips' dtype to fill from; default each clip's own
+    temporal median. The probe passes each video's median over all its test clips: an actor
+    that moves across the video drops out of it where it may stay in one clip's (a small, slow
+    actor covers a pixel in more than half of a clip's frames)."""
     if fill not in BACKGROUND_FILLS:
         raise ValueError(f"background fill must be one of {BACKGROUND_FILLS}; got {fill!r}")
     xp = array_module(clips)
-    _check_masks(clips, masks)
-    median = xp.broadcast_to(median_frame(clips), clips.shape)
+    batch, _, height, width = _check_masks(clips, masks)
+    if still is None:
+        still = median_frame(clips)
+    elif tuple(still.shape) != (batch, height, width, 3):
+        raise ValueError(f"still frames must be (B, H, W, 3) = {(batch, height, width, 3)}; got {tuple(still.shape)}")
+    else:
+        still = still[:, None].astype(clips.dtype)
+    still = xp.broadcast_to(still, clips.shape)
     if fill == "median":
-        return xp.ascontiguousarray(median)
-    return xp.where(masks.astype(bool)[:, None, :, :, None], median, clips)
+        return xp.ascontiguousarray(still)
+    return xp.where(masks.astype(bool)[:, None, :, :, None], still, clips)
+
+
+def persistent_pixels(frame_boxes, height: int, width: int) -> np.ndarray:
+    """(H, W) bool: the pixels inside the boxes of at least half of the frames ((N, 4) [x0, y0, x1, y1],
+    x1/y1 exclusive): where an actor with these boxes stays in the frames' median."""
+    covered = np.zeros((height, width), np.int64)
+    for x0, y0, x1, y1 in np.asarray(frame_boxes, dtype=np.int64):
+        covered[y0:y1, x0:x1] += 1
+    return 2 * covered >= len(frame_boxes)
+
+
+def actor_kept(masks, frame_boxes, persistent) -> np.ndarray:
+    """(B,) the share of the actor a background-only clip still shows, from the actor's boxes:
+    ``frame_boxes`` (B, T, 4) per frame of each clip, ``masks`` (B, H, W) the masks the clip was
+    filled through, ``persistent`` (B, H, W) bool where the fill's still frame holds the actor
+    (``persistent_pixels`` of the frames it was made from). The actor stays where its box lies
+    outside the mask, and inside it where the still holds it."""
+    masks = np.asarray(masks).astype(bool)
+    frame_boxes = np.asarray(frame_boxes, dtype=np.int64)
+    if frame_boxes.ndim != 3 or frame_boxes.shape[0] != masks.shape[0] or frame_boxes.shape[2] != 4:
+        raise ValueError(f"frame boxes must be (B, T, 4) with B = {masks.shape[0]}; got {frame_boxes.shape}")
+    shows = ~masks | np.asarray(persistent, dtype=bool)
+    kept = np.zeros(len(masks))
+    for clip, boxes in enumerate(frame_boxes):
+        inside = [(shows[clip, y0:y1, x0:x1].sum(), (y1 - y0) * (x1 - x0)) for x0, y0, x1, y1 in boxes]
+        kept[clip] = sum(k for k, _ in inside) / max(sum(area for _, area in inside), 1)
+    return kept
 
 
 def foreground_only(clips, masks, colour):

@@ -42,7 +42,7 @@ def probe_data(cfg, loader) -> P.ProbeData:
         if relpath not in annotated:
             return P.ProbeData(labels)
         frame_boxes = np.asarray(annotated[relpath]["boxes"], dtype=np.int64)
-        boxes.append(P.clip_boxes(frame_boxes, video.frames, video.width, video.height, cfg))
+        boxes.append(P.clip_frame_boxes(frame_boxes, video.frames, video.width, video.height, cfg))
     return P.ProbeData(labels, boxes)
 
 
@@ -65,7 +65,7 @@ def main(argv=None) -> str:
     sources = [s for s in P.MASK_SOURCES if s != "box" or data.boxes is not None]
     model = model.to(device)
     results, examples = {}, {}
-    stills = P.middle_clip_stills(loader, len(data.labels), cfg.eval.clips_per_video, cfg.aug.mean, cfg.aug.std)
+    stills = P.video_stills(loader, len(data.labels), cfg.eval.clips_per_video, cfg.aug.mean, cfg.aug.std)
     for source in sources:
         found = P.probe_classifier(model, loader, data, stills, source, cfg, figure_fame_config(cfg), device)
         results[source], examples[source] = found["scores"], found["examples"]

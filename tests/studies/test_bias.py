@@ -2,10 +2,11 @@
 import numpy as np
 import pytest
 
-from studies.bias import (background_only, bias_scores, foreground_only, median_frame, pair_across_classes,
-                         swap_backgrounds)
+from studies.bias import (actor_kept, background_only, bias_scores, foreground_only, median_frame,
+                          pair_across_classes, persistent_pixels, swap_backgrounds)
 
 T, H, W, SIDE = 7, 12, 16, 3
+SLOW_WIDTH = 5     # a square this wide, a pixel a frame, covers its path's pixels in most of T frames
 
 
 def moving_square(background_value: int, square_value: int, start: int = 0):
@@ -57,12 +58,66 @@ def test_swap_puts_one_foreground_on_the_other_scene():
     assert np.array_equal(out[0][:, ~inside], clip_b[0][:, ~inside])
 
 
+def slow_square(frames: int, covered_columns: int):
+    """A SIDE x SLOW_WIDTH square moving 1 pixel right per frame over ``moving_square``'s scene, for
+    ``frames`` frames; its per-frame boxes; and a mask over the first ``covered_columns`` columns
+    of its path only (a mask that misses the rest of the actor)."""
+    yy, xx = np.mgrid[:H, :W]
+    scene = np.repeat((10 + yy + xx).astype(np.uint8)[:, :, None], 3, axis=-1)
+    clip = np.repeat(scene[None], frames, axis=0)
+    boxes = []
+    for t in range(frames):
+        clip[t, 4:4 + SIDE, t:t + SLOW_WIDTH] = 250
+        boxes.append([t, 4, t + SLOW_WIDTH, 4 + SIDE])
+    mask = np.zeros((1, H, W), np.uint8)
+    mask[0, 4:4 + SIDE, :covered_columns] = 1
+    return clip[None], np.asarray(boxes)[None], mask, scene
+
+
+def test_a_slow_actor_stays_in_its_clip_s_median_and_leaves_the_video_s():
+    """A square that moves a pixel a frame covers most pixels of its path in more than half of a
+    short clip's frames: the clip's own median keeps it; the median of a longer stretch (the video's
+    test clips, as the probe takes it) does not, and background only is then the scene."""
+    clip, boxes, _, scene = slow_square(T, W)
+    path = np.zeros((1, H, W), np.uint8)
+    path[0, 4:4 + SIDE, :T + SLOW_WIDTH] = 1
+    assert (background_only(clip, path)[0, :, 4:4 + SIDE] == 250).any()
+    assert persistent_pixels(boxes[0], H, W).any()
+    long_clip, long_boxes, _, _ = slow_square(W - SLOW_WIDTH + 1, W)
+    video_still = median_frame(long_clip)[:, 0]
+    assert np.array_equal(video_still[0], scene)
+    assert not persistent_pixels(long_boxes[0], H, W).any()
+    filled = background_only(clip, path, still=video_still)
+    assert np.array_equal(filled[0], np.broadcast_to(scene, filled[0].shape))
+
+
+def test_actor_kept_counts_what_a_partial_mask_leaves_of_the_actor():
+    """A mask over the first half of the square's path: background only keeps exactly the frames'
+    square pixels outside it, and actor_kept says which share of the actor that is."""
+    clip, boxes, mask, scene = slow_square(T, W // 2)
+    long_clip, long_boxes, _, _ = slow_square(W - SLOW_WIDTH + 1, W)
+    still = median_frame(long_clip)[:, 0]
+    filled = background_only(clip, mask, still=still)
+    shown = (filled[0, ..., 0] == 250).sum()
+    total = sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in boxes[0])
+    no_persistence = np.zeros((1, H, W), bool)
+    assert actor_kept(mask, boxes, no_persistence)[0] == pytest.approx(shown / total)
+    assert 0 < actor_kept(mask, boxes, no_persistence)[0] < 1
+    assert actor_kept(np.ones_like(mask), boxes, no_persistence)[0] == 0.0
+    # where the still holds the actor, a full mask keeps it too
+    assert actor_kept(np.ones_like(mask), boxes, persistent_pixels(boxes[0], H, W)[None])[0] > 0
+    with pytest.raises(ValueError, match="frame boxes must be"):
+        actor_kept(mask, boxes[0], no_persistence)
+
+
 def test_bad_shapes_and_fills_are_named():
     clip, mask, _ = moving_square(10, 250)
     with pytest.raises(ValueError, match="masks must be"):
         background_only(clip, mask[:, :-1])
     with pytest.raises(ValueError, match="fill must be one of"):
         background_only(clip, mask, fill="inpaint")
+    with pytest.raises(ValueError, match="still frames must be"):
+        background_only(clip, mask, still=clip[:, 0, :-1])
 
 
 @pytest.mark.parametrize("labels", [[0, 0, 1, 1], [0, 1, 2, 2, 2, 2], [3, 3, 3, 3, 3, 1], [0, 0, 0, 1, 1, 2, 5, 5],
