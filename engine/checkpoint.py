@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import random
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,7 +66,7 @@ class NonFiniteLoss(RuntimeError):
     """A training loss was NaN or infinite; the message names the first step at which it was."""
 
 
-def raise_non_finite(first_step: int, loss: Optional[float], found_at: Optional[int] = None):
+def raise_non_finite(first_step: int, loss: float | None, found_at: int | None = None):
     value = "" if loss is None else f" {loss}"
     found = "" if found_at is None else f" (found at step {found_at}: the loss is read back at log steps and saves)"
     raise NonFiniteLoss(f"non-finite loss{value} at step {first_step}{found}; nothing was saved from that "
@@ -90,7 +90,7 @@ class LossWatch:
         self.first_step.masked_fill_(first, step)
         self.first_loss.copy_(torch.where(first, loss.detach().float(), self.first_loss))
 
-    def check(self, at_step: Optional[int] = None) -> None:
+    def check(self, at_step: int | None = None) -> None:
         """Raise NonFiniteLoss if any process's loss was non-finite at a step so far (every rank calls this)."""
         first = self.first_step.clone()
         if dist.is_available() and dist.is_initialized():
@@ -101,7 +101,7 @@ class LossWatch:
             raise_non_finite(first_step, self.first_loss.item() if own else None, at_step)
 
 
-def check_loss(loss: torch.Tensor, step: int, watch: Optional[LossWatch] = None) -> None:
+def check_loss(loss: torch.Tensor, step: int, watch: LossWatch | None = None) -> None:
     """Hand the step's loss to ``watch`` (no host sync); without one, check it now (a sync)."""
     if watch is not None:
         watch.update(loss, step)
@@ -132,7 +132,7 @@ def _process_rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
-def set_rng_state(state: dict, rank: Optional[int] = None) -> None:
+def set_rng_state(state: dict, rank: int | None = None) -> None:
     """Restore ``rank``'s (default: this process's) entry of a checkpoint's rng states.
 
     Its CUDA state goes into the current device only. The older layout (no ``ranks``) held
@@ -174,8 +174,8 @@ def _set_cuda_rng_state(cuda, rank: int) -> None:
     torch.cuda.set_rng_state(cuda, device)
 
 
-def save_checkpoint(run_dir: str, state: dict, *, epoch_copy: Optional[int] = None,
-                    rng: Optional[dict] = None) -> str:
+def save_checkpoint(run_dir: str, state: dict, *, epoch_copy: int | None = None,
+                    rng: dict | None = None) -> str:
     """Write <run>/checkpoints/last.pt (and epoch_NNNN.pt when epoch_copy is given) with the RNG
     states ``rng`` (gather_rng_states(), which every rank must call); by default this process's."""
     if rng is None:
@@ -200,7 +200,7 @@ def load_checkpoint(path: str) -> dict:
         raise DataError(f"checkpoint '{path}' cannot be read: {e}") from e
 
 
-def find_resume(run_dir: str, resume: str) -> Optional[str]:
+def find_resume(run_dir: str, resume: str) -> str | None:
     """The checkpoint to resume from: train.resume = auto (last of this run, if any) | none | a path."""
     if resume == "none":
         return None
@@ -211,7 +211,7 @@ def find_resume(run_dir: str, resume: str) -> Optional[str]:
 
 
 def save_training(run_dir: str, parts: dict, *, step: int, epoch: int, config: dict, run: dict,
-                  epoch_copy: Optional[int] = None, rng: Optional[dict] = None) -> str:
+                  epoch_copy: int | None = None, rng: dict | None = None) -> str:
     """Checkpoint a training loop: every part's state_dict (model, optimizer, scheduler,
     scaler, loader ...), the step, the epoch, the resolved config and ``run``, the facts a
     resume must share that the config does not hold, and the RNG states ``rng`` (see save_checkpoint)."""
@@ -221,7 +221,7 @@ def save_training(run_dir: str, parts: dict, *, step: int, epoch: int, config: d
 
 
 def save_training_all_ranks(run_dir: str, parts: dict, *, rank: int, step: int,
-                            watch: Optional[LossWatch] = None, **kw) -> None:
+                            watch: LossWatch | None = None, **kw) -> None:
     """What a training loop calls on every rank to checkpoint at ``step``: the loss watch is
     checked (a non-finite loss so far raises, and nothing is saved), every rank's RNG states
     are gathered, and rank 0 writes the checkpoint (``kw``: save_training's other keywords)."""

@@ -4,8 +4,8 @@ the reason and the fix), and running one."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -37,7 +37,7 @@ def skipped(reason: str, fix: str = "") -> Result:
 class Context:
     """What the checks depend on: the run's settings and whether a GPU is visible."""
     device: str = "auto"              # config key device
-    amp: Optional[str] = None         # train.amp; None: not known (the amp check SKIPs)
+    amp: str | None = None         # train.amp; None: not known (the amp check SKIPs)
     decode: str = "auto"              # data.decode
     nproc: int = 1
     gpu: bool = False

@@ -12,13 +12,23 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Optional
 
 from engine import config as C
 from engine.checks import EXIT_USAGE, FAIL, Check, Context, Result, format_result, run_checks
 from engine.smoke import check_amp, check_fame_cupy, check_gpu_decode, check_nccl, check_nvrtc_kernel
-from engine.stack import (SETUP_FIX, STALE_WHEELS_FIX, check_cupy, check_dali, check_gpu, check_majors,
-                          check_nvcuvid, check_python, check_torch, find_no_gpu_reason, library_checks)
+from engine.stack import (
+    SETUP_FIX,
+    STALE_WHEELS_FIX,
+    check_cupy,
+    check_dali,
+    check_gpu,
+    check_majors,
+    check_nvcuvid,
+    check_python,
+    check_torch,
+    find_no_gpu_reason,
+    library_checks,
+)
 
 PREFLIGHT_ENV = "FAME_PREFLIGHT"     # "0" skips the preflight of GPU runs
 
@@ -41,7 +51,7 @@ CHECKS: tuple[Check, ...] = (
 )
 
 
-def make_context(cfg: Optional[C.Config], nproc: int, dali: bool = True) -> Context:
+def make_context(cfg: C.Config | None, nproc: int, dali: bool = True) -> Context:
     """The checks' context from a config (None: the defaults, train.amp unknown); ``dali``: the
     run reads videos through DALI."""
     reason = find_no_gpu_reason()
@@ -73,7 +83,7 @@ def preflight_message(failures: list[Result]) -> str:
 _PREFLIGHT_PASSED: set[Context] = set()   # contexts whose preflight passed in this process
 
 
-def preflight(cfg: Optional[C.Config] = None, dali: bool = True) -> None:
+def preflight(cfg: C.Config | None = None, dali: bool = True) -> None:
     """Run the quick checks before a GPU run (once per process and setting); on a FAIL print the
     failures and their fixes to stderr and raise PreflightFailed (SystemExit code 2). ``dali``:
     the run reads videos through DALI (without it DALI and NVDEC are not checked)."""

@@ -23,19 +23,19 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Iterable
 from contextlib import nullcontext
-from typing import Iterable
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from models.backbones import apply_backbone_state
 from engine import checkpoint as ckpt
 from engine.config import Config, ConfigError, ModelConfig, read_tree, to_dict
 from engine.errors import DataError, MissingFileError, raise_as_data_errors
 from engine.setup import RUN_CONFIG
+from models.backbones import apply_backbone_state
 
 log = logging.getLogger("fame")
 
@@ -102,7 +102,8 @@ def backbone_state_from_file(path: str) -> tuple[dict, str, dict]:
             raise DataError(f"checkpoint '{path}' has a '{MOCO_STATE_ENTRY}' entry but no query-encoder keys "
                              f"'{MOCO_QUERY_BACKBONE}*'; expected a MoCo pretraining checkpoint or a backbone.pt")
         log.info("%s: MoCo checkpoint, %d query-backbone tensors mapped '%s*' -> backbone, %d other entries "
-                 "(key encoder, heads, queue) left out", path, len(state), MOCO_QUERY_BACKBONE, len(model_state) - len(state))
+                 "(key encoder, heads, queue) left out", path, len(state), MOCO_QUERY_BACKBONE,
+                 len(model_state) - len(state))
         return state, "moco", obj.get("config") or {}
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return obj, "backbone", run_config_beside(path)
@@ -152,7 +153,8 @@ def load_pretrained_backbone(backbone: nn.Module, cfg: Config) -> dict:
     except ValueError as e:
         saved_model = saved_cfg.get("model", {})
         hint = ""
-        if saved_model and (saved_model.get("backbone"), saved_model.get("width")) != (cfg.model.backbone, cfg.model.width):
+        saved = (saved_model.get("backbone"), saved_model.get("width")) if saved_model else None
+        if saved_model and saved != (cfg.model.backbone, cfg.model.width):
             hint = (f"; it was pretrained with model.backbone={saved_model.get('backbone')} "
                     f"model.width={saved_model.get('width')}")
         raise DataError(f"config key 'pretrained': {e}{hint}") from None

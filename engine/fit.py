@@ -19,7 +19,8 @@ import logging
 import shutil
 import sys
 import time
-from typing import Any, Callable, Iterator, NamedTuple, Optional, Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import nn
@@ -168,7 +169,7 @@ class Trainer:
         self.meter = Throughput(task.clips_per_step)
         self.batch, self.output, self.lr = None, None, None
         self.hooks: tuple[Hook, ...] = (Trainer.log_step, *task.hooks, Trainer.save_every_steps)
-        self.bar: Optional[tqdm] = None
+        self.bar: tqdm | None = None
 
     def check_same_run(self, path: str, state: dict) -> None:
         ckpt.check_same_run(path, state, self.config, self.task.resume_keys, self.facts)
@@ -224,7 +225,7 @@ class Trainer:
         if self.settings.checkpoint_steps and self.step % self.settings.checkpoint_steps == 0 and not epoch_end:
             self.save()
 
-    def save(self, epoch_copy: Optional[int] = None) -> None:
+    def save(self, epoch_copy: int | None = None) -> None:
         """Checkpoint the current step; every rank calls this (the losses so far are checked, the RNG
         states gathered), rank 0 writes."""
         ckpt.save_training_all_ranks(self.run.run_dir, self.parts, rank=self.run.rank, watch=self.watch,

@@ -13,10 +13,8 @@ import logging
 import os
 import secrets
 import time
-from typing import Optional
 
 import numpy as np
-
 import torch
 
 from engine.checkpoint import write_atomic
@@ -50,7 +48,7 @@ class Logger:
     """log(metrics, step) appends to metrics.jsonl and W&B; summary() ends up in both."""
 
     def __init__(self, run_dir: str, *, config: dict, name: str, mode: str = "offline",
-                 project: str = "fame", entity: Optional[str] = None, group: Optional[str] = None,
+                 project: str = "fame", entity: str | None = None, group: str | None = None,
                  tags: tuple = (), job_type: str = "pretrain", rank: int = 0):
         self.run_dir = run_dir
         self.enabled = rank == 0
@@ -67,7 +65,7 @@ class Logger:
                                      job_type=job_type, dir=run_dir, mode=mode, config=config)
 
     @property
-    def wandb_dir(self) -> Optional[str]:
+    def wandb_dir(self) -> str | None:
         return self._wandb.dir if self._wandb is not None else None
 
     def truncate_after(self, step: int) -> None:
@@ -91,14 +89,14 @@ class Logger:
         if self._wandb is not None:
             self._wandb.log(metrics, step=step)
 
-    def log_images(self, name: str, images: list[np.ndarray], step: int, captions: Optional[list[str]] = None) -> None:
+    def log_images(self, name: str, images: list[np.ndarray], step: int, captions: list[str] | None = None) -> None:
         """HWC uint8 images to W&B (and as PNGs under <run>/examples/ when W&B is off)."""
         if not self.enabled:
             return
         if self._wandb is not None:
             import wandb  # lazy: optional and heavy: only when wandb.mode is not disabled
             self._wandb.log({name: [wandb.Image(im, caption=c) for im, c in
-                                    zip(images, captions or [None] * len(images))]}, step=step)
+                                    zip(images, captions or [None] * len(images), strict=True)]}, step=step)
         else:
             import matplotlib.image  # lazy: plotting, only for W&B's images
             out = os.path.join(self.run_dir, "examples")

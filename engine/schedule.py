@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 
 def lr_lambda(kind: str, steps_per_epoch: int, epochs: int, warmup_epochs: float = 0.0,

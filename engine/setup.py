@@ -5,7 +5,7 @@ import dataclasses
 import logging
 import os
 import random
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ CLIPS_PER_VIDEO = 2      # pretraining reads two clips of every video: the query
 MIN_ELAPSED_S = 1e-9     # floor of a measured duration that is divided by (a fast step can read as 0 s)
 
 
-def resolve_device(setting: str, cfg: Optional[C.Config] = None, dali: bool = True) -> torch.device:
+def resolve_device(setting: str, cfg: C.Config | None = None, dali: bool = True) -> torch.device:
     """device: auto|cpu|gpu -> the torch.device every other part follows. A CUDA device is
     checked first (engine.doctor.preflight: the quick checks of ``cfg``'s settings, DALI's and
     NVDEC's only where the run reads videos through DALI (``dali``); a FAIL exits with code 2,

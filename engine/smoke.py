@@ -12,11 +12,10 @@ import torch
 import torch.distributed as dist
 
 import fame
-from fame.arrays import to_host
-
 from engine.amp import AMP_DTYPES
 from engine.checks import Context, Result, failed, passed, skipped
 from engine.stack import SETUP_FIX, load_nvrtc
+from fame.arrays import to_host
 
 # NVRTC smoke test: y = x + 1 on a few values.
 ADD_ONE_KERNEL = r'''extern "C" __global__ void add_one(const float* x, float* y, int n) {
@@ -77,7 +76,11 @@ def decode_with_dali(path: str, device: str) -> np.ndarray:
 
 def decode_difference(codec: str, device: str) -> tuple[tuple, tuple, float]:
     """(DALI's shape, PyAV's shape, mean |DALI - PyAV|) of a generated ``codec`` clip."""
-    from data.video_io import codec_setting, read_video, write_video  # lazy: PyAV, absent on a GPU machine until it is brought
+    from data.video_io import (  # lazy: PyAV, absent on a GPU machine until it is brought
+        codec_setting,
+        read_video,
+        write_video,
+    )
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "clip" + codec_setting(codec).extension)
         write_video(path, smooth_clip(DECODE_FRAMES, DECODE_SIZE), DECODE_FPS, codec, DECODE_GOP)
@@ -122,7 +125,7 @@ def fame_agreement(xp) -> tuple[float, float]:
     got_merged, got_masks = (to_host(array) for array in
                              fame.augment(xp.asarray(clips), cfg, np.random.default_rng(FAME_SEED)))
     ious = [np.logical_and(g, e).sum() / max(np.logical_or(g, e).sum(), 1)
-            for g, e in zip(got_masks.astype(bool), masks.astype(bool))]
+            for g, e in zip(got_masks.astype(bool), masks.astype(bool), strict=True)]
     return float(min(ious)), float((got_merged == merged).mean())
 
 

@@ -11,8 +11,8 @@ import importlib.metadata
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -192,7 +192,8 @@ def check_cupy(context: Context) -> Result:
     wheels = [f"cupy-cuda{major}x" for major in wheel_majors(CUPY_WHEEL)]
     runtime = load_cuda_runtime()
     major, minor = runtime // CUDA_VERSION_UNIT, runtime % CUDA_VERSION_UNIT // CUDA_MINOR_UNIT
-    return passed(describe_version("CuPy", cupy.__version__, f"{major}.{minor}") + f" ({', '.join(wheels) or 'no wheel'})")
+    wheel_names = ", ".join(wheels) or "no wheel"
+    return passed(describe_version("CuPy", cupy.__version__, f"{major}.{minor}") + f" ({wheel_names})")
 
 
 def check_dali(context: Context) -> Result:
@@ -252,7 +253,8 @@ def check_gpu(context: Context) -> Result:
     """The GPU: name, driver, memory; FAIL when the driver is too old or the config demands a GPU."""
     driver = driver_cuda_version()
     if driver and driver // CUDA_VERSION_UNIT < int(WANTED_CUDA_MAJOR):
-        return failed(f"the NVIDIA driver supports CUDA {format_cuda(driver)}, the wheels need CUDA {WANTED_CUDA_MAJOR}",
+        return failed(f"the NVIDIA driver supports CUDA {format_cuda(driver)}, "
+                      f"the wheels need CUDA {WANTED_CUDA_MAJOR}",
                       f"install an NVIDIA driver of the {DRIVER_BRANCH} branch or newer")
     if not context.gpu:
         if context.device == "gpu":
@@ -282,7 +284,8 @@ def check_nvcuvid(context: Context) -> Result:
     except OSError as error:
         return failed(f"{LIBNVCUVID} (NVDEC, DALI's GPU video decoder) does not load: {error}",
                       "install the driver's decode library (package libnvidia-decode-<branch>); in a container "
-                      "set NVIDIA_DRIVER_CAPABILITIES=compute,utility,video; or set data.decode=cpu (VP8/VP9/MJPEG only)")
+                      "set NVIDIA_DRIVER_CAPABILITIES=compute,utility,video; "
+                      "or set data.decode=cpu (VP8/VP9/MJPEG only)")
     return passed(f"{LIBNVCUVID} loads")
 
 

@@ -93,7 +93,8 @@ class FameConfig:
         check_fields(self)
         name = type(self).__name__
         if self.beta_min > self.beta_max:
-            raise SettingError(name, "beta_min", f"beta_min must not exceed beta_max, got {self.beta_min} > {self.beta_max}")
+            raise SettingError(name, "beta_min",
+                               f"beta_min must not exceed beta_max, got {self.beta_min} > {self.beta_max}")
         if self.grid_keep > self.grid_cells**2:
             raise SettingError(name, "grid_keep", f"{self.grid_keep} exceeds grid_cells**2 = {self.grid_cells**2}")
         if self.background_fill != NO_FAME and self.background != "inter":
@@ -113,11 +114,11 @@ class FameConfig:
         """The warm-up in training steps: beta_warmup_epochs of steps_per_epoch steps."""
         return round(self.beta_warmup_epochs * self.steps_per_epoch)
 
-    def for_steps_per_epoch(self, steps_per_epoch: int) -> "FameConfig":
+    def for_steps_per_epoch(self, steps_per_epoch: int) -> FameConfig:
         """This config for a training run of ``steps_per_epoch`` steps an epoch (sizes the warm-up)."""
         return replace(self, steps_per_epoch=steps_per_epoch)
 
-    def at_step(self, step: int) -> "FameConfig":
+    def at_step(self, step: int) -> FameConfig:
         """The config of training step ``step`` (0-based): beta warmed up per beta_warmup_steps."""
         warmup = self.beta_warmup_steps
         if step >= warmup:
@@ -125,7 +126,7 @@ class FameConfig:
         return replace(self, beta=1.0 - (1.0 - self.beta) * max(step, 0) / warmup)
 
     @classmethod
-    def from_options(cls, **options: object) -> "FameConfig":
+    def from_options(cls, **options: object) -> FameConfig:
         """Build a config from keyword options, naming the valid fields on an unknown one."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)

@@ -20,13 +20,13 @@ import math
 import types
 import typing
 from numbers import Integral, Real
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Union
 
 RANGE = "range"
 DERIVED = "derived"
 UNIONS = (Union, types.UnionType)
 
-Bounds = tuple[Optional[float], Optional[float], bool]
+Bounds = tuple[float | None, float | None, bool]
 
 
 class SettingError(ValueError):
@@ -37,12 +37,12 @@ class SettingError(ValueError):
         self.owner, self.field, self.problem = owner, field, problem
 
 
-def bounded(lo: Optional[float] = None, hi: Optional[float] = None, *, lo_open: bool = False) -> dict:
+def bounded(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> dict:
     """Field metadata: the allowed interval [lo, hi] ((lo, hi] with lo_open); None: unbounded."""
     return {RANGE: (lo, hi, lo_open)}
 
 
-def derived(metadata: Optional[dict] = None) -> dict:
+def derived(metadata: dict | None = None) -> dict:
     """Field metadata (added to ``metadata``): set by code from other values, not a config key."""
     return {**(metadata or {}), DERIVED: True}
 
@@ -52,7 +52,7 @@ def setting_fields(cls) -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(cls) if not f.metadata.get(DERIVED, False)]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def type_hints(cls) -> dict[str, Any]:
     """The resolved type hints of a settings class (cached: FameConfig is rebuilt every step)."""
     return typing.get_type_hints(cls)
@@ -73,7 +73,7 @@ def describe(tp) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def range_problem(value: Any, bounds: Optional[Bounds]) -> Optional[str]:
+def range_problem(value: Any, bounds: Bounds | None) -> str | None:
     """Why a number lies outside ``bounds`` (see ``bounded``), or None when it is inside or not a number."""
     if bounds is None or isinstance(value, bool) or not isinstance(value, Real):
         return None
@@ -102,7 +102,7 @@ def _is_choice(value: Any, choices: tuple) -> bool:
     return any(type(value) is type(choice) and value == choice for choice in choices)
 
 
-def value_problem(tp, value: Any, bounds: Optional[Bounds] = None) -> Optional[tuple[str, str]]:
+def value_problem(tp, value: Any, bounds: Bounds | None = None) -> tuple[str, str] | None:
     """(element index suffix, why) when ``value`` does not fit type hint ``tp`` and ``bounds``;
     None when it fits. A union takes the first member whose type fits, then checks the range."""
     origin = typing.get_origin(tp)
@@ -119,7 +119,7 @@ def value_problem(tp, value: Any, bounds: Optional[Bounds] = None) -> Optional[t
         if not isinstance(value, origin) or (origin is tuple and len(value) != len(args)):
             return mismatch
         element_types = args if origin is tuple else args * len(value)
-        for index, (arg, element) in enumerate(zip(element_types, value)):
+        for index, (arg, element) in enumerate(zip(element_types, value, strict=True)):
             problem = value_problem(arg, element, bounds)
             if problem is not None:
                 return f"[{index}]{problem[0]}", problem[1]

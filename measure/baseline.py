@@ -11,7 +11,6 @@ pipeline gets as threads), each with one BLAS thread.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import av
 import numpy as np
@@ -104,7 +103,7 @@ class PyAVPretrainBatches(torch.utils.data.Dataset):
     """Item i is the pretraining batch (query, key, label, index) of step i % steps of epoch
     first_epoch + i // steps, for ``epochs`` epochs."""
 
-    def __init__(self, sampler: PretrainSampler, fame_cfg: Optional[fame.FameConfig], first_epoch: int = 0,
+    def __init__(self, sampler: PretrainSampler, fame_cfg: fame.FameConfig | None, first_epoch: int = 0,
                  epochs: int = 1):
         self.sampler, self.fame_cfg, self.first_epoch, self.epochs = sampler, fame_cfg, first_epoch, epochs
         aug = sampler.aug
@@ -152,9 +151,9 @@ class PyAVPretrainBatches(torch.utils.data.Dataset):
         return self._finish(query, plan, QUERY), self._finish(key, plan, KEY), label, index
 
 
-def pyav_pretrain_loader(sampler: PretrainSampler, fame_cfg: Optional[fame.FameConfig], *, first_epoch: int = 0,
+def pyav_pretrain_loader(sampler: PretrainSampler, fame_cfg: fame.FameConfig | None, *, first_epoch: int = 0,
                          epochs: int = 1, num_workers: int = 2,
-                         batches: Optional[int] = None) -> torch.utils.data.DataLoader:
+                         batches: int | None = None) -> torch.utils.data.DataLoader:
     """Batches of the PyAV + NumPy pipeline in step order over ``epochs`` epochs (only the
     first ``batches`` of them when given), made by ``num_workers`` processes (0: here), started
     from a fork server: the profile runs it beside DALI's threads and CUDA, which a fork would copy

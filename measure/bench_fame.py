@@ -19,11 +19,11 @@ import time
 import numpy as np
 
 import fame
+from engine.errors import run_command
 from fame.mask import masks_from_config, smoothed_statistics, soft_mask_from
 from fame.motion import UINT8_MAX, frame_statistics
 from fame.select import top_k_mask
 from measure.machine import cpu_model
-from engine.errors import run_command
 
 FRAMES = 16
 SIZES = (112, 224)
@@ -137,7 +137,8 @@ def run_parts(repeats: int) -> dict:
             for name, function, args in fame_parts(clips, cfg, np.random.default_rng(SEED)):
                 host, gpu = time_part(function, args, repeats, module)
                 rows.append({"backend": backend, "frames": FRAMES, "size": size, "batch": PART_BATCH[backend],
-                             "part": name, "host_ms": MS_PER_S * host, "gpu_ms": None if gpu is None else MS_PER_S * gpu})
+                             "part": name, "host_ms": MS_PER_S * host,
+                             "gpu_ms": None if gpu is None else MS_PER_S * gpu})
             del clips
     machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "gpu": gpu_name, "numpy": np.__version__}
     return {"machine": machine, "repeats": repeats, "config": "FameConfig() defaults, uint8", "parts": rows}

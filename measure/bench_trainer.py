@@ -13,14 +13,14 @@ import time
 
 import torch
 
-from models.layout import RGB_CHANNELS
 from engine import config as C
-from engine.setup import CLIPS_PER_VIDEO, resolve_device, seed_everything, setup_logging
-from engine.cli import cli_parser, parse_cli_args
-from engine.logger import GIB
 from engine.checkpoint import LossWatch
-from engine.steps import build_training, moco_step
+from engine.cli import cli_parser, parse_cli_args
 from engine.errors import run_command
+from engine.logger import GIB
+from engine.setup import CLIPS_PER_VIDEO, resolve_device, seed_everything, setup_logging
+from engine.steps import build_training, moco_step
+from models.layout import RGB_CHANNELS
 
 DEFAULT_STEPS, DEFAULT_WARMUP = 20, 5
 MS_PER_S = 1000.0

@@ -42,8 +42,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Optional
 
 import torch
 
@@ -101,7 +101,7 @@ class Step:
     timeout_s: int
     needs: tuple[str, ...] = TORCH_CUPY
     figures: Callable[[str], dict] = lambda output: {}
-    run: Optional[Callable[["Step", "Layout"], "Result"]] = None
+    run: Callable[[Step, Layout], Result] | None = None
     cpu_skip: str = ""
 
 
@@ -156,11 +156,13 @@ def run_command(argv: list[str], timeout_s: float) -> tuple[int, str, float]:
                               timeout=timeout_s, env=child_env())
         return proc.returncode, proc.stdout, time.perf_counter() - started
     except subprocess.TimeoutExpired as expired:
-        output = expired.stdout.decode(errors="replace") if isinstance(expired.stdout, bytes) else (expired.stdout or "")
+        output = expired.stdout or ""
+        if isinstance(output, bytes):
+            output = output.decode(errors="replace")
         return 124, output + f"\n[killed after {timeout_s:.0f} s]", time.perf_counter() - started
 
 
-def read_json(path: str) -> Optional[dict]:
+def read_json(path: str) -> dict | None:
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -473,7 +475,7 @@ def run_plain(step: Step) -> Result:
 
 
 # ------------------------------------------------------------ the report ----
-def targets(figures: dict) -> list[tuple[str, str, Optional[bool]]]:
+def targets(figures: dict) -> list[tuple[str, str, bool | None]]:
     """(target, measured, met: True/False/None when not measured)."""
     rows = []
     trainer, pipeline = figures.get("trainer_clips_per_s"), figures.get("pretrain_clips_per_s")
@@ -496,7 +498,7 @@ def targets(figures: dict) -> list[tuple[str, str, Optional[bool]]]:
     return rows
 
 
-def verdict(met: Optional[bool]) -> str:
+def verdict(met: bool | None) -> str:
     return {True: PASS, False: FAIL, None: "n/a"}[met]
 
 
@@ -544,7 +546,7 @@ def write_report(out: str, stage: int, results: list[Result], planned: list[str]
     return base + ".md"
 
 
-def run_stage(stage: int, layout: Layout, only: Optional[list[str]] = None,
+def run_stage(stage: int, layout: Layout, only: list[str] | None = None,
               budget_s: float = STAGE_BUDGET_S) -> list[Result]:
     """Every step of the stage (or those whose name starts with one of ``only``) within
     ``budget_s`` seconds, the report rewritten after each."""

@@ -1,4 +1,5 @@
-"""Action recognition on a pretrained backbone: `python -m runners.classify --config X pretrained=runs/<name>/backbone.pt`.
+"""Action recognition on a pretrained backbone:
+`python -m runners.classify --config X pretrained=runs/<name>/backbone.pt`.
 
 eval.protocol (make linear / make finetune):
 - linear: the backbone is frozen and kept in eval mode (BN statistics fixed,
@@ -19,23 +20,26 @@ results.json.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
-from models.classifier import VideoClassifier
+from engine.amp import amp_dtype
+from engine.cli import parse_cli
 from engine.config import PROBE, Config, resume_keys
-from engine.evaluation import (check_pretrained_path, evaluate_classifier, load_pretrained_backbone, results_record,
-                               write_results)
+from engine.dataset import ensure_data
+from engine.errors import run_command
+from engine.evaluation import (
+    check_pretrained_path,
+    evaluate_classifier,
+    load_pretrained_backbone,
+    results_record,
+    write_results,
+)
 from engine.fit import Schedule, Task, fit
 from engine.loaders import build_test_clips_loader, build_train_clips_loader, check_list_labels
 from engine.models import make_backbone
 from engine.setup import broadcast_buffers, end_run, start_run
-from engine.dataset import ensure_data
-from engine.amp import amp_dtype
-from engine.cli import parse_cli
 from engine.steps import ClassifierStep, Update, make_optimizer
-from engine.errors import run_command
+from models.classifier import VideoClassifier
 
 SGD_MOMENTUM = 0.9
 STEP_DECAY = 0.1
@@ -53,8 +57,9 @@ def build_classifier(cfg: Config, device: torch.device) -> tuple[VideoClassifier
 
 
 def build_update(model: VideoClassifier, optimizer_name: str, lr: float, weight_decay: float,
-                 amp: Optional[torch.dtype], device: torch.device) -> Update:
-    """``optimizer_name`` (sgd: momentum SGD_MOMENTUM) over the trainable parameters (the classifier alone when frozen)."""
+                 amp: torch.dtype | None, device: torch.device) -> Update:
+    """``optimizer_name`` (sgd: momentum SGD_MOMENTUM) over the trainable parameters (the classifier
+    alone when frozen)."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, optimizer_name, lr, weight_decay, SGD_MOMENTUM)
     return Update(optimizer, torch.amp.GradScaler(device.type, enabled=amp == torch.float16), amp)

@@ -8,15 +8,14 @@ nothing FAILs, 1 when a check FAILs, 2 for a usage or config error.
 from __future__ import annotations
 
 import sys
-from typing import Optional
 
+from engine import doctor
 from engine.checks import FAIL, exit_code, format_result, run_check
 from engine.cli import cli_parser, parse_cli_args
-from engine import doctor
 from engine.errors import run_command
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = cli_parser("check the GPU stack: libraries, CUDA majors, GPU, NVDEC, FAME on CuPy, AMP, NCCL")
     p.add_argument("--nproc", type=int, default=None, help="processes of the run (default: WORLD_SIZE or 1)")
     p.add_argument("--quick", action="store_true", help="only the quick checks the runners run before a GPU run")

@@ -26,17 +26,24 @@ import torch.distributed as dist
 
 from data.filelist import read_file_list
 from engine import checkpoint as ckpt
-from engine.setup import end_run, open_logger, start_run
-from engine.dataset import ensure_data
 from engine.amp import amp_dtype
 from engine.cli import parse_cli
 from engine.config import Config, data_path, to_dict
+from engine.dataset import ensure_data
+from engine.errors import run_command
+from engine.evaluation import (
+    SHA_HEX_CHARS,
+    check_pretrained_path,
+    extract_video_features,
+    file_sha256,
+    load_pretrained_backbone,
+    results_record,
+    retrieval_recall,
+    write_results,
+)
 from engine.loaders import build_test_clips_loader, check_list_labels
 from engine.models import make_backbone
-from engine.evaluation import (SHA_HEX_CHARS, check_pretrained_path, extract_video_features,
-                                file_sha256, load_pretrained_backbone, results_record, retrieval_recall,
-                                write_results)
-from engine.errors import run_command
+from engine.setup import end_run, open_logger, start_run
 
 log = logging.getLogger("fame")
 PROTOCOL = "retrieval"

@@ -35,9 +35,9 @@ import time
 import torch
 
 from engine import config as C
-from measure.machine import cpu_model
 from engine.errors import run_command
 from engine.evaluation import RESULTS_FILE
+from measure.machine import cpu_model
 from studies.report import markdown_table, summarize
 from studies.sweep import expand_grid, parse_seeds, run_trials
 from studies.trial import TRIAL_FILE
@@ -151,7 +151,8 @@ def write_outputs(out_base: str, record: dict, table: str) -> tuple[str, str]:
                 f"class-independent backgrounds instead, a control; caam/energy_in_box_pct: the share (%) of the "
                 f"backbone's class-agnostic activation map inside the moving object's box (a map with no "
                 f"preference scores the box's share of the frame); {CONTROL_METRIC} (with --control): video top-1 "
-                f"of the backbone trained with labels from random init on the control config's data.\nMachine: {record['machine']}; {record['seconds'] / 60:.1f} min in all.\n")
+                f"of the backbone trained with labels from random init on the control config's data.\n"
+                f"Machine: {record['machine']}; {record['seconds'] / 60:.1f} min in all.\n")
     with open(json_path, "w") as f:
         json.dump(record, f, indent=1)
     return md_path, json_path
@@ -192,7 +193,7 @@ def main(argv=None) -> int:
     if a.control:
         t0 = time.perf_counter()
         failed += [control_run_name(name, seed) for seed, code in
-                   zip(a.seeds, run_controls(a.control, name, a.seeds, cfg.run.dir)) if code]
+                   zip(a.seeds, run_controls(a.control, name, a.seeds, cfg.run.dir), strict=True) if code]
         trial_seconds["control"] = time.perf_counter() - t0
     seconds = time.perf_counter() - started
     if failed:

@@ -138,7 +138,7 @@ def pair_across_classes(labels, rng: np.random.Generator) -> np.ndarray:
         raise ValueError(f"swaps need videos of at least two classes; got class(es) {classes.tolist()}")
     n, largest = len(labels), int(counts.max())
     if 2 * largest <= n:
-        class_rank = dict(zip(classes.tolist(), rng.permutation(len(classes)).tolist()))
+        class_rank = dict(zip(classes.tolist(), rng.permutation(len(classes)).tolist(), strict=True))
         shuffled = rng.permutation(n)
         order = shuffled[np.argsort([class_rank[c] for c in labels[shuffled]], kind="stable")]
         partner = np.empty(n, dtype=np.int64)

@@ -1,4 +1,5 @@
-"""Background-bias probe of a trained classifier: `python -m studies.bias_probe --run runs/<classify run> [key=value ...]`.
+"""Background-bias probe of a trained classifier:
+`python -m studies.bias_probe --run runs/<classify run> [key=value ...]`.
 
 Reads the classify run's resolved config (config.yaml) and its classifier (checkpoints/last.pt);
 ``key=value`` overrides apply on top (e.g. data.val_list=..., data.root=..., run.name=...).
@@ -18,11 +19,12 @@ import os
 import numpy as np
 
 from data.synthetic import load_annotations
-from studies import bias, probe as P
 from engine.config import ConfigError
+from engine.errors import run_command
 from engine.loaders import build_test_clips_loader
 from engine.setup import open_logger, prepare_run_dir, resolve_device, setup_logging
-from engine.errors import run_command
+from studies import bias
+from studies import probe as P
 from studies.visualize import figure_fame_config, save_grid
 
 RESULTS_FILE, TABLE_FILE, EXAMPLES_FILE = "bias.json", "bias.md", "bias-examples.png"

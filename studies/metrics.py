@@ -15,7 +15,7 @@ from scipy.stats import rankdata
 def box_masks(boxes, height: int, width: int) -> np.ndarray:
     """(B, H, W) bool: True inside each clip's box [x0, y0, x1, y1] (x1/y1 exclusive)."""
     inside = np.zeros((len(boxes), height, width), bool)
-    for m, (x0, y0, x1, y1) in zip(inside, boxes):
+    for m, (x0, y0, x1, y1) in zip(inside, boxes, strict=True):
         m[y0:y1, x0:x1] = True
     return inside
 
@@ -36,7 +36,7 @@ def ranking_auc(scores: np.ndarray, inside: np.ndarray) -> float:
     """Mean over clips of the chance that a pixel inside the box outscores one outside it
     (ties count half; the Mann-Whitney U of each (H, W) map, scaled to [0, 1])."""
     aucs = []
-    for s, m in zip(scores, inside):
+    for s, m in zip(scores, inside, strict=True):
         positive, negative = int(m.sum()), int(m.size - m.sum())
         if positive == 0 or negative == 0:
             continue
@@ -80,6 +80,6 @@ def caam(backbone: torch.nn.Module, clips_ncthw: torch.Tensor) -> torch.Tensor:
 def energy_in_box(maps: torch.Tensor, boxes) -> list[float]:
     """Fraction of each map's total inside its box (the object's, known on synthetic data)."""
     out = []
-    for m, (x0, y0, x1, y1) in zip(maps, boxes):
+    for m, (x0, y0, x1, y1) in zip(maps, boxes, strict=True):
         out.append(float(m[y0:y1, x0:x1].sum() / m.sum().clamp_min(1e-8)))
     return out

@@ -34,24 +34,23 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch
 
 import fame
-from studies import bias
 from engine.checkpoint import CHECKPOINT_DIR, LAST, load_checkpoint
 from engine.config import Config, load_config
 from engine.errors import DataError
 from engine.evaluation import VideoAccumulator
-from studies.metrics import box_masks
 from engine.models import make_backbone
 from engine.setup import RUN_CONFIG
 from fame.mask import masks_from_config
 from models.classifier import VideoClassifier
 from pipelines.params import ClipGeometry
 from pipelines.sampler import DEFAULT_CENTRE_FRACTION, centre_window, clip_frame_indices, uniform_clip_starts
+from studies import bias
+from studies.metrics import box_masks
 
 MASK_SOURCES = ("fame", "box")
 PIXEL_MAX = 255.0
@@ -150,7 +149,7 @@ class ProbeData:
     labels: np.ndarray                          # (V,) class of each video, list order
     # per video (clips_per_video, clip.frames, 4): the object's box in every frame of its test clips,
     # crop pixels (the "box" masks, and how much of the actor a background-only clip keeps)
-    boxes: Optional[list[np.ndarray]] = None
+    boxes: list[np.ndarray] | None = None
 
 
 def video_stills(model_batches, num_videos: int, clips_per_video: int, mean, std) -> np.ndarray:
@@ -227,7 +226,7 @@ def probe_classifier(model: torch.nn.Module, loader, data: ProbeData, stills: np
     return {"scores": scores, "examples": examples}
 
 
-def trust_reliance(actor_kept: Optional[float]) -> dict:
+def trust_reliance(actor_kept: float | None) -> dict:
     """The background reliance's warrant: ``actor_kept`` (%, None without the object's boxes) of the
     actor the background-only clips still show; above MAX_ACTOR_KEPT they are not background only,
     and a classifier that reads the motion scores on them too."""

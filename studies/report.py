@@ -1,4 +1,5 @@
-"""Read an ablation without a server: `python -m studies.report --sweep configs/sweeps/beta.yaml [--config X] [key=value ...]`.
+"""Read an ablation without a server:
+`python -m studies.report --sweep configs/sweeps/beta.yaml [--config X] [key=value ...]`.
 
 Takes the --config and key=value overrides the sweep ran with (studies.sweep), so
 it reads exactly that sweep's trials: those under run.dir named
@@ -79,7 +80,7 @@ def summarize(trials: list[dict], keys: list[str]) -> list[dict]:
         for m in metrics:
             vals = [t["metrics"][m] for t in members if m in t["metrics"]]
             stats[m] = (statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals))
-        out.append({"params": {k: json.loads(v) for k, v in zip(keys, key)},
+        out.append({"params": {k: json.loads(v) for k, v in zip(keys, key, strict=True)},
                     "seeds": sorted(t["seed"] for t in members), "stats": stats})
     return out
 

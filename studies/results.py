@@ -17,8 +17,8 @@ import os
 import sys
 from collections import defaultdict
 
-from engine.evaluation import RESULTS_FILE
 from engine.errors import run_command
+from engine.evaluation import RESULTS_FILE
 
 CLASSIFY_METRIC = "video_top1"
 RETRIEVAL_PROTOCOL = "retrieval"
@@ -89,7 +89,7 @@ def classification_table(records: list[dict]) -> str:
     datasets = sorted(set(columns))
     cells: dict[tuple, dict] = defaultdict(dict)
     runs: dict[tuple, list] = defaultdict(list)
-    for r, column in zip(records, columns):
+    for r, column in zip(records, columns, strict=True):
         key = (pretrained_label(r["pretrained"]), r.get("backbone", "?"), r.get("input", "?"), r["protocol"])
         cells[key][column] = r["metrics"].get(CLASSIFY_METRIC)
         runs[key].append(_run_name(r))
@@ -103,7 +103,7 @@ def retrieval_table(records: list[dict]) -> str:
     ks = sorted({int(m[2:]) for r in records for m in r["metrics"] if m.startswith("R@")})
     cells: dict[tuple, dict] = {}
     runs: dict[tuple, list] = defaultdict(list)
-    for r, column in zip(records, dataset_columns(records)):
+    for r, column in zip(records, dataset_columns(records), strict=True):
         key = (pretrained_label(r["pretrained"]), r.get("backbone", "?"), r.get("input", "?"), column)
         cells[key] = r["metrics"]
         runs[key].append(_run_name(r))

@@ -26,7 +26,6 @@ import yaml
 from engine import config as C
 from engine.errors import run_command
 
-
 # Extra overrides that leave a trial's result alone (where it is written, how it is logged):
 # they do not enter its name, so moving run.dir or muting W&B still resumes the same trials.
 NAME_NEUTRAL_OVERRIDES = ("run.dir=", "wandb.")
@@ -94,7 +93,7 @@ def expand_grid(sweep: dict, config: str, seeds: list[int], extra: list[str] = (
     prefix = name_prefix(sweep["name"], config, extra)
     trials = []
     for values in itertools.product(*(sweep["parameters"][k]["values"] for k in keys)):
-        params = dict(zip(keys, values))
+        params = dict(zip(keys, values, strict=True))
         for seed in seeds:
             label = "-".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in params.items())
             name = f"{prefix}-{label}{SEED_MARK}{seed}"
@@ -141,7 +140,7 @@ def main(argv=None) -> int:
     if a.dry_run:
         return 0
     codes = run_trials(trials, a.config, a.parallel)
-    failed = [t.name for t, c in zip(trials, codes) if c]
+    failed = [t.name for t, c in zip(trials, codes, strict=True) if c]
     if failed:
         print(f"[sweep] {len(failed)} of {len(trials)} trials failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

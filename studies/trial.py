@@ -29,13 +29,13 @@ import sys
 
 import yaml
 
-from runners import classify, pretrain, retrieve
-from engine.setup import prepare_run_dir
 from engine.cli import parse_cli
 from engine.config import Config, DataConfig, run_name
+from engine.errors import run_command
 from engine.evaluation import check_pretrained_path
 from engine.logger import write_json_atomic
-from engine.errors import run_command
+from engine.setup import prepare_run_dir
+from runners import classify, pretrain, retrieve
 from studies.visualize import caam_in_box
 
 BOOKKEEPING = ("run.", "wandb.", "seed=")

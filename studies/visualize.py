@@ -19,25 +19,25 @@ import json
 import logging
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 import fame
-from fame.config import AUTO_BETA
-from fame.mask import smoothed_statistics, soft_mask_from
 from data.filelist import read_file_list
 from data.synthetic import load_annotations
 from data.video_io import read_video
-from studies.metrics import box_masks, caam, energy_in_box, overlap_scores, ranking_auc
-from models.backbones import apply_backbone_state
-from engine.setup import open_logger, prepare_run_dir, resolve_device
-from engine.evaluation import backbone_state_from_file
-from engine.models import make_backbone
 from engine.config import Config, ConfigError, data_path, load_config, with_run_name
 from engine.errors import run_command
+from engine.evaluation import backbone_state_from_file
+from engine.models import make_backbone
+from engine.setup import open_logger, prepare_run_dir, resolve_device
+from fame.config import AUTO_BETA
+from fame.mask import smoothed_statistics, soft_mask_from
+from models.backbones import apply_backbone_state
+from studies.metrics import box_masks, caam, energy_in_box, overlap_scores, ranking_auc
 
 VARIANTS = ("gauss", "seed", "grid", "fame")
 QUALITY_BETAS = (0.3, 0.5, 0.7, AUTO_BETA)
@@ -78,7 +78,7 @@ def read_clips(cfg: Config, n: int, list_key: str = "val_list"):
     by_class: dict[int, list] = {}
     for e in entries:
         by_class.setdefault(e.label, []).append(e)
-    ordered = [e for group in zip(*by_class.values()) for e in group] or entries
+    ordered = [e for group in zip(*by_class.values(), strict=False) for e in group] or entries   # to the smallest class
     try:
             videos = load_annotations(cfg.data.root)["videos"]
     except FileNotFoundError:
@@ -161,7 +161,8 @@ def quality_table(quality: dict) -> str:
     """The mask_quality result as markdown."""
     lines = [f"{quality['videos']} clips; the object's box covers {quality['box_fraction']:.3f} of the frame; "
              + "; ".join(f"AUC of {k} {v:.3f}" for k, v in quality["auc"].items()), "",
-             "| variant | beta | mask fraction | recall | precision | own background kept |", "|---|---|---|---|---|---|"]
+             "| variant | beta | mask fraction | recall | precision | own background kept |",
+             "|---|---|---|---|---|---|"]
     for r in quality["rows"]:
         beta = r["beta"] if isinstance(r["beta"], str) else f"{r['beta']:.2f}"
         lines.append(f"| {r['variant']} | {beta} | {r['fraction']:.3f} | {r['recall']:.3f} | "
@@ -259,7 +260,7 @@ def plot_kernels(named: list[tuple[str, list]], path: str) -> None:
         for body in parts["bodies"]:
             body.set_facecolor(f"C{i}")
         ax.plot([], [], color=f"C{i}", label=label, linewidth=6)
-    ax.set_xticks(range(len(layers)), [l.replace(".", "\n", 1) for l in layers], fontsize=6)
+    ax.set_xticks(range(len(layers)), [layer.replace(".", "\n", 1) for layer in layers], fontsize=6)
     ax.set_ylabel("temporal kernel weight")
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -297,7 +298,7 @@ def draw_caam(job: FigureJob) -> None:
     x = normalise(clips, job.cfg).to(device)
     t = clips.shape[1] // 2
     columns, scores = [("frame", list(clips[:, t]))], {}
-    for label, path in zip(job.labels, job.ckpts):
+    for label, path in zip(job.labels, job.ckpts, strict=True):
         maps = caam(load_for_figures(path, job.cfg, device), x)
         heat = (matplotlib.colormaps[HEAT](maps.numpy())[..., :3] * 255).astype(np.uint8)
         columns.append((label, [(0.5 * clips[i, t] + 0.5 * heat[i]).astype(np.uint8) for i in range(len(clips))]))
@@ -331,7 +332,8 @@ def draw_mask_quality(job: FigureJob) -> None:
 
 def draw_kernels(job: FigureJob) -> None:
     """Fig. 3: violins of the temporal (k x 1 x 1) kernels of R(2+1)D backbones, per layer."""
-    named = [(label, temporal_kernels(load_for_figures(path, job.cfg))) for label, path in zip(job.labels, job.ckpts)]
+    named = [(label, temporal_kernels(load_for_figures(path, job.cfg)))
+             for label, path in zip(job.labels, job.ckpts, strict=True)]
     if not named[0][1]:
         raise SystemExit(f"backbone {job.cfg.model.backbone} has no temporal (k x 1 x 1) convolutions; "
                          "kernels is for R(2+1)D (model.backbone=r2plus1d_18)")

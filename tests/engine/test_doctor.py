@@ -14,9 +14,9 @@ import torch
 
 from engine import checks, doctor, smoke, stack
 from engine import setup as common
+from engine.config import load_config
 from engine.logger import GIB
 from runners import doctor as doctor_command
-from engine.config import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CPU = checks.Context(device="auto", amp="bf16", nproc=1, gpu=False, no_gpu_reason="no CUDA GPU is visible (test)")
@@ -74,7 +74,8 @@ def test_disagreeing_majors_fail_with_the_packages_and_the_fix(monkeypatch):
 
 
 def test_two_dali_wheels_fail_the_majors_check(monkeypatch):
-    monkeypatch.setattr(stack, "installed_wheels", lambda: ["cupy-cuda13x", "nvidia-dali-cuda120", "nvidia-dali-cuda130"])
+    wheels = ["cupy-cuda13x", "nvidia-dali-cuda120", "nvidia-dali-cuda130"]
+    monkeypatch.setattr(stack, "installed_wheels", lambda: wheels)
     result = run_named("CUDA majors agree")
     assert result.status == checks.FAIL and "two DALI wheels are installed (CUDA 12, 13)" in result.detail
 
@@ -250,7 +251,8 @@ def test_the_command_on_this_machine_says_no_gpu_and_the_libraries_pass():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_doctor_passes_on_a_gpu(capsys):
-    assert doctor_command.main(["--config", "configs/gpu_check.yaml", "--nproc", "2"]) == checks.EXIT_OK, capsys.readouterr().out
+    exit_code = doctor_command.main(["--config", "configs/gpu_check.yaml", "--nproc", "2"])
+    assert exit_code == checks.EXIT_OK, capsys.readouterr().out
     out = capsys.readouterr().out
     for name in ("gpu", "NVRTC kernel", "libnvcuvid", "DALI GPU decode", "FAME CuPy = NumPy", "AMP autocast", "NCCL"):
         assert f"PASS  {name}" in out
@@ -290,7 +292,8 @@ def test_preflight_passes_once_and_can_be_switched_off(monkeypatch, fresh_prefli
     assert common.resolve_device("gpu") == torch.device("cuda", 0)
     common.resolve_device("gpu")
     assert len(runs) == 1 and runs[0].gpu and runs[0].amp is None
-    monkeypatch.setattr(doctor, "CHECKS", (checks.Check("bad", lambda c: checks.failed("broken", "-"), "-", quick=True),))
+    broken = checks.Check("bad", lambda c: checks.failed("broken", "-"), "-", quick=True)
+    monkeypatch.setattr(doctor, "CHECKS", (broken,))
     monkeypatch.setattr(doctor, "_PREFLIGHT_PASSED", set())
     monkeypatch.setenv(doctor.PREFLIGHT_ENV, "0")
     assert common.resolve_device("gpu") == torch.device("cuda", 0)
@@ -329,7 +332,8 @@ def test_a_run_without_videos_is_not_stopped_for_want_of_dali(monkeypatch, fresh
     monkeypatch.setattr(doctor, "CHECKS", tuple(check_named(name) for name in dali_checks))
     without = dataclasses.replace(GPU, dali=False)
     assert {r.name: r.status for r in checks.run_checks(doctor.CHECKS, without)} == {
-        "dali": checks.SKIP, "load DALI backend": checks.SKIP, "CUDA majors agree": checks.PASS, "libnvcuvid": checks.SKIP}
+        "dali": checks.SKIP, "load DALI backend": checks.SKIP, "CUDA majors agree": checks.PASS,
+        "libnvcuvid": checks.SKIP}
     assert {r.name: r.status for r in checks.run_checks(doctor.CHECKS, GPU)} == dict.fromkeys(dali_checks, checks.FAIL)
     assert common.resolve_device("gpu", load_config(None, ["train.amp=none"]), dali=False) == torch.device("cuda", 0)
     with pytest.raises(SystemExit):

@@ -8,18 +8,25 @@ import pytest
 import torch
 
 from data.index import VideoIndex, VideoRecord, build_index
-from studies import probe as P
 from engine import checkpoint as ckpt
 from engine import config as C
 from engine import evaluation as E
-from engine.errors import (DEBUG_ENV, EXIT_RUN_FAILED, EXIT_USAGE, DataError, MissingFileError,
-                           raise_as_data_errors, run_command)
+from engine.dataset import ensure_data
+from engine.errors import (
+    DEBUG_ENV,
+    EXIT_RUN_FAILED,
+    EXIT_USAGE,
+    DataError,
+    MissingFileError,
+    raise_as_data_errors,
+    run_command,
+)
 from engine.loaders import build_pretrain_loader, require_full_batches
 from engine.models import make_backbone
 from engine.setup import resolve_device
-from engine.dataset import ensure_data
 from models.backbones import export_backbone_state
 from pipelines.videos import videos_from_index
+from studies import probe as P
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, "configs", "synthetic_tiny.yaml")

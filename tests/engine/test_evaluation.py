@@ -8,13 +8,13 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from models.backbones import build_backbone, export_backbone_state
-from models.moco import MoCo
 from engine import checkpoint as ckpt
 from engine import evaluation as E
-from engine.models import make_backbone
 from engine.config import dump_config, load_config, to_dict
 from engine.errors import DataError
+from engine.models import make_backbone
+from models.backbones import build_backbone, export_backbone_state
+from models.moco import MoCo
 
 NUM_VIDEOS, CLIPS, NUM_CLASSES, DIM = 7, 3, 5, 6
 WORLD = 2
@@ -22,7 +22,8 @@ WORLD = 2
 
 # ------------------------------------------------------------- helpers ----
 class FlatLinear(nn.Module):
-    """A deterministic stand-in 'model': (N, 3, T, H, W) -> (N, out) by a fixed linear map of the mean pixel per channel."""
+    """A deterministic stand-in 'model': (N, 3, T, H, W) -> (N, out) by a fixed linear map of the
+    mean pixel per channel."""
 
     def __init__(self, out: int):
         super().__init__()
@@ -241,7 +242,8 @@ def test_bad_pretrained_inputs_fail_clearly(tmp_path):
 
 
 def test_a_backbone_pretrained_with_another_pool_is_refused(tmp_path):
-    """A pool has no weights: a max-pooled backbone would load into an averaging one and change its features silently."""
+    """A pool has no weights: a max-pooled backbone would load into an averaging one and change its
+    features silently."""
     maxed = tiny_cfg(tmp_path, "model.pool=max")
     run_dir = tmp_path / "pre"
     run_dir.mkdir()
@@ -250,8 +252,10 @@ def test_a_backbone_pretrained_with_another_pool_is_refused(tmp_path):
     moco_pt = ckpt.save_checkpoint(str(tmp_path / "moco"), {"model": MoCo(make_backbone(maxed), K=8).state_dict(),
                                                              "config": to_dict(maxed)})
     for pretrained in (str(run_dir / E.BACKBONE_FILE), str(run_dir), moco_pt):
-        with pytest.raises(DataError, match=r"'model.pool' \(avg\).*pretrained with model.pool=max; set model.pool=max"):
-            E.load_pretrained_backbone(make_backbone(tiny_cfg(tmp_path)), tiny_cfg(tmp_path, f"pretrained={pretrained}"))
+        refused = r"'model.pool' \(avg\).*pretrained with model.pool=max; set model.pool=max"
+        with pytest.raises(DataError, match=refused):
+            E.load_pretrained_backbone(make_backbone(tiny_cfg(tmp_path)),
+                                       tiny_cfg(tmp_path, f"pretrained={pretrained}"))
         info = E.load_pretrained_backbone(make_backbone(maxed), tiny_cfg(tmp_path, "model.pool=max",
                                                                          f"pretrained={pretrained}"))
         assert info["init"] == "pretrained"

@@ -118,7 +118,8 @@ def test_a_checkpoint_every_n_steps_and_at_every_epoch_end(tmp_path, monkeypatch
     monkeypatch.setattr(ckpt, "save_training", recorded)
     run = make_run(tmp_path, "saves", "train.checkpoint_steps=3", "train.checkpoint_every=2")
     fit(run, make_task(FakeLoader(), epochs=3)).logger.close()
-    assert saves == [(3, None), (4, None), (6, None), (8, 2), (9, None), (12, None)]     # step 12 ends an epoch: saved once
+    # step 12 ends an epoch: saved once
+    assert saves == [(3, None), (4, None), (6, None), (8, 2), (9, None), (12, None)]
     assert sorted(os.listdir(ckpt.checkpoint_dir(run.run_dir))) == ["epoch_0002.pt", ckpt.LAST]
 
 

@@ -6,9 +6,8 @@ import torch
 from engine import checkpoint as ckpt
 from engine.checkpoint import NonFiniteLoss
 from engine.steps import Update, classifier_step, moco_step
-from tests.models.moco_test_nets import TinyBNBackbone
-
 from models.moco import MoCo
+from tests.models.moco_test_nets import TinyBNBackbone
 
 BATCH = 4
 CLIP = (3, 2, 4, 4)    # C, T, H, W
@@ -89,7 +88,7 @@ def test_an_unwatched_step_stops_at_once():
     before = [p.detach().clone() for p in model.parameters()]
     with pytest.raises(NonFiniteLoss, match="non-finite loss nan at step 4;"):
         moco_step(model, q * NAN, k, Update(optimizer, torch.amp.GradScaler("cpu", enabled=False)), 4)
-    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))     # no update
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))     # no update
 
 
 def test_a_watched_classification_step_reads_nothing_back(monkeypatch):

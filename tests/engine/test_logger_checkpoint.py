@@ -10,10 +10,17 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from engine import checkpoint as ckpt
+from engine.logger import (
+    GIB,
+    GPU_ALLOC_METRIC,
+    GPU_USED_METRIC,
+    METRICS_FILE,
+    Logger,
+    gpu_memory_metrics,
+    read_metrics,
+    write_json_atomic,
+)
 from engine.setup import seed_everything
-from engine.logger import GIB
-from engine.logger import (GPU_ALLOC_METRIC, GPU_USED_METRIC, METRICS_FILE, Logger, gpu_memory_metrics,
-                            read_metrics, write_json_atomic)
 
 CUDA_STATE_BYTES = 16    # a fake CUDA RNG state (the real one is a longer ByteTensor)
 WORLD = 2
@@ -162,7 +169,8 @@ class FakeCuda:
         monkeypatch.setattr(torch.cuda, "get_rng_state", self.get)
         monkeypatch.setattr(torch.cuda, "set_rng_state", self.set)
         monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [self.get(i) for i in range(self.count)])
-        monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: [self.set(s, i) for i, s in enumerate(states)])
+        monkeypatch.setattr(torch.cuda, "set_rng_state_all",
+                            lambda states: [self.set(s, i) for i, s in enumerate(states)])
 
     @staticmethod
     def state(fill: int) -> torch.Tensor:

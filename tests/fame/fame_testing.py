@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -14,7 +14,7 @@ OBJECT_SPEED_DIVISOR = 56  # object speed: size // 56 pixels per frame (2 at 112
 PATCH = 24  # side of the static patches of out-of-range colour
 
 
-@lru_cache(maxsize=None)
+@cache
 def natural_image(name: str) -> np.ndarray:
     """An skimage.data RGB image as float64 in [0, 1]."""
     from skimage import data, img_as_float
@@ -22,7 +22,7 @@ def natural_image(name: str) -> np.ndarray:
     return img_as_float(getattr(data, name)())[..., :3]
 
 
-@lru_cache(maxsize=None)
+@cache
 def resized(name: str, height: int, width: int, top: float = 0.0, left: float = 0.0, extent: float = 1.0) -> np.ndarray:
     """A square crop of an skimage.data image (fractions of its size) resized to height x width."""
     from skimage.transform import resize
@@ -73,10 +73,11 @@ def make_natural_clip(background: str, obj: str, size: int, seed: int, frames: i
 SCENES = (("astronaut", "chelsea"), ("coffee", "astronaut"), ("chelsea", "coffee"), ("rocket", "chelsea"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def natural_batch(size: int, pan: int = 0):
     """(B, T, size, size, 3) uint8 batch over SCENES and the (B, size, size) swept object boxes."""
-    clips, boxes = zip(*(make_natural_clip(bg, obj, size, seed, pan=pan) for seed, (bg, obj) in enumerate(SCENES)))
+    made = [make_natural_clip(bg, obj, size, seed, pan=pan) for seed, (bg, obj) in enumerate(SCENES)]
+    clips, boxes = zip(*made, strict=True)
     return np.stack(clips), np.stack(boxes)
 
 

@@ -31,7 +31,7 @@ def test_cupy_variants_match_numpy(cupy, variant, natural_112):
     clips, _ = natural_112
     expected = fame.foreground_mask(clips, variant=variant)
     got = cupy.asnumpy(fame.foreground_mask(cupy.asarray(clips), variant=variant))
-    assert np.mean([iou(g, e) for g, e in zip(got, expected)]) >= MIN_IOU
+    assert np.mean([iou(g, e) for g, e in zip(got, expected, strict=True)]) >= MIN_IOU
 
 
 @pytest.mark.parametrize(
@@ -41,7 +41,7 @@ def test_cupy_options_run_and_agree(cupy, options, panning_112):
     clips, _ = panning_112
     expected = fame.foreground_mask(clips, **options)
     got = cupy.asnumpy(fame.foreground_mask(cupy.asarray(clips), **options))
-    assert np.mean([iou(g, e) for g, e in zip(got, expected)]) >= 0.98
+    assert np.mean([iou(g, e) for g, e in zip(got, expected, strict=True)]) >= 0.98
 
 
 def test_cupy_clips_float_colours_outside_the_unit_range(cupy, natural_112):
@@ -52,7 +52,7 @@ def test_cupy_clips_float_colours_outside_the_unit_range(cupy, natural_112):
 
 def test_cupy_float16_clips_accumulate_in_float32(cupy, natural_112):
     clips = cupy.asarray((natural_112[0] / 255).astype(np.float16))
-    for got, expected in zip(frame_statistics(clips), frame_statistics(clips.astype(cupy.float32))):
+    for got, expected in zip(frame_statistics(clips), frame_statistics(clips.astype(cupy.float32)), strict=True):
         assert got.dtype == cupy.float32
         np.testing.assert_allclose(cupy.asnumpy(got), cupy.asnumpy(expected), rtol=1e-6, atol=1e-7)
 

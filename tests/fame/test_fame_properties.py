@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import colorsys
-from dataclasses import replace
 import itertools
 import math
 import subprocess
 import sys
+from dataclasses import FrozenInstanceError, replace
 from pathlib import Path
 
 import numpy as np
@@ -126,10 +126,11 @@ def test_single_clip_with_two_frames():
 def test_uint8_and_float_inputs_give_the_same_mask(natural_112):
     clips, _ = natural_112
     from_uint8 = fame.foreground_mask(clips)
-    agreement = [(a == b).mean() for a, b in zip(from_uint8, fame.foreground_mask((clips / 255).astype(np.float32)))]
+    from_float = fame.foreground_mask((clips / 255).astype(np.float32))
+    agreement = [(a == b).mean() for a, b in zip(from_uint8, from_float, strict=True)]
     assert min(agreement) >= 0.99 and np.mean(agreement) >= 0.995
     from_float64 = fame.foreground_mask(clips / 255.0)
-    assert min((a == b).mean() for a, b in zip(from_uint8, from_float64)) >= 0.99
+    assert min((a == b).mean() for a, b in zip(from_uint8, from_float64, strict=True)) >= 0.99
 
 
 @pytest.mark.parametrize("beta", [0.5, "auto"])
@@ -385,7 +386,7 @@ def test_camera_compensation_keeps_the_object_under_a_panning_camera(panning_112
         masks = [
             fame.foreground_mask(clips[i : i + 1], beta=float(fractions[i]), **options)[0] for i in range(len(clips))
         ]
-        return np.mean([iou(m, b) for m, b in zip(masks, boxes)])
+        return np.mean([iou(m, b) for m, b in zip(masks, boxes, strict=True)])
 
     assert mean_iou("seed", "phase") >= max(0.75, mean_iou("seed", "none") + 0.3)
     assert mean_iou("fame", "phase") >= mean_iou("fame", "none") + 0.15
@@ -475,8 +476,8 @@ def test_config_defaults_are_the_published_values():
         0.5, "fame", "published", 0.5, 0.1, 10, 1.0,
     )
     assert cfg.pick == "derangement" and cfg.camera_compensation == "none"
-    with pytest.raises(Exception):
-        cfg.beta = 0.3  # frozen
+    with pytest.raises(FrozenInstanceError):
+        cfg.beta = 0.3
     with pytest.raises(ValueError, match="unknown FameConfig option"):
         fame.foreground_mask(random_clips(), betta=0.3)
 

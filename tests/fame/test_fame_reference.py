@@ -69,7 +69,8 @@ def reference_bins(frame: np.ndarray, hue: str) -> np.ndarray:
 
 
 def reference_mask(clip: np.ndarray, beta: float, hue: str = "published") -> np.ndarray:
-    """(T, H, W, 3) uint8 clip -> (H, W) {0, 1} mask, following the paper and its published code step by step in float64."""
+    """(T, H, W, 3) uint8 clip -> (H, W) {0, 1} mask, following the paper and its published code
+    step by step in float64."""
     frames, height, width, _ = clip.shape
     pixels = height * width
     seed = np.abs(np.diff(clip.astype(np.float64) / 255, axis=0)).sum(axis=(0, 3)) / (frames - 1)
@@ -109,7 +110,7 @@ def test_hue_encodings_give_different_masks(natural_112):
     clips, _ = natural_112
     published = fame.foreground_mask(clips, hue="published")
     angle = fame.foreground_mask(clips, hue="angle")
-    assert np.mean([iou(p, a) for p, a in zip(published, angle)]) < 0.95
+    assert np.mean([iou(p, a) for p, a in zip(published, angle, strict=True)]) < 0.95
 
 
 def test_reference_blur_agrees_with_the_package_blur():

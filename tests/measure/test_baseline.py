@@ -42,7 +42,7 @@ def dali_and_baseline(videos, aug: AugParams) -> list[tuple]:
     got = list(pyav_pretrain_loader(dali.sampler, None, num_workers=0))
     assert len(got) == len(expected) > 0
     pairs = []
-    for (query, key, index), (b_query, b_key, _, b_index) in zip(expected, got):
+    for (query, key, index), (b_query, b_key, _, b_index) in zip(expected, got, strict=True):
         assert torch.equal(index, b_index) and b_query.dtype == torch.float32
         pairs += [(query, b_query), (key, b_key)]
     return pairs

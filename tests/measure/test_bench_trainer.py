@@ -6,8 +6,8 @@ import os
 import pytest
 import torch
 
-from measure import bench_trainer
 from engine.config import load_config
+from measure import bench_trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, "configs", "synthetic_tiny.yaml")

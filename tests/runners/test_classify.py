@@ -76,7 +76,8 @@ def test_finetune_from_random_init_resumes_exactly(tmp_path, tiny_data_root, rec
     assert record["pretrained"] == {"path": None, "sha256": None, "init": "random"}
     ref = torch.load(tmp_path / "ref" / "checkpoints" / "last.pt", weights_only=False)
     first = torch.load(tmp_path / "ref" / "checkpoints" / "epoch_0001.pt", weights_only=False)
-    assert not torch.equal(ref["model"]["backbone.blocks.0.conv.weight"], first["model"]["backbone.blocks.0.conv.weight"])
+    first_conv = "backbone.blocks.0.conv.weight"
+    assert not torch.equal(ref["model"][first_conv], first["model"][first_conv])
     resumed = main(tiny(tmp_path, tiny_data_root, "run.name=resumed", *common,
                         f"train.resume={tmp_path / 'ref' / 'checkpoints' / 'epoch_0001.pt'}"))
     again = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=False)
@@ -105,7 +106,7 @@ def test_test_clips_loader_covers_every_video_once_across_shards(tiny_data_root)
         batches = list(loader)
         assert [b.clips.shape[0] for b in batches] == [9, 3]        # 4 videos per rank: the last batch partial
         assert batches[0].clips.shape[1:] == (3, cfg.clip.frames, cfg.clip.crop, cfg.clip.crop)
-        seen += [(int(v), int(l)) for b in batches for v, l in zip(b.video_index, b.label)]
+        seen += [(int(v), int(label)) for b in batches for v, label in zip(b.video_index, b.label, strict=True)]
     assert loader.num_videos == 8
     listed = read_file_list(os.path.join(tiny_data_root, cfg.data.val_list))
     assert sorted(seen) == sorted((i, e.label) for i, e in enumerate(listed) for _ in range(3))
@@ -178,8 +179,8 @@ def test_bad_inputs_fail_before_training(tmp_path, tiny_data_root, pretrained):
                   f"pretrained={os.path.join(pretrained, 'checkpoints', 'last.pt')}"))
     bad_list = tmp_path / "bad_testlist.txt"
     entries = [line.split() for line in open(os.path.join(tiny_data_root, "testlist.txt")) if line.strip()]
-    bad_list.write_text("".join(f"{os.path.join(tiny_data_root, p)} {7 if i == 2 else l}\n"
-                                for i, (p, l) in enumerate(entries)))
+    bad_list.write_text("".join(f"{os.path.join(tiny_data_root, p)} {7 if i == 2 else label}\n"
+                                for i, (p, label) in enumerate(entries)))
     with pytest.raises(ValueError, match=r"data.val_list.*bad_testlist.txt.*outside \[0, 3\].*entry 3"):
         main(tiny(tmp_path, tiny_data_root, "run.name=labels", f"data.val_list={bad_list}"))
 

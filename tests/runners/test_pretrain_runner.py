@@ -10,9 +10,9 @@ import sys
 import pytest
 import torch
 
-from models.backbones import load_backbone_state
 from engine import config as C
 from engine.logger import read_metrics
+from models.backbones import load_backbone_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, "configs", "synthetic_tiny.yaml")
@@ -138,9 +138,9 @@ def test_resume_after_kill_is_bit_exact(tmp_path, tiny_data_root):
 
 
 def test_non_finite_loss_stops_with_the_step(tmp_path, tiny_data_root, monkeypatch):
+    from engine.checkpoint import NonFiniteLoss
     from models.moco import MoCo
     from runners import pretrain
-    from engine.checkpoint import NonFiniteLoss
     calls = {"n": 0}
     infonce = MoCo.infonce
 
@@ -171,8 +171,8 @@ def poison_losses_from_step(monkeypatch, first_bad_step):
 def test_a_non_finite_loss_is_read_back_late_but_named_and_never_saved(tmp_path, tiny_data_root, monkeypatch):
     """The loss is read from the device only at log steps and saves: the steps after the bad one
     run on, yet the error names the first bad step and no checkpoint holds their weights."""
-    from runners import pretrain
     from engine.checkpoint import NonFiniteLoss
+    from runners import pretrain
     poison_losses_from_step(monkeypatch, 1)
     with pytest.raises(NonFiniteLoss, match=r"non-finite loss nan at step 1 \(found at step 4"):
         pretrain.main(tiny(tmp_path, tiny_data_root, "run.name=late", "train.log_every=100"))   # 4 steps

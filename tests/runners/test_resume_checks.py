@@ -112,7 +112,7 @@ def test_a_cuda_model_and_optimizer_resume(tmp_path):
                        run={"world": 1})
     again, again_optimizer = build()
     assert ckpt.resume_training(str(tmp_path), "auto", {"model": again, "optimizer": again_optimizer}) == 1
-    assert all(torch.equal(a, b) for a, b in zip(again.parameters(), model.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(again.parameters(), model.parameters(), strict=True))
     assert again_optimizer.state_dict()["state"][0]["momentum_buffer"].device.type == "cuda"
 
 

@@ -55,6 +55,7 @@ def test_retrieval_reports_recall_and_reuses_cached_features(tmp_path, tiny_data
 def test_feature_cache_key_follows_the_videos_device_and_autocast(tmp_path, tiny_data_root):
     """The same list over a replaced video, another device or another autocast dtype needs new features."""
     import shutil
+
     import runners.retrieve as R
     data = tmp_path / "data"
     shutil.copytree(tiny_data_root, data)

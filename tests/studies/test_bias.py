@@ -2,8 +2,16 @@
 import numpy as np
 import pytest
 
-from studies.bias import (actor_kept, background_only, bias_scores, foreground_only, median_frame,
-                          pair_across_classes, persistent_pixels, swap_backgrounds)
+from studies.bias import (
+    actor_kept,
+    background_only,
+    bias_scores,
+    foreground_only,
+    median_frame,
+    pair_across_classes,
+    persistent_pixels,
+    swap_backgrounds,
+)
 
 T, H, W, SIDE = 7, 12, 16, 3
 SLOW_WIDTH = 5     # a square this wide, a pixel a frame, covers its path's pixels in most of T frames

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from studies import probe as P
 from engine import config as C
+from studies import probe as P
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, "configs", "synthetic_tiny.yaml")

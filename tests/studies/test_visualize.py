@@ -6,10 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from studies import metrics
-from models.backbones import build_backbone, export_backbone_state
-from studies import visualize
 from engine.config import load_config
+from models.backbones import build_backbone, export_backbone_state
+from studies import metrics, visualize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, "configs", "synthetic_tiny.yaml")
