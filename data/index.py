@@ -26,9 +26,9 @@ from pathlib import Path
 
 import av
 
-from data.filelist import Entry, read_file_list
+from data.filelist import TEST_LIST, TRAIN_LIST, Entry, read_file_list
 from data.parallel import process_pool
-from data.video_io import DALI_CPU_CODECS, NVDEC_CODECS, nvdec_problem
+from data.video_io import DALI_CPU_CODECS, NVDEC_CODECS, expected_frames, nvdec_problem, stream_fps
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,6 @@ VENV_PYTHON = ".venv/bin/python"
 CPU_TRANSCODE_CODEC = "vp9"     # decoded by DALI's CPU decoder
 NVDEC_TRANSCODE_CODEC = "h264"  # 8-bit 4:2:0 H.264: every NVDEC generation decodes it
 NAMES_IN_ERRORS = 5
-# Frames a duration-based estimate may exceed the decoded count by (rounding of
-# the container duration), as a fraction of the estimate, at least one frame.
-DURATION_TOLERANCE_FRACTION = 0.02
 TOO_SHORT = "too short"
 MISSING = "missing"
 # Videos handed to a probing worker at a time: fewer round trips than one by one, and
@@ -80,24 +77,6 @@ def index_path_for(list_path: str | os.PathLike) -> Path:
     """Where the index of a file list is cached: ``<list>.index.json``."""
     list_path = Path(list_path)
     return list_path.with_name(list_path.name + INDEX_SUFFIX)
-
-
-def stream_fps(stream) -> float:
-    """A video stream's frame rate (average, else guessed, else base rate); 0.0 when none is known."""
-    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-    return float(rate) if rate else 0.0
-
-
-def expected_frames(container, stream, fps: float) -> tuple[int, int]:
-    """Frames the container promises and how many of them may be missing without calling it corrupt
-    (0, 0 when it promises nothing)."""
-    if stream.frames and stream.frames > 0:
-        return int(stream.frames), 0
-    single_stream = len(container.streams) == 1
-    if single_stream and container.duration and fps > 0:
-        estimate = int(round(container.duration / av.time_base * fps))
-        return estimate, max(1, int(round(DURATION_TOLERANCE_FRACTION * estimate)))
-    return 0, 0
 
 
 def probe_video(entry: Entry, decode: bool = True) -> VideoRecord:
@@ -271,7 +250,6 @@ def transcode_command(list_path: Path, codec: str) -> str:
 def _dataset_lists(list_path: Path) -> list[Path]:
     """The training and test list beside ``list_path`` when it is one of them, training list first;
     else ``list_path`` alone."""
-    from data.prepare import TEST_LIST, TRAIN_LIST  # imported here: data.prepare imports this module
     standard = [list_path.with_name(name) for name in (TRAIN_LIST, TEST_LIST)]
     if list_path not in standard:
         return [list_path]

@@ -27,14 +27,12 @@ from pathlib import Path
 
 import av
 
-from data.filelist import Entry, read_file_list, write_file_list
-from data.index import expected_frames, stream_fps
+from data.filelist import CLASS_NAMES_FILE, Entry, read_file_list, write_file_list
 from data.parallel import process_pool
-from data.video_io import VideoWriter, codec_setting
+from data.video_io import VideoWriter, codec_setting, expected_frames, stream_fps
 
 log = logging.getLogger(__name__)
 
-CLASS_NAMES_FILE = "classInd.txt"
 DEFAULT_GOP = 8
 FALLBACK_FPS = 30.0
 NAMES_IN_REPORT = 5

@@ -29,7 +29,8 @@ import sys
 from pathlib import Path
 
 from data.index import DEVICES, build_index
-from data.prepare import DEFAULT_VAL_FRACTION, PREPARERS, SPLIT_DATASETS, TEST_LIST, TRAIN_LIST, prepare_folder
+from data.filelist import TEST_LIST, TRAIN_LIST
+from data.prepare import DEFAULT_VAL_FRACTION, PREPARERS, SPLIT_DATASETS, prepare_folder
 from data.parallel import auto_workers
 from data.synthetic import MOTIONS, SyntheticSpec, ensure_dataset
 from data.transcode import require_all_written, transcode_lists

@@ -10,7 +10,8 @@ import pytest
 from data.filelist import read_class_names, read_file_list
 from data.spec import MOTIONS, SyntheticSpec
 from data.synthetic import (background_pools, dataset_is_current, ensure_dataset, generate_dataset,
-                            load_annotations, load_boxes, motion_trajectory, plan_videos, render_video)
+                            load_annotations, load_boxes, plan_videos, render_video)
+from data.synthetic.render import draw_look, motion_trajectory
 from data.video_io import read_video
 
 # Mean absolute difference (0..255 levels) allowed between rendered and decoded frames.
@@ -217,7 +218,6 @@ def test_other_codecs_decode_with_pyav(tmp_path, tiny_spec, codec, extension):
 
 
 def test_palette_limits_the_looks_and_default_keeps_one_per_video():
-    from data.synthetic import draw_look
 
     def looks(spec, n=24):
         return {(look.shape, look.texture, tuple(look.first), tuple(look.second))
