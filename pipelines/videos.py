@@ -12,12 +12,10 @@ from __future__ import annotations
 import logging
 import statistics
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import Iterable, Sequence
 
+from data.index import VideoRecord
 from data.video_io import DALI_CPU_CODECS, NVDEC_CODECS, nvdec_problem
-
-if TYPE_CHECKING:
-    from data.index import VideoRecord
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +89,7 @@ def videos_from_index(index, *, min_frames: int, device: str, skip_bad: bool = F
     return [VideoMeta(r.path, int(r.label), int(r.frames), int(r.width), int(r.height)) for r in kept]
 
 
-def choose_decoder(records: Sequence["VideoRecord"], cpu_count: int) -> tuple[str, str]:
+def choose_decoder(records: Sequence[VideoRecord], cpu_count: int) -> tuple[str, str]:
     """Where a GPU run with data.decode=auto decodes these (good) index records: ('gpu' | 'cpu',
     a one-line reason).
 
@@ -115,7 +113,7 @@ def choose_decoder(records: Sequence["VideoRecord"], cpu_count: int) -> tuple[st
     return _choose_by_size(records, cpu_count)
 
 
-def _choose_by_size(records: Sequence["VideoRecord"], cpu_count: int) -> tuple[str, str]:
+def _choose_by_size(records: Sequence[VideoRecord], cpu_count: int) -> tuple[str, str]:
     """CPU for small videos on a host with enough cores, else NVDEC (every video fits both)."""
     area = statistics.median(r.width * r.height for r in records)
     small = area <= SMALL_VIDEO_AREA

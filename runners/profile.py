@@ -36,7 +36,8 @@ import torch
 
 from pipelines.baseline import pyav_pretrain_loader
 from pipelines.fame_stage import FameStage
-from pipelines.loader import StageCut, pretrain_stage_loader
+from pipelines.graphs import PRETRAIN_STEPS, pretrain_feeds, pretrain_graph
+from pipelines.loader import VideoLoader, output_device, pretrain_loader, pretrain_sampler
 from engine import config as C
 from engine.loaders import pretrain_settings
 from engine.loaders import load_video_set
@@ -47,9 +48,9 @@ from engine.errors import run_command
 
 PROFILE_FILE = "profile.json"
 DEFAULT_STEPS, DEFAULT_WARMUP, DEFAULT_REPEATS = 10, 2, 3
-# (row name, graph stage, yield raw DALI outputs)
-ROWS = (("decode", "decode", True), ("crop", "crop", True), ("fame", "fame", True),
-        ("augment", "augment", True), ("normalise", "full", True), ("to_torch", "full", False))
+# (row name, leading steps of the pretraining graph, yield raw DALI outputs)
+ROWS = tuple((step.name, PRETRAIN_STEPS[:count], True) for count, step in enumerate(PRETRAIN_STEPS, start=1)) \
+    + (("to_torch", PRETRAIN_STEPS, False),)
 ROW_LABELS = {"decode": "decode 2 clips", "crop": "+ crop, flip", "fame": "+ FAME", "augment": "+ colour, blur",
               "normalise": "+ normalise", "to_torch": "+ to torch", "baseline": "PyAV + NumPy baseline"}
 TARGET_VS_DECODE = 2 / 3     # full pipeline / decode alone
@@ -133,6 +134,20 @@ def time_baseline(sampler, fame_cfg, workers: int, steps: int, warmup: int) -> T
     return Timing(wall, (_cpu_seconds() - cpu) / total)
 
 
+def stage_loader(videos, steps, fame_stage, settings: dict) -> VideoLoader:
+    """The pretraining graph of ``steps`` only, yielding DALI's outputs as they are; ``fame_stage``
+    (None: no FAME) is the python stage as it is, so its timing can be read afterwards."""
+    runtime = settings["runtime"]
+    sampler = pretrain_sampler(videos, settings["clip"], settings["batch_size"], settings["shard"], settings["aug"])
+
+    def make_graph(feed):
+        return pretrain_graph(feed, runtime=runtime, batch_size=sampler.batch_size, crop=sampler.geometry.crop,
+                              aug=sampler.aug, fame_stage=feed.bind(fame_stage), steps=steps)
+
+    return VideoLoader(sampler, pretrain_feeds(runtime.device, steps), make_graph, dict,
+                       output_device(runtime.device, runtime.device_id), runtime.pipelines)
+
+
 def _nvtx(device: torch.device, name: str):
     return torch.cuda.nvtx.range(name) if device.type == "cuda" else contextlib.nullcontext()
 
@@ -160,10 +175,11 @@ def profile(cfg: C.Config, device: torch.device, steps: int, warmup: int, repeat
     memory = {}
     for _ in range(repeats):
         sampler = None
-        for name, stage, raw in ROWS:
+        for name, cut, raw in ROWS:
             # Only the FAME row reads the stage's own timing; its synchronisation would stall the others.
             timer = FameStage(fame_cfg, synchronize_timing=name == "fame") if fame_cfg else None
-            loader = pretrain_stage_loader(videos, StageCut(stage, raw), fame_stage=timer, **settings)
+            loader = stage_loader(videos, cut, timer, settings) if raw else pretrain_loader(
+                videos, fame_cfg=fame_cfg, **settings)
             sampler = loader.sampler
             with _nvtx(device, f"profile/{name}"):
                 timing = time_batches(endless(loader), steps, dali_warmup, synchronize)
