@@ -42,17 +42,17 @@ import collections
 import logging
 from typing import Callable, NamedTuple, Optional
 
-import numpy as np
 import torch
 
 import fame
 from pipelines.fame_stage import FameStage, PipelineFameStage
-from pipelines.feeds import ENCODED, INDEX, Feed
+from pipelines.feeds import ENCODED, FRAMES, INDEX, Feed
 from pipelines.forensics import RECHECK_HINT, pipeline_failure
 from pipelines.graphs import (Graph, eval_clip_graph, eval_feeds, pretrain_feeds, pretrain_graph, train_clip_graph,
                               train_feeds)
 from pipelines.params import AugParams, ClipGeometry, Runtime, Sharding
 from pipelines.sampler import EvalClipSampler, PretrainSampler, TrainClipSampler
+from pipelines.segments import decoder_input
 from pipelines.videos import VideoMeta, require_clip_room, warn_single_clip_videos
 
 log = logging.getLogger(__name__)
@@ -132,17 +132,11 @@ def batch_paths(sampler, epoch: int, step: int) -> str:
     return ", ".join(sampler.videos[int(v)].path for v in video_ids)
 
 
-def read_encoded(path: str) -> np.ndarray:
-    """A video file's bytes as a 1-D uint8 array (the decoder's input)."""
-    try:
-        return np.fromfile(path, dtype=np.uint8)
-    except OSError as error:
-        raise OSError(f"cannot read video {path}: {error}") from error
-
-
 class _Feed:
-    """The external source of one pipeline: per iteration the plan of a step plus the file bytes,
-    as the tuple of ``feeds`` (what the pipeline's graph reads, in its order).
+    """The external source of one pipeline: per iteration the plan of a step plus the encoded
+    bytes (from the keyframe before each sample's frames where the video can be cut there, its
+    frames shifted to match: pipelines.segments), as the tuple of ``feeds`` (what the pipeline's
+    graph reads, in its order).
 
     Steps are counted across epochs (position = epoch * steps_per_epoch + step); iteration i
     of the pipeline serves position ``first + i * every``, so ``every`` pipelines started at
@@ -181,7 +175,10 @@ class _Feed:
 
     def _inputs(self, epoch: int, step: int) -> tuple:
         plan = self.sampler.plan(epoch, step)
-        plan[ENCODED.name] = [read_encoded(self.sampler.videos[int(i)].path) for i in plan[INDEX.name]]
+        inputs = [decoder_input(self.sampler.videos[int(i)], frames)
+                  for i, frames in zip(plan[INDEX.name], plan[FRAMES.name])]
+        plan[ENCODED.name] = [encoded for encoded, _ in inputs]
+        plan[FRAMES.name] = [frames for _, frames in inputs]
         return tuple(plan[feed.name] for feed in self.feeds)
 
 

@@ -9,6 +9,7 @@ are left out with a logged warning when ``skip_bad`` is set; the pipelines never
 """
 from __future__ import annotations
 
+import collections
 import logging
 import statistics
 from dataclasses import dataclass
@@ -30,13 +31,15 @@ MIN_CPU_DECODE_CORES = 8
 
 @dataclass(frozen=True)
 class VideoMeta:
-    """One usable video: absolute path, label, decoded frame count and frame size in pixels."""
+    """One usable video: absolute path, label, decoded frame count, frame size in pixels, and where
+    its bytes may be cut at keyframes (``data.matroska.KeyframeCuts.encode``; '' when nowhere)."""
 
     path: str
     label: int
     frames: int
     width: int
     height: int
+    cuts: str = ""
 
 
 def _names(dropped: Sequence[tuple]) -> str:
@@ -86,7 +89,21 @@ def videos_from_index(index, *, min_frames: int, device: str, skip_bad: bool = F
     if dropped:
         log.warning("%s: skipping %d of %d videos: %s", index.list_path, len(dropped),
                     len(index.entries), _names(dropped))
-    return [VideoMeta(r.path, int(r.label), int(r.frames), int(r.width), int(r.height)) for r in kept]
+    log_uncut(kept)
+    return [VideoMeta(r.path, int(r.label), int(r.frames), int(r.width), int(r.height), r.cuts) for r in kept]
+
+
+def log_uncut(records: Sequence[VideoRecord]) -> int:
+    """Log how many videos cannot be cut at keyframes (by container), which the loader hands to the
+    decoder whole: it decodes every frame before a clip; returns how many there are."""
+    uncut = [r for r in records if not r.cuts]
+    if uncut:
+        containers = collections.Counter(r.container or "unknown" for r in uncut)
+        listed = ", ".join(f"{name}: {count}" for name, count in containers.most_common())
+        log.info("%d of %d videos are read whole, not from the keyframe before a clip (%s): a clip late in "
+                 "such a video decodes every frame before it; WebM copies (`prepare transcode`) can be cut",
+                 len(uncut), len(records), listed)
+    return len(uncut)
 
 
 def choose_decoder(records: Sequence[VideoRecord], cpu_count: int) -> tuple[str, str]:
