@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from data.spec import SyntheticSpec
-from data.synthetic.ranges import COLOUR_BACKGROUNDS, GENERATED_PREFIX, GRAY_BACKGROUNDS, PLAN_STREAM, POOL_STREAM
+from data.synthetic.ranges import (COLOUR_BACKGROUNDS, GENERATED_PREFIX, GRAY_BACKGROUNDS, LENGTH_STREAM, PLAN_STREAM,
+                                   POOL_STREAM)
 from data.video_io import codec_setting
 
 SPLITS = ("train", "test")
@@ -17,13 +18,14 @@ VIDEOS_DIR = "videos"
 
 @dataclass(frozen=True)
 class VideoPlan:
-    """One video to render: where it goes and which background pool/image it uses."""
+    """One video to render: where it goes, which background pool/image it uses and how many frames it has."""
 
     split: str
     label: int
     index: int
     pool: int
     background: str
+    frames: int
 
     def relpath(self, spec: SyntheticSpec) -> str:
         motion = spec.motions[self.label]
@@ -46,9 +48,13 @@ def background_pools(spec: SyntheticSpec) -> list[list[str]]:
 
 
 def plan_videos(spec: SyntheticSpec) -> list[VideoPlan]:
-    """Assign every video its class, background pool and background image (see module docstring)."""
+    """Assign every video its class, background pool and background image (see the package
+    docstring), and its length: ``spec.frames``, or with ``spec.length_spread`` one drawn
+    uniformly within that many frames of it (a stream of its own: the rest of the plan is the
+    same with or without a spread)."""
     pools = background_pools(spec)
     rng = np.random.default_rng([spec.seed, PLAN_STREAM])
+    lengths = np.random.default_rng([spec.seed, LENGTH_STREAM])
     plans = []
     for split in SPLITS:
         count = spec.videos_per_class(split)
@@ -63,6 +69,9 @@ def plan_videos(spec: SyntheticSpec) -> list[VideoPlan]:
                 images = pools[pool]
                 background = images[(image_offsets[pool] + used[pool]) % len(images)]
                 used[pool] += 1
-                plans.append(VideoPlan(split, label, index, pool, background))
+                frames = spec.frames
+                if spec.length_spread:
+                    frames += int(lengths.integers(-spec.length_spread, spec.length_spread + 1))
+                plans.append(VideoPlan(split, label, index, pool, background, frames))
     return plans
 

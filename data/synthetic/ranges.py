@@ -64,3 +64,4 @@ ALPHA_BOX_THRESHOLD = 0.5
 POOL_STREAM = 8      # shuffles the background images into pools
 PLAN_STREAM = 9      # assigns every video its background pool and image
 PALETTE_STREAM = 97  # seeds the fixed looks of a palette apart from the per-video draws
+LENGTH_STREAM = 10   # draws every video's length when the lengths spread

@@ -5,6 +5,7 @@ class's motion pattern. Frames are THWC (uint8 RGB once rendered, float32 while 
 from __future__ import annotations
 
 import colorsys
+import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -262,7 +263,9 @@ def _alpha_boxes(alpha: np.ndarray) -> np.ndarray:
 
 
 def render_video(spec: SyntheticSpec, plan: VideoPlan) -> tuple[np.ndarray, np.ndarray]:
-    """Render one planned video: frames (THWC uint8 RGB) and object boxes (T x 4)."""
+    """Render one planned video: frames (THWC uint8 RGB, ``plan.frames`` of them) and object boxes (T x 4)."""
+    if plan.frames != spec.frames:
+        spec = dataclasses.replace(spec, frames=plan.frames, length_spread=0)
     rng = np.random.default_rng([spec.seed, SPLITS.index(plan.split), plan.label, plan.index])
     background = render_background(spec, plan.background, rng)
     colour, alpha, boxes = render_object(spec, spec.motions[plan.label], rng)
