@@ -33,7 +33,10 @@ from data.video_io import VideoWriter, codec_setting, expected_frames, stream_fp
 
 log = logging.getLogger(__name__)
 
+# The keyframe interval of the copies, chosen by measurement (runners.keyframes; docs/benchmarks.md,
+# "Keyframe interval"): the loaders decode a clip from the keyframe before it.
 DEFAULT_GOP = 8
+GOP_REASON = "measured: docs/benchmarks.md, Keyframe interval"
 FALLBACK_FPS = 30.0
 NAMES_IN_REPORT = 5
 

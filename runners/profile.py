@@ -11,6 +11,9 @@ A stage's cost is the growth in ms per batch over the row before (stages overlap
 DALI's executor, so these are marginal costs). The python FAME stage is also timed from
 inside. A plain PyAV + NumPy loader (same videos, clips, crops and draws, as many
 worker processes as train.pipelines x train.num_threads DALI threads) is timed as the baseline.
+Then the decode cost of one clip early, in the middle and late in a video (runners.positions),
+and what the videos are (size, length, codec, keyframe interval), so that every figure says
+what data it was measured on.
 
 On a GPU the pipeline runs there (decoding as data.decode says: NVDEC, or the CPU with the
 frames then copied to the GPU), every timed batch is synchronised,
@@ -45,9 +48,13 @@ from engine.machine import cpu_model
 from engine.setup import (CLIPS_PER_VIDEO, GIB, cli_parser, ensure_data, open_logger, parse_cli_args,
                             prepare_run_dir, resolve_device, setup_logging)
 from engine.errors import run_command
+from data.index import build_index
+from engine.config import data_path
+from runners.positions import ClipCost, clip_costs, describe_videos, format_costs, format_description
 
 PROFILE_FILE = "profile.json"
 DEFAULT_STEPS, DEFAULT_WARMUP, DEFAULT_REPEATS = 10, 2, 3
+POSITION_BATCHES = 2         # batches of videos whose clips are decoded at each position
 # (row name, leading steps of the pretraining graph, yield raw DALI outputs)
 ROWS = tuple((step.name, PRETRAIN_STEPS[:count], True) for count, step in enumerate(PRETRAIN_STEPS, start=1)) \
     + (("to_torch", PRETRAIN_STEPS, False),)
@@ -222,6 +229,11 @@ def profile(cfg: C.Config, device: torch.device, steps: int, warmup: int, repeat
         "fame": C.to_dict(cfg)["fame"], "videos": len(sampler.videos), "steps_per_epoch": len(sampler),
         "steps": steps, "warmup": dali_warmup, "baseline_warmup": baseline_warmup, "repeats": repeats,
         "stages": rows, "fame_op": fame_op, "baseline": baseline_row, "ratios": ratios,
+        "data": describe_videos(build_index(data_path(cfg, cfg.data.train_list))),
+        "clip_positions": {decoder: {position: dataclasses.asdict(cost) for position, cost in costs.items()}
+                           for decoder, costs in clip_costs(videos[:POSITION_BATCHES * cfg.train.batch_size],
+                                                            settings["clip"], settings["runtime"],
+                                                            cfg.train.batch_size, repeats).items()},
         "targets": {"full_vs_decode": TARGET_VS_DECODE, "full_vs_baseline": TARGET_VS_BASELINE,
                     "met": ratios["full_vs_decode"] >= TARGET_VS_DECODE
                     and ratios["full_vs_baseline"] >= TARGET_VS_BASELINE},
@@ -260,7 +272,10 @@ def format_table(result: dict) -> str:
               f"device {result['device']}, decode on {result['decode']}, "
               f"{result['pipelines']} pipeline(s) x {result['num_threads']} DALI threads"
               f" / {result['baseline_workers']} baseline workers, "
-              f"batch {result['batch_size']} videos, best of {result['repeats']} x {result['steps']} batches"]
+              f"batch {result['batch_size']} videos, best of {result['repeats']} x {result['steps']} batches",
+              "", format_costs({decoder: {position: ClipCost(**cost) for position, cost in costs.items()}
+                                for decoder, costs in result["clip_positions"].items()}),
+              format_description(result["data"])]
     return "\n".join(lines)
 
 
