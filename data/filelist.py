@@ -19,6 +19,12 @@ import os
 from pathlib import Path
 from typing import Iterable, NamedTuple
 
+# The file names of a prepared dataset's lists and class names, inside its root.
+TRAIN_LIST = "trainlist.txt"
+TEST_LIST = "testlist.txt"
+CLASS_NAMES_FILE = "classInd.txt"
+LIST_FOR_SPLIT = {"train": TRAIN_LIST, "test": TEST_LIST}
+
 COMMENT_PREFIX = "#"
 READ_ENCODING = "utf-8-sig"  # UTF-8 that drops a leading byte-order mark (editors on Windows add one)
 CLASS_INDEX_BASE = 1

@@ -1,41 +1,60 @@
 """The video index: every listed video probed once, cached next to its file list.
 
 For each entry of a file list the index records whether the file exists and
-decodes, its frame count, fps, size, codec and pixel format. Pipelines read it instead of
-opening files blindly, and ``VideoIndex.require_ok`` names unusable videos
-before training starts.
+decodes, its frame count, fps, size, codec, pixel format and container, its keyframes, and
+for Matroska / WebM where its bytes may be cut at keyframes (data.matroska; the loader then
+hands the decoder only the bytes a clip needs). Pipelines read it instead of opening files
+blindly, and ``VideoIndex.require_ok`` names unusable videos before training starts.
 
-Frame counts are decoded-frame counts (``decode=True``, the default) or demuxed
-packet counts (``decode=False``: cheaper, misses damaged bitstreams). A video is
-"corrupt" when fewer frames come out than its container promises (its frame
-count, or its duration times fps for a single-stream file).
+Two modes. The full mode (``decode=True``, the default) decodes every frame and counts the
+frames that come out. The fast mode (``decode=False``) reads the container and its packets
+without decoding: its frame count is the demuxed packets, its keyframes the packets' flags.
+A video is "corrupt" when fewer frames come out than its container promises (its frame
+count, or its duration times fps for a single-stream file), so both modes name a truncated
+file. The fast mode misses damage inside frames that still demux: a broken frame header or
+payload (only decoding raises on a broken header; a damaged payload decodes silently in both
+modes, and in DALI too). A record says which mode made it (``decoded``); the full mode uses
+records of the fast one unless asked to check them again (``recheck_fast``).
 
-The cache ``<list>.index.json`` holds one probe per absolute path with the
-file's size and mtime; a changed file is probed again.
+The cache ``<list>.index.json`` holds one probe per absolute path with the file's size and
+mtime; a changed file is probed again. Probes run on every core (``workers``) with a
+progress bar, and each is appended to ``<list>.index.json.journal`` as it comes in: an
+interrupted index resumes where it stopped, and the journal is folded into the cache at the end.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import logging
+import math
 import os
 import shlex
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import av
+import numpy as np
+from tqdm import tqdm
 
-from data.filelist import Entry, read_file_list
-from data.parallel import process_pool
-from data.video_io import DALI_CPU_CODECS, NVDEC_CODECS, nvdec_problem
+from data.filelist import TEST_LIST, TRAIN_LIST, Entry, read_file_list
+from data.matroska import NotSliceable, keyframe_cuts
+from data.parallel import auto_workers, process_pool
+from data.video_io import DALI_CPU_CODECS, NVDEC_CODECS, expected_frames, nvdec_problem, stream_fps
 
 log = logging.getLogger(__name__)
 
 # 2: codec is the stream's codec (av1), not the decoder's name (libdav1d);
-# 3: pix_fmt recorded (older caches are probed again once).
-INDEX_VERSION = 3
+# 3: pix_fmt recorded (older caches are probed again once);
+# 4: container, keyframes, keyframe cuts and the probing mode recorded per video.
+INDEX_VERSION = 4
 INDEX_SUFFIX = ".index.json"
+JOURNAL_SUFFIX = ".journal"
+MATROSKA = "matroska"       # in FFmpeg's name of the Matroska / WebM demuxer ("matroska,webm")
+KEYFRAME_DTYPE = "<i4"      # the keyframe list's encoding in the cache (base64)
 DEVICES = ("cpu", "gpu")    # the decode device: DALI's CPU decoder or NVDEC
 # The re-encoding command named in errors, to run from the project root as printed. The CPU hint names
 # the project's virtual environment, as the README's commands do; the NVDEC hint names a plain
@@ -45,14 +64,13 @@ VENV_PYTHON = ".venv/bin/python"
 CPU_TRANSCODE_CODEC = "vp9"     # decoded by DALI's CPU decoder
 NVDEC_TRANSCODE_CODEC = "h264"  # 8-bit 4:2:0 H.264: every NVDEC generation decodes it
 NAMES_IN_ERRORS = 5
-# Frames a duration-based estimate may exceed the decoded count by (rounding of
-# the container duration), as a fraction of the estimate, at least one frame.
-DURATION_TOLERANCE_FRACTION = 0.02
 TOO_SHORT = "too short"
 MISSING = "missing"
 # Videos handed to a probing worker at a time: fewer round trips than one by one, and
-# still small enough to keep the workers evenly loaded near the end of a list.
+# still small enough to keep the workers evenly loaded near the end of a list. A list of at
+# most this many videos to probe is probed in this process (a worker pool costs more to start).
 PROBE_CHUNKSIZE = 8
+PROGRESS_INTERVAL_S = 1.0   # the progress bar's fastest refresh
 
 
 @dataclass
@@ -74,6 +92,14 @@ class VideoRecord:
     expected_frames: int = 0
     ok: bool = False
     reason: str = ""
+    container: str = ""      # FFmpeg's demuxer name, e.g. "matroska,webm", "avi", "mov,mp4,m4a,3gp,3g2,mj2"
+    keyframes: str = ""      # frame indices (display order) of the keyframes: base64 of int32
+    cuts: str = ""           # where the file may be cut at keyframes (data.matroska.KeyframeCuts.encode); '' none
+    decoded: bool = False    # probed by decoding every frame (the full mode), not by demuxing only
+
+    def keyframe_indices(self) -> np.ndarray:
+        """The frame indices of the keyframes, ascending."""
+        return np.frombuffer(base64.b64decode(self.keyframes), KEYFRAME_DTYPE).astype(np.int64)
 
 
 def index_path_for(list_path: str | os.PathLike) -> Path:
@@ -82,27 +108,10 @@ def index_path_for(list_path: str | os.PathLike) -> Path:
     return list_path.with_name(list_path.name + INDEX_SUFFIX)
 
 
-def stream_fps(stream) -> float:
-    """A video stream's frame rate (average, else guessed, else base rate); 0.0 when none is known."""
-    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-    return float(rate) if rate else 0.0
-
-
-def expected_frames(container, stream, fps: float) -> tuple[int, int]:
-    """Frames the container promises and how many of them may be missing without calling it corrupt
-    (0, 0 when it promises nothing)."""
-    if stream.frames and stream.frames > 0:
-        return int(stream.frames), 0
-    single_stream = len(container.streams) == 1
-    if single_stream and container.duration and fps > 0:
-        estimate = int(round(container.duration / av.time_base * fps))
-        return estimate, max(1, int(round(DURATION_TOLERANCE_FRACTION * estimate)))
-    return 0, 0
-
-
 def probe_video(entry: Entry, decode: bool = True) -> VideoRecord:
-    """Open one video with PyAV and count its frames; never raises for a bad file."""
-    record = VideoRecord(path=entry.path, relpath=entry.relpath, label=entry.label)
+    """Open one video with PyAV, count its frames (decoding them, or demuxing only) and find its
+    keyframes and keyframe cuts; never raises for a bad file."""
+    record = VideoRecord(path=entry.path, relpath=entry.relpath, label=entry.label, decoded=decode)
     try:
         stat = os.stat(entry.path)
     except FileNotFoundError:
@@ -131,15 +140,32 @@ def probe_video(entry: Entry, decode: bool = True) -> VideoRecord:
         record.width, record.height = stream.codec_context.width, stream.codec_context.height
         record.pix_fmt = _pixel_format_name(stream)
         record.fps = stream_fps(stream)
+        record.container = container.format.name
         expected, tolerance = expected_frames(container, stream, record.fps)
-        counted, error = _count_frames(container, stream, decode)
+        counted, keyframes, reordered, error = _count_frames(container, stream, decode)
     record.frames, record.expected_frames = counted, expected
     if counted == 0 or counted < expected - tolerance:
         detail = f" ({error})" if error else ""
         record.reason = f"corrupt: decoded {counted} of {expected or 'unknown'} frames{detail}"
         return record
+    record.keyframes = base64.b64encode(keyframes.astype(KEYFRAME_DTYPE).tobytes()).decode("ascii")
+    if MATROSKA in record.container.split(",") and not reordered:
+        record.cuts = _matroska_cuts(entry.path, counted, keyframes)
     record.ok = True
     return record
+
+
+def _matroska_cuts(path: str, frames: int, keyframes: np.ndarray) -> str:
+    """The keyframe cuts of a Matroska / WebM file, when its Clusters hold the ``frames`` counted
+    and every cut falls on a keyframe; '' when it cannot be cut (the loader then reads it whole)."""
+    try:
+        with open(path, "rb") as handle:
+            cuts = keyframe_cuts(handle.read())
+    except (OSError, NotSliceable, IndexError):
+        return ""
+    if cuts.frames != frames or not np.isin(cuts.first_frames, keyframes).all():
+        return ""
+    return cuts.encode()
 
 
 def _pixel_format_name(stream) -> str:
@@ -153,11 +179,19 @@ def _error_text(error: Exception) -> str:
     return getattr(error, "strerror", None) or str(error)
 
 
-def _count_frames(container, stream, decode: bool) -> tuple[int, str]:
-    """Count decoded frames (or non-empty packets); returns the count and the first error met, if any."""
+def _count_frames(container, stream, decode: bool) -> tuple[int, np.ndarray, bool, str]:
+    """Count decoded frames (or non-empty packets) and find the keyframes among the packets.
+
+    Returns the count, the keyframes' indices in display order (the packets sorted by their
+    timestamps), whether packets come out of display order (reordered frames) and the first
+    error met, if any."""
     counted, first_error = 0, ""
+    stamps, keys = [], []
     try:
         for packet in container.demux(stream):
+            if packet.size > 0:     # the last, empty packet flushes the decoder
+                stamps.append(packet.pts if packet.pts is not None else packet.dts)
+                keys.append(packet.is_keyframe)
             if not decode:
                 counted += packet.size > 0
                 continue
@@ -167,7 +201,19 @@ def _count_frames(container, stream, decode: bool) -> tuple[int, str]:
                 first_error = first_error or f"decode error: {_error_text(error)}"
     except av.error.FFmpegError as error:
         first_error = first_error or f"demux error: {_error_text(error)}"
-    return counted, first_error
+    keyframes, reordered = _display_keyframes(stamps, keys)
+    return counted, keyframes, reordered, first_error
+
+
+def _display_keyframes(stamps: list, keys: list[bool]) -> tuple[np.ndarray, bool]:
+    """Display indices of the keyframe packets (decode order when a timestamp is missing) and
+    whether the timestamps say the packets are out of display order."""
+    if not stamps or any(stamp is None for stamp in stamps):
+        return np.flatnonzero(keys), False
+    order = np.argsort(np.asarray(stamps), kind="stable")
+    display = np.empty(len(order), np.int64)
+    display[order] = np.arange(len(order))
+    return np.sort(display[np.asarray(keys, bool)]), bool((order != np.arange(len(order))).any())
 
 
 class VideoIndex:
@@ -248,15 +294,14 @@ class VideoIndex:
                     "video of this list, of any size)")
         return f"{len(refused)} videos cannot be decoded by the GPU decoder (NVDEC): {_list_names(refused)}; {fix}"
 
-    def save(self, path: str | os.PathLike, decode: bool) -> None:
-        payload = {
-            "version": INDEX_VERSION,
-            "decode": decode,
-            "entries": [_probe_fields(record) for record in self.entries],
-        }
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the records as the cache (atomically: a reader sees the old cache or the new one)."""
         path = Path(path)
         partial = path.with_name(f".partial-{path.name}")
-        partial.write_text(json.dumps(payload, indent=1))
+        with open(partial, "w") as handle:
+            handle.write(f'{{"version": {INDEX_VERSION}, "entries": [\n')
+            handle.write(",\n".join(_record_line(record) for record in self.entries))
+            handle.write("\n]}\n")
         os.replace(partial, path)
 
 
@@ -271,7 +316,6 @@ def transcode_command(list_path: Path, codec: str) -> str:
 def _dataset_lists(list_path: Path) -> list[Path]:
     """The training and test list beside ``list_path`` when it is one of them, training list first;
     else ``list_path`` alone."""
-    from data.prepare import TEST_LIST, TRAIN_LIST  # imported here: data.prepare imports this module
     standard = [list_path.with_name(name) for name in (TRAIN_LIST, TEST_LIST)]
     if list_path not in standard:
         return [list_path]
@@ -301,11 +345,16 @@ def _probe_fields(record: VideoRecord) -> dict:
     return fields
 
 
-def _load_cache(path: Path, decode: bool) -> dict[str, VideoRecord]:
-    """Cached probes by absolute path; empty when the cache is absent, unreadable or of another kind."""
+def _record_line(record: VideoRecord) -> str:
+    """A record as probed, on one line of JSON."""
+    return json.dumps(_probe_fields(record), separators=(",", ":"))
+
+
+def _load_cache(path: Path) -> dict[str, VideoRecord]:
+    """Cached probes by absolute path; empty when the cache is absent, unreadable or of another version."""
     try:
         payload = json.loads(path.read_text())
-        if payload.get("version") != INDEX_VERSION or payload.get("decode") != decode:
+        if payload.get("version") != INDEX_VERSION:
             return {}
         records = [VideoRecord(**fields) for fields in payload["entries"]]
     except FileNotFoundError:
@@ -316,9 +365,48 @@ def _load_cache(path: Path, decode: bool) -> dict[str, VideoRecord]:
     return {record.path: record for record in records}
 
 
-def _cached_record(entry: Entry, cached: VideoRecord | None) -> VideoRecord | None:
-    """The cached probe for an entry if the file is unchanged since (same size and mtime, or still missing)."""
-    if cached is None:
+def _load_journal(path: Path) -> dict[str, VideoRecord]:
+    """The probes an interrupted index appended to its journal, by absolute path; a line cut short
+    by the interruption, or a journal of another version, is passed over."""
+    records: dict[str, VideoRecord] = {}
+    try:
+        with open(path) as handle:
+            if json.loads(handle.readline() or "{}").get("version") != INDEX_VERSION:
+                return {}
+            for line in handle:
+                try:
+                    record = VideoRecord(**json.loads(line))
+                except (ValueError, TypeError):
+                    continue
+                records[record.path] = record
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, AttributeError) as error:
+        log.warning("ignoring unreadable video index journal %s: %s", path, error)
+        return {}
+    return records
+
+
+class _Journal:
+    """The probes of a running index, appended one line each as they come in."""
+
+    def __init__(self, path: Path, fresh: bool):
+        self.path = path
+        self._handle = open(path, "w" if fresh else "a", buffering=1)
+        if fresh:
+            self._handle.write(json.dumps({"version": INDEX_VERSION}) + "\n")
+
+    def append(self, record: VideoRecord) -> None:
+        self._handle.write(_record_line(record) + "\n")
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def _cached_record(entry: Entry, cached: VideoRecord | None, recheck_fast: bool) -> VideoRecord | None:
+    """The cached probe for an entry if the file is unchanged since (same size and mtime, or still
+    missing), and, with ``recheck_fast``, it was probed in the full mode."""
+    if cached is None or (recheck_fast and not cached.decoded and cached.reason != MISSING):
         return None
     try:
         stat = os.stat(entry.path)
@@ -337,10 +425,14 @@ def _cached_record(entry: Entry, cached: VideoRecord | None) -> VideoRecord | No
 
 
 def build_index(list_path: str | os.PathLike, root: str | os.PathLike | None = None, *,
-                min_frames: int = 1, cache: bool = True, decode: bool = True,
-                workers: int = 1) -> VideoIndex:
+                min_frames: int = 1, cache: bool = True, decode: bool = True, recheck_fast: bool = False,
+                workers: int | None = None) -> VideoIndex:
     """Probe every video of a file list (reusing ``<list>.index.json`` when ``cache``) and return the index.
 
+    ``decode``: the full mode (True) or the fast one (False) for the videos to probe; the cache's
+    records of either mode are used as they are, except that ``recheck_fast`` probes the fast
+    mode's again in the full mode. ``workers`` processes probe (default: one per core); a
+    progress bar shows how far they are, and with ``cache`` every probe goes to the journal at once.
     Videos with fewer than ``min_frames`` frames are marked "too short". Nothing is raised or
     logged for bad videos here: ``require_ok`` raises naming them (a warning first would only
     say it twice), or inspect ``bad()``.
@@ -349,23 +441,50 @@ def build_index(list_path: str | os.PathLike, root: str | os.PathLike | None = N
         raise ValueError(f"min_frames must be >= 1, got {min_frames}")
     entries = read_file_list(list_path, root)
     cache_path = index_path_for(list_path)
-    cached = _load_cache(cache_path, decode) if cache else {}
-    records: list[VideoRecord | None] = [_cached_record(e, cached.get(e.path)) for e in entries]
+    journal_path = cache_path.with_name(cache_path.name + JOURNAL_SUFFIX)
+    journaled = _load_journal(journal_path) if cache else {}
+    cached = {**_load_cache(cache_path), **journaled} if cache else {}
+    records: list[VideoRecord | None] = [_cached_record(e, cached.get(e.path), recheck_fast) for e in entries]
     todo = [i for i, record in enumerate(records) if record is None]
     if todo:
-        log.info("probing %d of %d videos listed in %s", len(todo), len(entries), list_path)
-        pending = [entries[i] for i in todo]
-        if workers > 1 and len(pending) > 1:
-            with process_pool(workers) as pool:
-                probed = list(pool.map(probe_video, pending, [decode] * len(pending), chunksize=PROBE_CHUNKSIZE))
-        else:
-            probed = [probe_video(entry, decode) for entry in pending]
-        for i, record in zip(todo, probed):
-            records[i] = record
-    index = VideoIndex(list_path, records, min_frames)
-    if cache and todo:
+        journal = _Journal(journal_path, fresh=not journaled) if cache else None
         try:
-            index.save(cache_path, decode)
+            for record, i in zip(_probe_all([entries[i] for i in todo], decode, workers, list_path), todo):
+                records[i] = record
+                if journal is not None:
+                    journal.append(record)
+        finally:
+            if journal is not None:
+                journal.close()
+    index = VideoIndex(list_path, records, min_frames)
+    if cache and (todo or journal_path.is_file()):
+        try:
+            index.save(cache_path)
+            journal_path.unlink(missing_ok=True)
         except OSError as error:
             log.warning("could not write video index cache %s: %s", cache_path, error)
     return index
+
+
+def _probe_all(pending: list[Entry], decode: bool, workers: int | None, list_path) -> Iterator[VideoRecord]:
+    """Probe ``pending`` in list order, in ``workers`` processes (default: one per core) when there
+    are more than PROBE_CHUNKSIZE, with a progress bar and a closing rate in the log."""
+    workers = min(auto_workers() if workers is None else workers, math.ceil(len(pending) / PROBE_CHUNKSIZE))
+    mode = "decoding every frame" if decode else "demuxing only"
+    log.info("probing %d videos listed in %s (%s; processes: %d)", len(pending), list_path, mode, workers)
+    started = time.perf_counter()
+    bar = tqdm(total=len(pending), unit="video", desc=f"index {Path(list_path).name}", mininterval=PROGRESS_INTERVAL_S,
+               disable=None)
+    pool = process_pool(workers) if workers > 1 else None
+    try:
+        probed = (pool.map(probe_video, pending, [decode] * len(pending), chunksize=PROBE_CHUNKSIZE) if pool
+                  else (probe_video(entry, decode) for entry in pending))
+        for record in probed:
+            bar.update()
+            yield record
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+    seconds = time.perf_counter() - started
+    log.info("probed %d videos in %.1f s (%.1f videos/s)", len(pending), seconds, len(pending) / max(seconds, 1e-9))

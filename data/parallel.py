@@ -12,12 +12,13 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 
 START_METHOD = "forkserver"
-MAX_AUTO_WORKERS = 4
 
 
 def auto_workers() -> int:
-    """Processes used when none are asked for: the CPU count, at most MAX_AUTO_WORKERS."""
-    return max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
+    """Processes used when none are asked for: one per core this process may run on."""
+    if hasattr(os, "sched_getaffinity"):        # Linux: the cores this process is allowed
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
 
 
 def process_pool(workers: int) -> ProcessPoolExecutor:

@@ -16,8 +16,10 @@ from fame.fields import SettingError, bounded, check_fields
 # Class order: the first num_classes of these are used.
 MOTIONS = ("right", "left", "circle_cw", "pulse", "down", "up", "zigzag", "circle_ccw")
 MIN_FRAME_SIDE = 32
+MIN_FRAMES = 2
 MAX_OBJECT_SIZE = 0.6
 FRAME_SIDES = ("width", "height")
+UNWRITTEN_AT_DEFAULT = {"length_spread": 0}
 
 
 @dataclass(frozen=True)
@@ -26,10 +28,11 @@ class SyntheticSpec:
 
     codec: data.video_io.CODECS (a test keeps the two lists equal). width / height: even
     (the encoders' 4:2:0 chroma). object_size: (min, max) object diameter, a fraction of
-    the frame's shorter side. gop: keyframe interval, short since seeking decodes from the
-    previous keyframe. palette: 0 gives every video its own look; n > 0 one of n fixed looks
-    shared by all classes. backgrounds: "images" (crops of shipped photos) or "generated"
-    (a new colour texture per video).
+    the frame's shorter side. gop: keyframe interval, short since a clip is decoded from the
+    keyframe before it. length_spread: every video's length is drawn uniformly in frames
+    +- length_spread (0: all ``frames`` long). palette: 0 gives every video its own look;
+    n > 0 one of n fixed looks shared by all classes. backgrounds: "images" (crops of shipped
+    photos) or "generated" (a new colour texture per video).
     """
 
     num_classes: int = field(default=4, metadata=bounded(2, len(MOTIONS)))
@@ -37,7 +40,7 @@ class SyntheticSpec:
     videos_per_class_test: int = field(default=12, metadata=bounded(1))
     width: int = field(default=128, metadata=bounded(MIN_FRAME_SIDE))
     height: int = field(default=96, metadata=bounded(MIN_FRAME_SIDE))
-    frames: int = field(default=48, metadata=bounded(2))
+    frames: int = field(default=48, metadata=bounded(MIN_FRAMES))
     fps: int = field(default=15, metadata=bounded(1))
     codec: Literal["h264", "mjpeg", "vp9"] = "vp9"
     bg_correlation_train: float = field(default=0.9, metadata=bounded(0.0, 1.0))
@@ -46,6 +49,7 @@ class SyntheticSpec:
     pan_speed: float = field(default=0.5, metadata=bounded(0.0))   # largest background pan, pixels per frame
     object_size: tuple[float, float] = field(default=(0.15, 0.3), metadata=bounded(0.0, MAX_OBJECT_SIZE, lo_open=True))
     gop: int = field(default=8, metadata=bounded(1))
+    length_spread: int = field(default=0, metadata=bounded(0))
     palette: int = field(default=0, metadata=bounded(0))
     backgrounds: Literal["images", "generated"] = "images"
     seed: int = 0
@@ -58,6 +62,9 @@ class SyntheticSpec:
         for side in FRAME_SIDES:
             if getattr(self, side) % 2:
                 raise SettingError(name, side, f"{getattr(self, side)} is odd; expected an even integer")
+        if self.frames - self.length_spread < MIN_FRAMES:
+            raise SettingError(name, "length_spread", f"{self.length_spread} would leave videos shorter than "
+                                                      f"{MIN_FRAMES} frames (frames {self.frames})")
         low, high = self.object_size
         if low > high:
             raise SettingError(name, "object_size", f"need [min, max] with min <= max, got {[low, high]}")
@@ -73,8 +80,13 @@ class SyntheticSpec:
         return {"train": self.bg_correlation_train, "test": self.bg_correlation_test}[split]
 
     def to_dict(self) -> dict:
+        """The spec as spec.json holds it. Fields added after datasets were written are left out at
+        their defaults (UNWRITTEN_AT_DEFAULT), so those datasets still match their spec."""
         values = dataclasses.asdict(self)
         values["object_size"] = list(self.object_size)
+        for name, default in UNWRITTEN_AT_DEFAULT.items():
+            if values[name] == default:
+                del values[name]
         return values
 
     @classmethod

@@ -27,15 +27,16 @@ from pathlib import Path
 
 import av
 
-from data.filelist import Entry, read_file_list, write_file_list
-from data.index import expected_frames, stream_fps
+from data.filelist import CLASS_NAMES_FILE, Entry, read_file_list, write_file_list
 from data.parallel import process_pool
-from data.video_io import VideoWriter, codec_setting
+from data.video_io import VideoWriter, codec_setting, expected_frames, stream_fps
 
 log = logging.getLogger(__name__)
 
-CLASS_NAMES_FILE = "classInd.txt"
+# The keyframe interval of the copies, chosen by measurement (runners.keyframes; docs/benchmarks.md,
+# "Keyframe interval"): the loaders decode a clip from the keyframe before it.
 DEFAULT_GOP = 8
+GOP_REASON = "measured: docs/benchmarks.md, Keyframe interval"
 FALLBACK_FPS = 30.0
 NAMES_IN_REPORT = 5
 

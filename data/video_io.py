@@ -6,6 +6,9 @@ Codecs (``CODECS``): ``vp9`` (.webm) and ``mjpeg`` (.avi) decode on DALI's CPU
 path; ``h264`` (.mp4) needs the GPU decoder. Encoders run single-threaded so
 the same frames always give the same bytes.
 
+``stream_fps`` and ``expected_frames`` are the stream arithmetic the index and the transcoder share:
+a stream's frame rate, and how many frames its container promises.
+
 ``nvdec_problem`` says whether DALI's GPU decoder (NVDEC) takes a video, by codec,
 frame size, chroma format and bit depth, so the index can name such files before training.
 """
@@ -21,6 +24,9 @@ import av
 import numpy as np
 
 RGB_CHANNELS = 3
+# Frames a duration-based estimate may exceed the decoded count by (rounding of
+# the container duration), as a fraction of the estimate, at least one frame.
+DURATION_TOLERANCE_FRACTION = 0.02
 # Largest denominator of the rational frame rate an fps is written as: keeps NTSC rates
 # such as 29.97 exact (30000/1001).
 MAX_RATE_DENOMINATOR = 1001
@@ -154,6 +160,24 @@ def _nvdec_format_problem(codec: str, pix_fmt: str) -> str:
     newer = f"; {NVDEC_NEWER_GPU_FORMATS[codec]}" if codec in NVDEC_NEWER_GPU_FORMATS else ""
     return (f"{codec} {pix_fmt} is {chroma} {bits}-bit; NVDEC decodes {codec} as {accepted} "
             f"on every GPU since Turing{newer}")
+
+
+def stream_fps(stream) -> float:
+    """A video stream's frame rate (average, else guessed, else base rate); 0.0 when none is known."""
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return float(rate) if rate else 0.0
+
+
+def expected_frames(container, stream, fps: float) -> tuple[int, int]:
+    """Frames the container promises and how many of them may be missing without calling it corrupt
+    (0, 0 when it promises nothing)."""
+    if stream.frames and stream.frames > 0:
+        return int(stream.frames), 0
+    single_stream = len(container.streams) == 1
+    if single_stream and container.duration and fps > 0:
+        estimate = int(round(container.duration / av.time_base * fps))
+        return estimate, max(1, int(round(DURATION_TOLERANCE_FRACTION * estimate)))
+    return 0, 0
 
 
 def codec_setting(codec: str) -> CodecSetting:

@@ -11,6 +11,9 @@ A stage's cost is the growth in ms per batch over the row before (stages overlap
 DALI's executor, so these are marginal costs). The python FAME stage is also timed from
 inside. A plain PyAV + NumPy loader (same videos, clips, crops and draws, as many
 worker processes as train.pipelines x train.num_threads DALI threads) is timed as the baseline.
+Then the decode cost of one clip early, in the middle and late in a video (runners.positions),
+and what the videos are (size, length, codec, keyframe interval), so that every figure says
+what data it was measured on.
 
 On a GPU the pipeline runs there (decoding as data.decode says: NVDEC, or the CPU with the
 frames then copied to the GPU), every timed batch is synchronised,
@@ -36,7 +39,8 @@ import torch
 
 from measure.baseline import pyav_pretrain_loader
 from pipelines.fame_stage import FameStage
-from pipelines.loader import StageCut, pretrain_stage_loader
+from pipelines.graphs import PRETRAIN_STEPS, pretrain_feeds, pretrain_graph
+from pipelines.loader import VideoLoader, output_device, pretrain_loader, pretrain_sampler
 from engine import config as C
 from engine.loaders import pretrain_settings
 from engine.loaders import load_video_set
@@ -46,12 +50,16 @@ from engine.cli import cli_parser, parse_cli_args
 from engine.dataset import ensure_data
 from engine.logger import GIB
 from engine.errors import run_command
+from data.index import build_index
+from engine.config import data_path
+from runners.positions import ClipCost, clip_costs, describe_videos, format_costs, format_description
 
 PROFILE_FILE = "profile.json"
 DEFAULT_STEPS, DEFAULT_WARMUP, DEFAULT_REPEATS = 10, 2, 3
-# (row name, graph stage, yield raw DALI outputs)
-ROWS = (("decode", "decode", True), ("crop", "crop", True), ("fame", "fame", True),
-        ("augment", "augment", True), ("normalise", "full", True), ("to_torch", "full", False))
+POSITION_BATCHES = 2         # batches of videos whose clips are decoded at each position
+# (row name, leading steps of the pretraining graph, yield raw DALI outputs)
+ROWS = tuple((step.name, PRETRAIN_STEPS[:count], True) for count, step in enumerate(PRETRAIN_STEPS, start=1)) \
+    + (("to_torch", PRETRAIN_STEPS, False),)
 ROW_LABELS = {"decode": "decode 2 clips", "crop": "+ crop, flip", "fame": "+ FAME", "augment": "+ colour, blur",
               "normalise": "+ normalise", "to_torch": "+ to torch", "baseline": "PyAV + NumPy baseline"}
 TARGET_VS_DECODE = 2 / 3     # full pipeline / decode alone
@@ -135,6 +143,20 @@ def time_baseline(sampler, fame_cfg, workers: int, steps: int, warmup: int) -> T
     return Timing(wall, (_cpu_seconds() - cpu) / total)
 
 
+def stage_loader(videos, steps, fame_stage, settings: dict) -> VideoLoader:
+    """The pretraining graph of ``steps`` only, yielding DALI's outputs as they are; ``fame_stage``
+    (None: no FAME) is the python stage as it is, so its timing can be read afterwards."""
+    runtime = settings["runtime"]
+    sampler = pretrain_sampler(videos, settings["clip"], settings["batch_size"], settings["shard"], settings["aug"])
+
+    def make_graph(feed):
+        return pretrain_graph(feed, runtime=runtime, batch_size=sampler.batch_size, crop=sampler.geometry.crop,
+                              aug=sampler.aug, fame_stage=feed.bind(fame_stage), steps=steps)
+
+    return VideoLoader(sampler, pretrain_feeds(runtime.device, steps), make_graph, dict,
+                       output_device(runtime.device, runtime.device_id), runtime.pipelines)
+
+
 def _nvtx(device: torch.device, name: str):
     return torch.cuda.nvtx.range(name) if device.type == "cuda" else contextlib.nullcontext()
 
@@ -162,10 +184,11 @@ def profile(cfg: C.Config, device: torch.device, steps: int, warmup: int, repeat
     memory = {}
     for _ in range(repeats):
         sampler = None
-        for name, stage, raw in ROWS:
+        for name, cut, raw in ROWS:
             # Only the FAME row reads the stage's own timing; its synchronisation would stall the others.
             timer = FameStage(fame_cfg, synchronize_timing=name == "fame") if fame_cfg else None
-            loader = pretrain_stage_loader(videos, StageCut(stage, raw), fame_stage=timer, **settings)
+            loader = stage_loader(videos, cut, timer, settings) if raw else pretrain_loader(
+                videos, fame_cfg=fame_cfg, **settings)
             sampler = loader.sampler
             with _nvtx(device, f"profile/{name}"):
                 timing = time_batches(endless(loader), steps, dali_warmup, synchronize)
@@ -208,6 +231,11 @@ def profile(cfg: C.Config, device: torch.device, steps: int, warmup: int, repeat
         "fame": C.to_dict(cfg)["fame"], "videos": len(sampler.videos), "steps_per_epoch": len(sampler),
         "steps": steps, "warmup": dali_warmup, "baseline_warmup": baseline_warmup, "repeats": repeats,
         "stages": rows, "fame_op": fame_op, "baseline": baseline_row, "ratios": ratios,
+        "data": describe_videos(build_index(data_path(cfg, cfg.data.train_list))),
+        "clip_positions": {decoder: {position: dataclasses.asdict(cost) for position, cost in costs.items()}
+                           for decoder, costs in clip_costs(videos[:POSITION_BATCHES * cfg.train.batch_size],
+                                                            settings["clip"], settings["runtime"],
+                                                            cfg.train.batch_size, repeats).items()},
         "targets": {"full_vs_decode": TARGET_VS_DECODE, "full_vs_baseline": TARGET_VS_BASELINE,
                     "met": ratios["full_vs_decode"] >= TARGET_VS_DECODE
                     and ratios["full_vs_baseline"] >= TARGET_VS_BASELINE},
@@ -246,7 +274,10 @@ def format_table(result: dict) -> str:
               f"device {result['device']}, decode on {result['decode']}, "
               f"{result['pipelines']} pipeline(s) x {result['num_threads']} DALI threads"
               f" / {result['baseline_workers']} baseline workers, "
-              f"batch {result['batch_size']} videos, best of {result['repeats']} x {result['steps']} batches"]
+              f"batch {result['batch_size']} videos, best of {result['repeats']} x {result['steps']} batches",
+              "", format_costs({decoder: {position: ClipCost(**cost) for position, cost in costs.items()}
+                                for decoder, costs in result["clip_positions"].items()}),
+              format_description(result["data"])]
     return "\n".join(lines)
 
 

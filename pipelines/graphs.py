@@ -28,12 +28,14 @@ What a graph reads is declared in pipelines.feeds and chosen here before the gra
 built (``pretrain_feeds``, ``train_feeds``, ``eval_feeds``): the loader hands the same
 tuple to the external source. Each builder takes the ``Runtime`` (params) it runs under.
 
-The pretraining graph can be cut after a stage (``stage`` in STAGES) to time what each
-stage costs (pipelines.loader.pretrain_stage_loader, for profiling).
+The pretraining graph is a chain of steps (PRETRAIN_STEPS: decode, crop, fame, augment,
+normalise), each declaring the feeds it reads; a graph of the leading steps only is what a
+profile times step by step.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import nvidia.dali.fn as fn
 import nvidia.dali.math as dmath
@@ -44,9 +46,6 @@ from pipelines.fame_stage import FameStage
 from pipelines.feeds import ENCODED, FRAMES, INDEX, KEY, LABEL, QUERY, TEST_VIEW, TRAIN_VIEW, Feed, ViewFeeds
 from pipelines.params import RGB_CHANNELS, AugParams, ClipGeometry, Runtime
 
-FULL = "full"
-STAGES = ("decode", "crop", "fame", "augment", FULL)
-COLOUR_STAGES = ("augment", FULL)     # the cuts that include the colour stage
 PIXEL_MAX = 255.0
 CLIP_LAYOUT = "CFHW"
 
@@ -60,21 +59,6 @@ class Graph:
     feeds: tuple[Feed, ...]
 
 
-def pretrain_feeds(device: str, stage: str = FULL) -> tuple[Feed, ...]:
-    """What the pretraining graph on ``device`` cut at ``stage`` reads, in source order: the
-    file bytes and frames, both views' orders, their crops, their colour draws (of the blur,
-    the form ``device`` reads), label and index, each as far as the stage goes."""
-    _check_stage(stage)
-    feeds = [ENCODED, FRAMES, QUERY.order, KEY.order]
-    if stage != "decode":
-        feeds += [*QUERY.crop, *KEY.crop]
-    if stage in COLOUR_STAGES:
-        feeds += [*QUERY.colour.reads(device), *KEY.colour.reads(device)]
-    if stage == FULL:
-        feeds += [LABEL, INDEX]
-    return tuple(feeds)
-
-
 def train_feeds(device: str) -> tuple[Feed, ...]:
     """What the training-clip graph on ``device`` reads, in source order."""
     return (ENCODED, FRAMES, *TRAIN_VIEW.crop, *TRAIN_VIEW.colour.reads(device), LABEL, INDEX)
@@ -83,11 +67,6 @@ def train_feeds(device: str) -> tuple[Feed, ...]:
 def eval_feeds() -> tuple[Feed, ...]:
     """What the test-clip graph reads, in source order."""
     return (ENCODED, FRAMES, TEST_VIEW.order, *TEST_VIEW.crop, LABEL, INDEX)
-
-
-def _check_stage(stage: str) -> None:
-    if stage not in STAGES:
-        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
 
 
 def _pipeline_options(runtime: Runtime, batch_size: int) -> dict:
@@ -165,54 +144,111 @@ def _normalise(clip, aug: AugParams):
 
 
 # ------------------------------------------------------------- pretrain ----
-def pretrain_outputs(stage: str, fame_stage: FameStage | None) -> tuple[str, ...]:
-    """Output names of the pretraining graph cut at ``stage``."""
-    names = ("query", "key")
-    if stage not in ("decode", "crop") and fame_stage is not None and fame_stage.return_masks:
-        names += ("original", "masks", "merged")
-    return names + (("label", "index") if stage == FULL else ())
+@dataclass(frozen=True)
+class PretrainSettings:
+    """What the pretraining steps need besides their feeds."""
+
+    runtime: Runtime
+    crop: int
+    aug: AugParams
+    fame_stage: FameStage | None
+
+
+@dataclass(frozen=True)
+class PretrainStep:
+    """One step of the pretraining graph: the feeds it reads on a pipeline device, and what it
+    makes of the outputs so far (an ordered dict of output name -> node) given its feeds' nodes."""
+
+    name: str
+    reads: Callable[[str], tuple[Feed, ...]]
+    apply: Callable[[dict, dict, PretrainSettings], dict]
+
+
+def _decode_views(outputs: dict, feeds: dict, settings: PretrainSettings) -> dict:
+    """Both clips of every video, picked out of one decode (FHWC uint8)."""
+    video = _decode(feeds, settings.runtime)
+    return {"query": fn.sequence_rearrange(video, new_order=feeds[QUERY.order]),
+            "key": fn.sequence_rearrange(video, new_order=feeds[KEY.order])}
+
+
+def _crop_views(outputs: dict, feeds: dict, settings: PretrainSettings) -> dict:
+    """Each clip's random resized crop and flip (FHWC uint8, crop x crop)."""
+    return {**outputs, "query": _crop(outputs["query"], feeds, QUERY, settings.crop, settings.aug),
+            "key": _crop(outputs["key"], feeds, KEY, settings.crop, settings.aug)}
+
+
+def _merge_views(outputs: dict, feeds: dict, settings: PretrainSettings) -> dict:
+    """FAME (the python stage, batch keys on the host) on the query, or both clips; with masks
+    asked for, also the query before FAME (``original``), its mask (``masks``, HW uint8) and
+    after FAME (``merged``). No stage: the clips as they are."""
+    stage = settings.fame_stage
+    if stage is None:
+        return outputs
+    query, key = outputs["query"], outputs["key"]
+    inputs = (query, key) if stage.takes_key else (query,)
+    results = fn.python_function(*inputs, function=stage, batch_processing=True,
+                                 num_outputs=len(stage.output_layouts), output_layouts=stage.output_layouts,
+                                 device=settings.runtime.device, name="fame")
+    results = list(results) if isinstance(results, (list, tuple)) else [results]
+    merged = {**outputs, "query": results.pop(0)}
+    if stage.branches == "both":
+        merged["key"] = results.pop(0)
+    if stage.return_masks:
+        merged.update(original=query, masks=results.pop(0), merged=merged["query"])
+    return merged
+
+
+def _colour_views(outputs: dict, feeds: dict, settings: PretrainSettings) -> dict:
+    """Each clip's blur and colour twist (FHWC float32 in 0..255)."""
+    return {**outputs, "query": colour_clip(outputs["query"], feeds, QUERY, settings.crop, settings.aug),
+            "key": colour_clip(outputs["key"], feeds, KEY, settings.crop, settings.aug)}
+
+
+def _normalise_views(outputs: dict, feeds: dict, settings: PretrainSettings) -> dict:
+    """Each clip normalised to CFHW float32, then label and index."""
+    return {**outputs, "query": _normalise(outputs["query"], settings.aug),
+            "key": _normalise(outputs["key"], settings.aug), "label": feeds[LABEL], "index": feeds[INDEX]}
+
+
+PRETRAIN_STEPS = (
+    PretrainStep("decode", lambda device: (ENCODED, FRAMES, QUERY.order, KEY.order), _decode_views),
+    PretrainStep("crop", lambda device: (*QUERY.crop, *KEY.crop), _crop_views),
+    PretrainStep("fame", lambda device: (), _merge_views),
+    PretrainStep("augment", lambda device: (*QUERY.colour.reads(device), *KEY.colour.reads(device)), _colour_views),
+    PretrainStep("normalise", lambda device: (LABEL, INDEX), _normalise_views),
+)
+
+
+def pretrain_feeds(device: str, steps: tuple[PretrainStep, ...] = PRETRAIN_STEPS) -> tuple[Feed, ...]:
+    """What the pretraining graph of ``steps`` on ``device`` reads, in source order: the file bytes
+    and frames, both views' orders, their crops, their colour draws (of the blur, the form
+    ``device`` reads), label and index, as far as the steps go."""
+    return tuple(feed for step in steps for feed in step.reads(device))
 
 
 @pipeline_def(enable_conditionals=True)
-def _pretrain_def(source, runtime, crop, aug, fame_stage, stage):
-    feeds = _inputs(source, pretrain_feeds(runtime.device, stage))
-    video = _decode(feeds, runtime)
-    query = fn.sequence_rearrange(video, new_order=feeds[QUERY.order])
-    key = fn.sequence_rearrange(video, new_order=feeds[KEY.order])
-    if stage == "decode":
-        return query, key
-    query, key = _crop(query, feeds, QUERY, crop, aug), _crop(key, feeds, KEY, crop, aug)
-    extra = ()
-    if stage != "crop" and fame_stage is not None:
-        inputs = (query, key) if fame_stage.takes_key else (query,)     # batch keys: on the host (fame_stage)
-        results = fn.python_function(*inputs, function=fame_stage, batch_processing=True,
-                                     num_outputs=len(fame_stage.output_layouts),
-                                     output_layouts=fame_stage.output_layouts, device=runtime.device, name="fame")
-        results = list(results) if isinstance(results, (list, tuple)) else [results]
-        original, query = query, results.pop(0)
-        if fame_stage.branches == "both":
-            key = results.pop(0)
-        if fame_stage.return_masks:
-            extra = (original, results.pop(0), query)
-    if stage in ("crop", "fame"):
-        return (query, key) + extra
-    query, key = colour_clip(query, feeds, QUERY, crop, aug), colour_clip(key, feeds, KEY, crop, aug)
-    if stage == "augment":
-        return (query, key) + extra
-    return (_normalise(query, aug), _normalise(key, aug)) + extra + (feeds[LABEL], feeds[INDEX])
+def _pretrain_def(source, steps, settings, output_names):
+    feeds = _inputs(source, pretrain_feeds(settings.runtime.device, steps))
+    outputs: dict = {}
+    for step in steps:
+        outputs = step.apply(outputs, feeds, settings)
+    output_names.extend(outputs)      # DALI runs this definition when the pipeline is made
+    return tuple(outputs.values())
 
 
 def pretrain_graph(source, *, runtime: Runtime, batch_size: int, crop: int, aug: AugParams,
-                   fame_stage: FameStage | None, stage: str = FULL) -> Graph:
+                   fame_stage: FameStage | None, steps: tuple[PretrainStep, ...] = PRETRAIN_STEPS) -> Graph:
     """Two clips per video -> (query, key) CFHW float32, label, index; reads ``pretrain_feeds``.
 
     With a FAME stage that returns masks, also the query before FAME (``original``, FHWC
     uint8), its mask (``masks``, HW uint8) and after FAME (``merged``, FHWC uint8).
-    Cut at ``stage`` (profiling), the outputs are the two clips as they are after that stage.
+    ``steps`` (a leading part of PRETRAIN_STEPS) give the graph that stops after the last of
+    them, whose outputs are the clips as that step leaves them (a profile times each step so).
     """
-    feeds = pretrain_feeds(runtime.device, stage)
-    pipe = _pretrain_def(source, runtime, crop, aug, fame_stage, stage, **_pipeline_options(runtime, batch_size))
-    return Graph(pipe, pretrain_outputs(stage, fame_stage), feeds)
+    output_names: list[str] = []
+    pipe = _pretrain_def(source, steps, PretrainSettings(runtime, crop, aug, fame_stage), output_names,
+                         **_pipeline_options(runtime, batch_size))
+    return Graph(pipe, tuple(output_names), pretrain_feeds(runtime.device, steps))
 
 
 # --------------------------------------------------------- evaluation ----

@@ -24,53 +24,39 @@ executor keeps each output alive while a tensor refers to it). On the GPU no ste
 on the host: DALI returns each batch on torch's current stream (``Pipeline.run(cuda_stream)``
 orders the outputs on that stream), the outputs are cloned on that stream, and the
 loader keeps DALI's outputs referenced until an event recorded after the clones has
-passed (``_DeviceHandOver``), so DALI cannot reuse a buffer under a pending copy. Host
+passed (``DeviceHandOver``), so DALI cannot reuse a buffer under a pending copy. Host
 outputs bound for a GPU are staged through pinned memory, which torch keeps until its
 asynchronous copy is done.
 
 The settings come grouped (pipelines.params): the clip geometry, the ``Runtime`` (device,
-decoder, threads, prefetch, pipelines) and the ``Sharding`` (seed, rank, world). Profiling
-cuts the pretraining graph after a stage through its own entry, ``pretrain_stage_loader``.
+decoder, threads, prefetch, pipelines) and the ``Sharding`` (seed, rank, world). A loader is
+a ``VideoLoader`` over a sampler and a graph builder: a profile composes its own (the
+pretraining graph of its leading steps, pipelines.graphs.PRETRAIN_STEPS).
 
-A failing pipeline is told apart from failing videos: the videos of the batch are probed
-again (``data.index.probe_video``); those that no longer read as indexed are named as
-bad, else the pipeline itself is blamed (a CUDA / NVDEC library or driver, or an
-operator), with DALI's own message either way.
+A failing batch is explained by pipelines.forensics: the videos that no longer read as
+indexed, or else the pipeline itself.
 """
 from __future__ import annotations
 
 import collections
 import logging
-import re
-from dataclasses import dataclass
-from typing import Callable, NamedTuple, Optional, Sequence
+from typing import Callable, NamedTuple, Optional
 
-import numpy as np
 import torch
 
 import fame
-from data.filelist import Entry
-from data.index import probe_video
 from pipelines.fame_stage import FameStage, PipelineFameStage
-from pipelines.feeds import ENCODED, INDEX, Feed
-from pipelines.graphs import (FULL, Graph, eval_clip_graph, eval_feeds, pretrain_feeds, pretrain_graph,
-                              train_clip_graph, train_feeds)
+from pipelines.feeds import ENCODED, FRAMES, INDEX, Feed
+from pipelines.forensics import RECHECK_HINT, pipeline_failure
+from pipelines.graphs import (Graph, eval_clip_graph, eval_feeds, pretrain_feeds, pretrain_graph, train_clip_graph,
+                              train_feeds)
 from pipelines.params import AugParams, ClipGeometry, Runtime, Sharding
 from pipelines.sampler import EvalClipSampler, PretrainSampler, TrainClipSampler
+from pipelines.segments import decoder_input
 from pipelines.videos import VideoMeta, require_clip_room, warn_single_clip_videos
 
 log = logging.getLogger(__name__)
 
-RECHECK_HINT = "a file may have changed since it was indexed, re-check it with data.index"
-DOCTOR_HINT = "run `make doctor` to check the CUDA / NVDEC libraries and the driver"
-NAMES_IN_ERRORS = 5
-INDEXED_FIELDS = ("frames", "width", "height")   # what a re-probe must still find as VideoMeta has it
-# DALI's error text: the operator and its message are kept; its boilerplate, the pipeline
-# definition's Python traceback and the C++ stack trace are dropped.
-DALI_BOILERPLATE = ("Critical error in pipeline:", "Current pipeline object is no longer valid.")
-DALI_DEFINITION_START, DALI_DEFINITION_END = "which was used in the pipeline definition", "encountered:"
-DALI_TRACE_LINE = re.compile(r"^(Stacktrace \(\d+ entries\):|\[frame \d+\]|C\+\+ context:)")
-DALI_MESSAGE_LINES, DALI_MESSAGE_CHARS = 6, 800
 SHARD_KEYS = ("world", "num_videos")    # what fixes the epoch order and each rank's slice of it
 STATE_KEYS = ("seed", "epoch", "step", "batch_size", *SHARD_KEYS)
 
@@ -122,7 +108,7 @@ def _to_torch(tensor_list, device: torch.device) -> torch.Tensor:
         with torch.cuda.device(device):
             # A copy on torch's current stream, which DALI's outputs are ordered on (the
             # loader runs DALI with that stream); DALI's buffer stays referenced until the
-            # copy has run (VideoLoader's _DeviceHandOver), the copy for as long as torch needs.
+            # copy has run (VideoLoader's DeviceHandOver), the copy for as long as torch needs.
             return torch.from_dlpack(tensor).clone()
     host = torch.from_dlpack(tensor)
     if device.type == "cuda":
@@ -146,17 +132,11 @@ def batch_paths(sampler, epoch: int, step: int) -> str:
     return ", ".join(sampler.videos[int(v)].path for v in video_ids)
 
 
-def read_encoded(path: str) -> np.ndarray:
-    """A video file's bytes as a 1-D uint8 array (the decoder's input)."""
-    try:
-        return np.fromfile(path, dtype=np.uint8)
-    except OSError as error:
-        raise OSError(f"cannot read video {path}: {error}") from error
-
-
 class _Feed:
-    """The external source of one pipeline: per iteration the plan of a step plus the file bytes,
-    as the tuple of ``feeds`` (what the pipeline's graph reads, in its order).
+    """The external source of one pipeline: per iteration the plan of a step plus the encoded
+    bytes (from the keyframe before each sample's frames where the video can be cut there, its
+    frames shifted to match: pipelines.segments), as the tuple of ``feeds`` (what the pipeline's
+    graph reads, in its order).
 
     Steps are counted across epochs (position = epoch * steps_per_epoch + step); iteration i
     of the pipeline serves position ``first + i * every``, so ``every`` pipelines started at
@@ -195,11 +175,14 @@ class _Feed:
 
     def _inputs(self, epoch: int, step: int) -> tuple:
         plan = self.sampler.plan(epoch, step)
-        plan[ENCODED.name] = [read_encoded(self.sampler.videos[int(i)].path) for i in plan[INDEX.name]]
+        inputs = [decoder_input(self.sampler.videos[int(i)], frames)
+                  for i, frames in zip(plan[INDEX.name], plan[FRAMES.name])]
+        plan[ENCODED.name] = [encoded for encoded, _ in inputs]
+        plan[FRAMES.name] = [frames for _, frames in inputs]
         return tuple(plan[feed.name] for feed in self.feeds)
 
 
-class _DeviceHandOver:
+class DeviceHandOver:
     """Keeps DALI's GPU outputs referenced until torch's stream has run the copies made of them.
 
     DALI's dynamic executor does not reuse an output buffer while something refers to it
@@ -225,50 +208,6 @@ class _DeviceHandOver:
         if self._pending:
             self._pending[-1][0].synchronize()
         self._pending.clear()
-
-
-def pipeline_failure(error: Exception, videos: Sequence[VideoMeta], where: str) -> RuntimeError:
-    """The error for a DALI pipeline that failed on a batch of ``videos``: the videos that
-    no longer read as indexed are named as bad; when none did, the pipeline itself failed."""
-    changed = [f"{video.path} ({why})" for video in videos if (why := changed_since_indexed(video))]
-    said = dali_message(error)
-    if changed:
-        return RuntimeError(f"the input pipeline failed at {where} on videos that no longer read as indexed: "
-                            f"{_listed(changed)}; {RECHECK_HINT}. DALI said: {said}")
-    return RuntimeError(f"the input pipeline itself failed at {where}, not its videos: all {len(videos)} videos "
-                        f"of the batch still read as indexed ({_listed([v.path for v in videos])}). A CUDA / "
-                        f"NVDEC library or driver problem is the usual cause; {DOCTOR_HINT}. DALI said: {said}")
-
-
-def changed_since_indexed(video: VideoMeta) -> str:
-    """Why ``video`` no longer reads as indexed ('' when it does): probed again the way
-    data.index does, it must still decode with the frame count and size it was listed with."""
-    record = probe_video(Entry(video.path, video.label, video.path))
-    if not record.ok:
-        return record.reason or "unusable"
-    changed = [f"{name} {getattr(record, name)}, indexed {getattr(video, name)}" for name in INDEXED_FIELDS
-               if getattr(record, name) != getattr(video, name)]
-    return "now " + ", ".join(changed) if changed else ""
-
-
-def dali_message(error: Exception) -> str:
-    """The useful head of a DALI error: the failing operator and its message, without DALI's
-    boilerplate, the pipeline definition's traceback or the C++ stack trace."""
-    kept, in_definition = [], False
-    for line in (raw.strip() for raw in str(error).splitlines()):
-        if line.startswith(DALI_DEFINITION_START):
-            in_definition = True
-        elif in_definition:
-            in_definition = line != DALI_DEFINITION_END
-        elif line and line not in DALI_BOILERPLATE and not DALI_TRACE_LINE.match(line) and line not in kept:
-            kept.append(line)
-    text = " ".join(kept[:DALI_MESSAGE_LINES]) or f"{type(error).__name__} without a message"
-    return text if len(text) <= DALI_MESSAGE_CHARS else text[:DALI_MESSAGE_CHARS] + " [...]"
-
-
-def _listed(names: Sequence[str]) -> str:
-    more = f" and {len(names) - NAMES_IN_ERRORS} more" if len(names) > NAMES_IN_ERRORS else ""
-    return ", ".join(names[:NAMES_IN_ERRORS]) + more
 
 
 class VideoLoader:
@@ -297,7 +236,7 @@ class VideoLoader:
         self._graphs: list[Graph] = []
         self._next = (0, 0)      # (epoch, step) of the pipelines' next batch
         self._served = 0         # batches taken from them so far
-        self._handover = _DeviceHandOver(self.device) if self.device.type == "cuda" else None
+        self._handover = DeviceHandOver(self.device) if self.device.type == "cuda" else None
 
     def __len__(self) -> int:
         return self.sampler.steps_per_epoch
@@ -412,16 +351,6 @@ class VideoLoader:
 
 
 # ------------------------------------------------------------- builders ----
-@dataclass(frozen=True)
-class StageCut:
-    """For profiling: where the pretraining graph is cut (``stage`` in graphs.STAGES; short of
-    "full" a batch is a dict of the outputs as they are after that stage) and whether the
-    DALI outputs themselves are yielded (``raw``: no conversion to torch)."""
-
-    stage: str = FULL
-    raw: bool = False
-
-
 def pretrain_loader(videos: list[VideoMeta], *, clip: ClipGeometry, batch_size: int, runtime: Runtime = Runtime(),
                     shard: Sharding = Sharding(), aug: AugParams = AugParams(),
                     fame_cfg: Optional[fame.FameConfig] = None, return_masks: bool = False) -> VideoLoader:
@@ -436,43 +365,26 @@ def pretrain_loader(videos: list[VideoMeta], *, clip: ClipGeometry, batch_size: 
     fame_stage = None
     if fame_cfg is not None and fame_cfg.merges:
         fame_stage = FameStage(fame_cfg, return_masks=return_masks)
-    sampler = _pretrain_sampler(videos, clip, batch_size, shard, aug)
-    return _pretrain_loader(sampler, runtime, fame_stage, StageCut())
-
-
-def pretrain_stage_loader(videos: list[VideoMeta], cut: StageCut, *, clip: ClipGeometry, batch_size: int,
-                          runtime: Runtime, shard: Sharding, aug: AugParams,
-                          fame_stage: Optional[FameStage]) -> VideoLoader:
-    """For profiling: ``pretrain_loader``'s batches with the graph cut as ``cut`` says, and
-    ``fame_stage`` (None: no FAME) used as the python stage as it is, so its timing can be
-    read afterwards."""
-    return _pretrain_loader(_pretrain_sampler(videos, clip, batch_size, shard, aug), runtime, fame_stage, cut)
-
-
-def _pretrain_sampler(videos: list[VideoMeta], clip: ClipGeometry, batch_size: int, shard: Sharding,
-                      aug: AugParams) -> PretrainSampler:
-    require_clip_room(videos, clip.span, "pretraining")
-    warn_single_clip_videos(videos, clip.span, "pretraining")
-    return PretrainSampler(videos, clip, aug, batch_size=batch_size, seed=shard.seed, rank=shard.rank,
-                           world=shard.world)
-
-
-def _pretrain_loader(sampler: PretrainSampler, runtime: Runtime, fame_stage: Optional[FameStage],
-                     cut: StageCut) -> VideoLoader:
+    sampler = pretrain_sampler(videos, clip, batch_size, shard, aug)
     out_device = output_device(runtime.device, runtime.device_id)
 
     def make_graph(feed):
         return pretrain_graph(feed, runtime=runtime, batch_size=sampler.batch_size, crop=sampler.geometry.crop,
-                              aug=sampler.aug, fame_stage=feed.bind(fame_stage), stage=cut.stage)
+                              aug=sampler.aug, fame_stage=feed.bind(fame_stage))
 
     def assemble(outputs: dict):
-        if cut.raw:
-            return outputs
-        tensors = {name: _to_torch(value, out_device) for name, value in outputs.items()}
-        return PretrainBatch(**tensors) if cut.stage == FULL else tensors
+        return PretrainBatch(**{name: _to_torch(value, out_device) for name, value in outputs.items()})
 
-    return VideoLoader(sampler, pretrain_feeds(runtime.device, cut.stage), make_graph, assemble, out_device,
-                       runtime.pipelines)
+    return VideoLoader(sampler, pretrain_feeds(runtime.device), make_graph, assemble, out_device, runtime.pipelines)
+
+
+def pretrain_sampler(videos: list[VideoMeta], clip: ClipGeometry, batch_size: int, shard: Sharding,
+                     aug: AugParams) -> PretrainSampler:
+    """The draws of the pretraining loader (videos checked for room for a clip first)."""
+    require_clip_room(videos, clip.span, "pretraining")
+    warn_single_clip_videos(videos, clip.span, "pretraining")
+    return PretrainSampler(videos, clip, aug, batch_size=batch_size, seed=shard.seed, rank=shard.rank,
+                           world=shard.world)
 
 
 def train_clips_loader(videos: list[VideoMeta], *, clip: ClipGeometry, batch_size: int,

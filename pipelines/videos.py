@@ -9,15 +9,14 @@ are left out with a logged warning when ``skip_bad`` is set; the pipelines never
 """
 from __future__ import annotations
 
+import collections
 import logging
 import statistics
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import Iterable, Sequence
 
+from data.index import VideoRecord
 from data.video_io import DALI_CPU_CODECS, NVDEC_CODECS, nvdec_problem
-
-if TYPE_CHECKING:
-    from data.index import VideoRecord
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +31,15 @@ MIN_CPU_DECODE_CORES = 8
 
 @dataclass(frozen=True)
 class VideoMeta:
-    """One usable video: absolute path, label, decoded frame count and frame size in pixels."""
+    """One usable video: absolute path, label, decoded frame count, frame size in pixels, and where
+    its bytes may be cut at keyframes (``data.matroska.KeyframeCuts.encode``; '' when nowhere)."""
 
     path: str
     label: int
     frames: int
     width: int
     height: int
+    cuts: str = ""
 
 
 def _names(dropped: Sequence[tuple]) -> str:
@@ -88,10 +89,24 @@ def videos_from_index(index, *, min_frames: int, device: str, skip_bad: bool = F
     if dropped:
         log.warning("%s: skipping %d of %d videos: %s", index.list_path, len(dropped),
                     len(index.entries), _names(dropped))
-    return [VideoMeta(r.path, int(r.label), int(r.frames), int(r.width), int(r.height)) for r in kept]
+    log_uncut(kept)
+    return [VideoMeta(r.path, int(r.label), int(r.frames), int(r.width), int(r.height), r.cuts) for r in kept]
 
 
-def choose_decoder(records: Sequence["VideoRecord"], cpu_count: int) -> tuple[str, str]:
+def log_uncut(records: Sequence[VideoRecord]) -> int:
+    """Log how many videos cannot be cut at keyframes (by container), which the loader hands to the
+    decoder whole: it decodes every frame before a clip; returns how many there are."""
+    uncut = [r for r in records if not r.cuts]
+    if uncut:
+        containers = collections.Counter(r.container or "unknown" for r in uncut)
+        listed = ", ".join(f"{name}: {count}" for name, count in containers.most_common())
+        log.info("%d of %d videos are read whole, not from the keyframe before a clip (%s): a clip late in "
+                 "such a video decodes every frame before it; WebM copies (`prepare transcode`) can be cut",
+                 len(uncut), len(records), listed)
+    return len(uncut)
+
+
+def choose_decoder(records: Sequence[VideoRecord], cpu_count: int) -> tuple[str, str]:
     """Where a GPU run with data.decode=auto decodes these (good) index records: ('gpu' | 'cpu',
     a one-line reason).
 
@@ -115,7 +130,7 @@ def choose_decoder(records: Sequence["VideoRecord"], cpu_count: int) -> tuple[st
     return _choose_by_size(records, cpu_count)
 
 
-def _choose_by_size(records: Sequence["VideoRecord"], cpu_count: int) -> tuple[str, str]:
+def _choose_by_size(records: Sequence[VideoRecord], cpu_count: int) -> tuple[str, str]:
     """CPU for small videos on a host with enough cores, else NVDEC (every video fits both)."""
     area = statistics.median(r.width * r.height for r in records)
     small = area <= SMALL_VIDEO_AREA

@@ -7,8 +7,9 @@
     python -m runners.prepare kinetics400|diving48 --root DIR --out DIR [--strict]
     python -m runners.prepare folder --root DIR --out DIR [--val-fraction 0.2] [--seed 0]
                                      [--transcode vp9] [--workers N]
-    python -m runners.prepare transcode --list TRAIN_LIST [TEST_LIST ...] --out DIR [--codec vp9] [--workers N]
-    python -m runners.prepare index --list LIST [--min-frames N] [--device cpu|gpu] [--workers N]
+    python -m runners.prepare transcode --list TRAIN_LIST [TEST_LIST ...] --out DIR [--codec vp9] [--gop N]
+                                        [--workers N]
+    python -m runners.prepare index --list LIST [--min-frames N] [--device cpu|gpu] [--workers N] [--fast]
 
 With --config the spec is the config's data.synthetic section and the directory its
 data.root (what pretraining generates on its own when the data is missing).
@@ -16,8 +17,9 @@ data.root (what pretraining generates on its own when the data is missing).
 ``folder`` reads one folder per class (any container FFmpeg reads), splits each class
 (every class with two or more videos lands in both lists), probes the videos and leaves the
 unusable ones out, naming them; ``--transcode vp9`` adds CPU-decodable copies beside the lists.
-``transcode`` writes the copies of all its lists into DIR in one layout, prints the data.root
-(and list keys) that read them, and exits 2 naming every video it had to leave out.
+``transcode`` writes the copies of all its lists into DIR in one layout, with a keyframe every
+``--gop`` frames (default: the interval measured to suit clip decoding, docs/benchmarks.md), prints
+the data.root (and list keys) that read them, and exits 2 naming every video it had to leave out.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ import sys
 from pathlib import Path
 
 from data.index import DEVICES, build_index
-from data.prepare import DEFAULT_VAL_FRACTION, PREPARERS, SPLIT_DATASETS, TEST_LIST, TRAIN_LIST, prepare_folder
+from data.filelist import TEST_LIST, TRAIN_LIST
+from data.prepare import DEFAULT_VAL_FRACTION, PREPARERS, SPLIT_DATASETS, prepare_folder
 from data.parallel import auto_workers
 from data.synthetic import MOTIONS, SyntheticSpec, ensure_dataset
-from data.transcode import require_all_written, transcode_lists
+from data.transcode import DEFAULT_GOP, GOP_REASON, require_all_written, transcode_lists
 from data.video_io import CODECS
 from engine.config import load_config
 from engine.errors import run_command
@@ -83,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
                            help="the lists of one dataset, the training list first, then the test list")
     transcode.add_argument("--out", required=True)
     transcode.add_argument("--codec", choices=sorted(CODECS), default="vp9")
+    transcode.add_argument("--gop", type=int, default=DEFAULT_GOP,
+                           help=f"frames from one keyframe to the next (default {DEFAULT_GOP}: {GOP_REASON})")
     transcode.add_argument("--workers", type=int, default=auto_workers())
 
     index = commands.add_parser("index", help="probe a list's videos and report unusable ones")
@@ -90,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     index.add_argument("--min-frames", type=int, default=1)
     index.add_argument("--device", choices=DEVICES, default="cpu")
     index.add_argument("--workers", type=int, default=auto_workers())
+    index.add_argument("--fast", action="store_true",
+                       help="demux only, no decoding: frames counted as packets (misses damage inside frames)")
     return parser
 
 
@@ -137,17 +144,24 @@ def _run(args: argparse.Namespace) -> str:
         return prepare_folder(args.root, args.out, val_fraction=args.val_fraction, seed=args.seed,
                               transcode=args.transcode, workers=args.workers).summary()
     if args.command == "transcode":
-        return _transcode(args.list_paths, args.out, args.codec, args.workers)
-    index = build_index(args.list_path, min_frames=args.min_frames, workers=args.workers)
+        return _transcode(args.list_paths, args.out, args.codec, args.gop, args.workers)
+    index = build_index(args.list_path, min_frames=args.min_frames, workers=args.workers, decode=not args.fast,
+                        recheck_fast=not args.fast)
     index.require_ok(device=args.device)
-    return f"{args.list_path}: all {len(index)} videos usable on {args.device}"
+    mode = "demuxed, not decoded" if args.fast else "decoded"
+    return f"{args.list_path}: all {len(index)} videos usable on {args.device} ({mode})"
 
 
-def _transcode(list_paths: list[str], out: str, codec: str, workers: int) -> str:
-    """Transcode the lists into ``out`` and print a summary per list; returns the config overrides
-    that read the copies. Raises ValueError naming the videos that were left out."""
-    reports = transcode_lists(list_paths, out, codec=codec, workers=workers)
+def _transcode(list_paths: list[str], out: str, codec: str, gop: int, workers: int) -> str:
+    """Transcode the lists into ``out`` and print a summary per list and the keyframe interval;
+    returns the config overrides that read the copies. Raises ValueError naming the videos that
+    were left out."""
+    if gop < 1:
+        raise ValueError(f"--gop must be >= 1, got {gop}")
+    reports = transcode_lists(list_paths, out, codec=codec, gop=gop, workers=workers)
     print("\n".join(report.summary() for report in reports))
+    why = GOP_REASON if gop == DEFAULT_GOP else "--gop"
+    print(f"keyframes: one every {gop} frames ({why})")
     require_all_written(reports)
     return f"train on the copies with: {root_overrides(out, [Path(path) for path in list_paths])}"
 

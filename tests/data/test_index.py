@@ -257,3 +257,70 @@ def test_a_cache_of_an_older_index_version_is_probed_again_once(tmp_path, video_
     assert build_index(list_path).entries[0].pix_fmt == "yuv420p" and len(probed) == 1
     assert json.loads(index_path_for(list_path).read_text())["version"] == INDEX_VERSION
     assert build_index(list_path).entries[0].pix_fmt == "yuv420p" and len(probed) == 1
+
+
+# ------------------------------------------------------------------ at scale ----
+class Interrupted(Exception):
+    """Stands for a Ctrl-C in the middle of probing."""
+
+
+def test_an_interrupted_index_resumes_without_probing_again_what_it_wrote(tmp_path, video_dir, monkeypatch):
+    names = ["good.webm", "good.avi", "good.mp4", "short.webm", "zero.webm"]
+    list_path = tmp_path / "list.txt"
+    write_file_list(list_path, [(os.path.relpath(video_dir / n, tmp_path), 0) for n in names])
+    import data.index as index_module
+    original, probed = index_module.probe_video, []
+
+    def probe_three_then_stop(entry, decode=True):
+        if len(probed) == 3:
+            raise Interrupted
+        probed.append(entry.relpath.split("/")[-1])
+        return original(entry, decode)
+
+    monkeypatch.setattr(index_module, "probe_video", probe_three_then_stop)
+    with pytest.raises(Interrupted):
+        build_index(list_path, workers=1)
+    assert not index_path_for(list_path).exists() and probed == names[:3]
+    probed.clear()
+    monkeypatch.setattr(index_module, "probe_video", lambda entry, decode=True: probed.append(
+        entry.relpath.split("/")[-1]) or original(entry, decode))
+    index = build_index(list_path, workers=1)
+    assert probed == names[3:] and [r.relpath.split("/")[-1] for r in index.entries] == names
+    assert [r.frames for r in index.entries] == [FRAMES, FRAMES, FRAMES, 3, 0]
+    journal = index_path_for(list_path).with_name(index_path_for(list_path).name + ".journal")
+    assert index_path_for(list_path).is_file() and not journal.exists()
+
+
+@pytest.mark.parametrize("name", ["truncated.webm", "truncated.avi", "truncated.mp4"])
+def test_the_fast_mode_names_a_truncated_file(tmp_path, video_dir, name):
+    _, index = _index_for(tmp_path, video_dir, [name, "good.webm"], decode=False)
+    (bad,) = index.bad()
+    assert bad.relpath.endswith(name) and bad.reason.startswith(("corrupt", "cannot open")) and not bad.decoded
+
+
+def test_the_fast_mode_finds_what_the_full_mode_finds_in_good_files(tmp_path, video_dir):
+    names = ["good.webm", "good.avi", "good.mp4"]
+    _, fast = _index_for(tmp_path, video_dir, names, decode=False, cache=False)
+    _, full = _index_for(tmp_path, video_dir, names, cache=False)
+    fields = ("frames", "codec", "width", "height", "fps", "container", "keyframes", "cuts", "ok")
+    assert [[getattr(r, f) for f in fields] for r in fast.entries] == [[getattr(r, f) for f in fields]
+                                                                       for r in full.entries]
+    assert [r.decoded for r in fast.entries + full.entries] == [False] * 3 + [True] * 3
+
+
+def test_the_full_mode_uses_the_fast_modes_records_unless_asked_to_check_them(tmp_path, video_dir, monkeypatch):
+    list_path, _ = _index_for(tmp_path, video_dir, ["good.webm", "good.avi"], decode=False)
+    import data.index as index_module
+    original, probed = index_module.probe_video, []
+    monkeypatch.setattr(index_module, "probe_video", lambda e, d=True: probed.append((e.relpath, d)) or original(e, d))
+    assert not any(r.decoded for r in build_index(list_path).entries) and probed == []
+    assert all(r.decoded for r in build_index(list_path, recheck_fast=True).entries) and len(probed) == 2
+    assert all(decode for _, decode in probed)
+
+
+def test_keyframes_are_recorded_in_display_order(tmp_path, video_dir):
+    _, index = _index_for(tmp_path, video_dir, ["good.webm", "good.mp4", "good.avi"])
+    webm, mp4, avi = index.entries
+    assert list(webm.keyframe_indices()) == [0, 4, 8]
+    assert {0, 4, 8} <= set(mp4.keyframe_indices())     # x264 adds keyframes at scene cuts (noise has many)
+    assert list(avi.keyframe_indices()) == list(range(FRAMES))      # every MJPEG frame is a keyframe

@@ -10,7 +10,8 @@ import pytest
 from data.filelist import read_class_names, read_file_list
 from data.spec import MOTIONS, SyntheticSpec
 from data.synthetic import (background_pools, dataset_is_current, ensure_dataset, generate_dataset,
-                            load_annotations, load_boxes, motion_trajectory, plan_videos, render_video)
+                            load_annotations, load_boxes, plan_videos, render_video)
+from data.synthetic.render import draw_look, motion_trajectory
 from data.video_io import read_video
 
 # Mean absolute difference (0..255 levels) allowed between rendered and decoded frames.
@@ -161,6 +162,8 @@ def test_annotations_record_pool_and_boxes(tiny_dataset, tiny_spec):
     ({"fps": 15.5}, "fps"),
     ({"seed": "1"}, "seed"),
     ({"backgrounds": "photos"}, "backgrounds"),
+    ({"frames": 10, "length_spread": 9}, "length_spread"),
+    ({"length_spread": -1}, "length_spread"),
 ])
 def test_spec_validation_names_the_key(changes, key):
     with pytest.raises(ValueError, match=rf"SyntheticSpec\.{key}: "):
@@ -175,6 +178,18 @@ def test_spec_json_of_the_default_spec_is_that_of_existing_datasets():
         "frames": 48, "fps": 15, "codec": "vp9", "bg_correlation_train": 0.9, "bg_correlation_test": 0.0,
         "noise_std": 3.0, "pan_speed": 0.5, "object_size": [0.15, 0.3], "gop": 8, "palette": 0,
         "backgrounds": "images", "seed": 0}
+
+
+def test_lengths_spread_around_frames_and_leave_the_rest_of_the_plan_as_it_was(tiny_spec):
+    spread = dataclasses.replace(tiny_spec, frames=20, length_spread=6, videos_per_class_train=6)
+    plans, plain = plan_videos(spread), plan_videos(dataclasses.replace(spread, length_spread=0))
+    lengths = [plan.frames for plan in plans]
+    assert min(lengths) >= 14 and max(lengths) <= 26 and len(set(lengths)) > 1
+    assert [dataclasses.replace(plan, frames=20) for plan in plans] == plain
+    frames, boxes = render_video(spread, plans[0])
+    assert len(frames) == len(boxes) == plans[0].frames
+    assert "length_spread" not in tiny_spec.to_dict() and spread.to_dict()["length_spread"] == 6
+    assert SyntheticSpec.from_dict(spread.to_dict()) == spread
 
 
 def test_spec_dict_round_trip_and_unknown_keys():
@@ -217,7 +232,6 @@ def test_other_codecs_decode_with_pyav(tmp_path, tiny_spec, codec, extension):
 
 
 def test_palette_limits_the_looks_and_default_keeps_one_per_video():
-    from data.synthetic import draw_look
 
     def looks(spec, n=24):
         return {(look.shape, look.texture, tuple(look.first), tuple(look.second))

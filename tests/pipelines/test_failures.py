@@ -7,7 +7,8 @@ from nvidia.dali import Pipeline
 
 import fame
 from pipelines.fame_stage import FameStage
-from pipelines.loader import DALI_MESSAGE_CHARS, RECHECK_HINT, dali_message, pretrain_loader
+from pipelines.forensics import DALI_MESSAGE_CHARS, RECHECK_HINT, dali_message
+from pipelines.loader import pretrain_loader
 from pipelines.params import ClipGeometry
 from pipelines.videos import VideoMeta
 from tests.pipelines.conftest import HEIGHT, WIDTH, coded_frames, write_vp9

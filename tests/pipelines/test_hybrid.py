@@ -3,10 +3,12 @@
 The graphs are defined, not built, so no GPU is needed: the tests read which device each
 operator of the definition runs on. Running them needs a GPU (tests/pipelines/test_gpu.py).
 """
+import dataclasses
 import logging
 
 import pytest
 import torch
+from nvidia.dali import Pipeline
 
 import fame
 import pipelines.loader as loader_module
@@ -24,7 +26,8 @@ from tests.conftest import ROOT
 CROP, FRAMES = 32, 4
 GEOMETRY = ClipGeometry(frames=FRAMES, stride=2, crop=CROP)
 AUG = AugParams()
-SOURCE = "ExternalSource"
+SOURCE = "ExternalSource"       # schema names, as an OpSpec prints them
+PYTHON_FUNCTION = "DLTensorPythonFunctionImpl"  # fn.python_function's
 DECODER = "decode"          # the decoder's operator name in every graph
 GPU_RUN = torch.device("cuda", 0)   # only named here: nothing below touches a GPU
 CPU_RUN = torch.device("cpu")
@@ -32,20 +35,45 @@ TINY = f"{ROOT}/configs/synthetic_tiny.yaml"
 VIDEO = VideoMeta("/no/such/video.webm", 0, 30, 320, 240)
 
 
-def define(role: str, device: str, decode=None) -> graphs.Graph:
-    """The graph of ``role`` (pretraining with a FAME stage, train clips, test clips), defined only."""
-    options = dict(runtime=Runtime(device=device, decode=decode), batch_size=2, aug=AUG)
-    if role == "pretrain":
-        stage = FameStage(fame.FameConfig(branches="both"), return_masks=True)
-        return graphs.pretrain_graph(lambda info: None, crop=CROP, fame_stage=stage, **options)
-    if role == "train":
-        return graphs.train_clip_graph(lambda info: None, crop=CROP, **options)
-    return graphs.eval_clip_graph(lambda info: None, geometry=GEOMETRY, clips_per_video=2, **options)
+@dataclasses.dataclass(frozen=True)
+class Defined:
+    """A graph as defined (not built) and the output nodes its definition handed to DALI."""
+
+    graph: graphs.Graph
+    outputs: tuple
 
 
-def operators(graph: graphs.Graph) -> list:
-    """Every operator instance the graph's outputs depend on."""
-    seen, stack = {}, list(graph.pipe._graph_out)
+@pytest.fixture
+def define(monkeypatch):
+    """define(role, device, decode=None): the graph of ``role`` (pretraining with a FAME stage, train
+    clips, test clips), defined only, with its output nodes as the definition gives them to
+    ``Pipeline.set_outputs``."""
+    given = []
+    set_outputs = Pipeline.set_outputs
+
+    def recording(pipe, *outputs):
+        given.append(outputs)
+        return set_outputs(pipe, *outputs)
+
+    monkeypatch.setattr(Pipeline, "set_outputs", recording)
+
+    def make(role: str, device: str, decode=None) -> Defined:
+        options = dict(runtime=Runtime(device=device, decode=decode), batch_size=2, aug=AUG)
+        if role == "pretrain":
+            stage = FameStage(fame.FameConfig(branches="both"), return_masks=True)
+            graph = graphs.pretrain_graph(lambda info: None, crop=CROP, fame_stage=stage, **options)
+        elif role == "train":
+            graph = graphs.train_clip_graph(lambda info: None, crop=CROP, **options)
+        else:
+            graph = graphs.eval_clip_graph(lambda info: None, geometry=GEOMETRY, clips_per_video=2, **options)
+        return Defined(graph, given.pop())
+
+    return make
+
+
+def operators(defined: Defined) -> list:
+    """Every operator instance the graph's outputs depend on (each DataNode's ``source``)."""
+    seen, stack = {}, list(defined.outputs)
     while stack:
         operator = stack.pop().source
         if id(operator) not in seen:
@@ -54,68 +82,80 @@ def operators(graph: graphs.Graph) -> list:
     return list(seen.values())
 
 
+def described(operator) -> tuple[str, dict[str, str]]:
+    """An operator's schema name and arguments, as its OpSpec prints them ('OpSpec for NAME:' and
+    'key: value' lines under 'Arguments:')."""
+    head, _, arguments = str(operator.spec).partition("Arguments:")
+    name = head.split("OpSpec for ", 1)[1].split(":", 1)[0]
+    pairs = (line.strip().partition(":") for line in arguments.splitlines() if ":" in line)
+    return name, {key: value.strip() for key, _, value in pairs}
+
+
 def kind(operator) -> str:
-    return type(operator._op).__name__
+    return described(operator)[0]
 
 
-def decoder(graph: graphs.Graph):
-    (found,) = [op for op in operators(graph) if op.name == DECODER]
+def device_of(operator) -> str:
+    return described(operator)[1]["device"]
+
+
+def decoder(defined: Defined):
+    (found,) = [op for op in operators(defined) if op.name == DECODER]
     return found
 
 
-def consumers(graph: graphs.Graph, producer) -> list[tuple]:
+def consumers(defined: Defined, producer) -> list[tuple]:
     """(operator, input node) for every input of an operator that ``producer`` makes."""
-    return [(op, node) for op in operators(graph) for node in op.inputs if node.source is producer]
+    return [(op, node) for op in operators(defined) for node in op.inputs if node.source is producer]
 
 
-def placement(graph: graphs.Graph) -> list[tuple[str, str]]:
+def placement(defined: Defined) -> list[tuple[str, str]]:
     """(operator kind, device) of every operator but the sources and the decoder, sorted."""
-    return sorted((kind(op), op._op.device) for op in operators(graph) if kind(op) != SOURCE and op.name != DECODER)
+    return sorted((kind(op), device_of(op)) for op in operators(defined) if kind(op) != SOURCE and op.name != DECODER)
 
 
 ROLES = ("pretrain", "train", "test")
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_hybrid_graph_decodes_on_the_cpu_and_hands_the_frames_to_the_gpu(role):
+def test_hybrid_graph_decodes_on_the_cpu_and_hands_the_frames_to_the_gpu(define, role):
     graph = define(role, "gpu", decode="cpu")
     video = decoder(graph)
-    assert video._op.device == "cpu"
+    assert device_of(video) == "cpu"
     users = consumers(graph, video)
-    assert users and all(node.device == "gpu" and op._op.device == "gpu" for op, node in users)
+    assert users and all(node.device == "gpu" and device_of(op) == "gpu" for op, node in users)
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_hybrid_graph_runs_every_later_operator_as_the_gpu_graph_does(role):
+def test_hybrid_graph_runs_every_later_operator_as_the_gpu_graph_does(define, role):
     hybrid, gpu = define(role, "gpu", decode="cpu"), define(role, "gpu")
     assert placement(hybrid) == placement(gpu)
-    assert hybrid.feeds == gpu.feeds
-    assert "mixed" not in {op._op.device for op in operators(hybrid)}
+    assert hybrid.graph.feeds == gpu.graph.feeds
+    assert "mixed" not in {device_of(op) for op in operators(hybrid)}
 
 
-def test_hybrid_pretraining_runs_the_fame_stage_on_the_gpu():
+def test_hybrid_pretraining_runs_the_fame_stage_on_the_gpu(define):
     (stage,) = [op for op in operators(define("pretrain", "gpu", decode="cpu")) if op.name == "fame"]
-    assert kind(stage) == "PythonFunction" and stage._op.device == "gpu"
+    assert kind(stage) == PYTHON_FUNCTION and device_of(stage) == "gpu"
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_gpu_decoder_is_nvdec_without_thread_pinning(role):
+def test_gpu_decoder_is_nvdec_without_thread_pinning(define, role):
     graph = define(role, "gpu")     # decode defaults to the graph's device
-    video = decoder(graph)
-    assert video._op.device == "mixed"
-    assert video._op._init_args["affine"] is False
-    assert "affine" not in decoder(define(role, "gpu", decode="cpu"))._op._init_args   # a mixed-only argument
+    name, arguments = described(decoder(graph))
+    assert (name, arguments["device"], arguments["affine"]) == ("decoders__Video", "mixed", "False")
+    assert "affine" not in described(decoder(define(role, "gpu", decode="cpu")))[1]   # a mixed-only argument
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_cpu_graph_stays_on_the_cpu(role):
+def test_cpu_graph_stays_on_the_cpu(define, role):
     graph = define(role, "cpu")
-    assert {op._op.device for op in operators(graph)} == {"cpu"}
+    assert {device_of(op) for op in operators(graph)} == {"cpu"}
     assert placement(graph) == placement(define(role, "cpu", decode="cpu"))
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_gpu_decoding_in_a_cpu_graph_is_refused(role):
+def test_gpu_decoding_in_a_cpu_graph_is_refused(define, role):
     with pytest.raises(ValueError, match="decode 'gpu'.*'data.decode'.*pipeline device 'gpu'"):
         define(role, "cpu", decode="gpu")
     with pytest.raises(ValueError, match="decode device must be one of"):
@@ -259,11 +299,11 @@ def test_profile_follows_data_decode_on_a_gpu_run(tiny_data_root, monkeypatch, s
     monkeypatch.setattr(loaders, "videos_from_index", lambda index, **kwargs: [VIDEO])   # NVDEC's size check
     seen = {}
 
-    def first_loader(videos, cut, **kwargs):
-        seen.update(kwargs)
+    def first_loader(videos, steps, fame_stage, settings):
+        seen.update(settings)
         raise LoaderMade
 
-    monkeypatch.setattr(profile, "pretrain_stage_loader", first_loader)
+    monkeypatch.setattr(profile, "stage_loader", first_loader)
     with pytest.raises(LoaderMade):
         profile.profile(tiny_config(tiny_data_root, "device=gpu", f"data.decode={setting}"), GPU_RUN,
                         steps=1, warmup=0, repeats=1)

@@ -1,14 +1,16 @@
 """The pretraining pipeline on the CPU: frame-exact clips, sharding, crops, FAME branches, augmentation."""
 import dataclasses
+import weakref
 
 import numpy as np
 import pytest
 import torch
+from nvidia.dali import Pipeline
 
 import fame
 from pipelines.fame_stage import FameStage
 import pipelines.loader as loader_module
-from pipelines.loader import PretrainBatch, StageCut, pretrain_loader, pretrain_stage_loader
+from pipelines.loader import DeviceHandOver, PretrainBatch, pretrain_loader
 from pipelines.params import AugParams, ClipGeometry, Runtime, Sharding
 from tests.pipelines.conftest import (CODED_FRAMES, GREEN0, GREEN_STEP, RAW_AUG, RED_PER_X, frame_numbers,
                                      green_codes, video_number)
@@ -182,17 +184,21 @@ class RecordingStage(FameStage):
         return super().apply(clips, seed, step)
 
 
-def test_the_stage_gets_the_keys_of_the_batch_it_merges_with_pipelines_taking_turns_and_a_resume(coded_videos):
+def test_the_stage_gets_the_keys_of_the_batch_it_merges_with_pipelines_taking_turns_and_a_resume(coded_videos,
+                                                                                              monkeypatch):
     """The keys reach the stage on the host, by call order: with prefetching pipelines taking
     turns, broken off and resumed mid-epoch, every call's keys are those the sampler planned
     for the very batch whose clips the call got, and the steps the loader served are all there."""
-    settings = dict(clip=CLIP, batch_size=2, runtime=Runtime(pipelines=2, prefetch=3), shard=Sharding(), aug=RAW_AUG)
-    first_stage, resumed_stage = RecordingStage(fame.FameConfig()), RecordingStage(fame.FameConfig())
-    first = pretrain_stage_loader(coded_videos, StageCut(), fame_stage=first_stage, **settings)
+    settings = dict(clip=CLIP, batch_size=2, runtime=Runtime(pipelines=2, prefetch=3), shard=Sharding(), aug=RAW_AUG,
+                    fame_cfg=fame.FameConfig())
+    stages = []
+    monkeypatch.setattr(loader_module, "FameStage", lambda cfg, **options: stages.append(RecordingStage(cfg)) or stages[-1])
+    first = pretrain_loader(coded_videos, **settings)
     for taken, _ in enumerate(first, start=1):
         if taken == 3:
             break
-    resumed = pretrain_stage_loader(coded_videos, StageCut(), fame_stage=resumed_stage, **settings)
+    resumed = pretrain_loader(coded_videos, **settings)
+    first_stage, resumed_stage = stages
     resumed.load_state_dict(first.state_dict())           # epoch 0 step 3: the pipelines start at an odd step
     steps = len(first)
     served = 0
@@ -232,34 +238,47 @@ class FakeEvent:
         self.waited = self.passed = True
 
 
+class Outputs:
+    """Stands for one batch of DALI's outputs: the test watches whether anything still holds it."""
+
+
 def test_gpu_outputs_are_held_until_torch_has_run_the_copies_of_them(monkeypatch):
     """DALI's GPU outputs are let go only once the event after their copies has passed,
     checked without waiting; closing waits for the last copy."""
     events = []
     monkeypatch.setattr(torch.cuda, "Event", lambda: events.append(FakeEvent()) or events[-1])
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: "torch's stream")
-    handover = loader_module._DeviceHandOver(torch.device("cuda", 0))
-    handover.hold("batch 0")
-    handover.hold("batch 1")
-    assert [outputs for _, outputs in handover._pending] == ["batch 0", "batch 1"]
+    handover = DeviceHandOver(torch.device("cuda", 0))
+    batches = [Outputs() for _ in range(3)]
+    alive = [weakref.ref(batch) for batch in batches]
+    handover.hold(batches[0])
+    handover.hold(batches[1])
+    del batches[:2]
+    assert [ref() is not None for ref in alive[:2]] == [True, True]
     assert events[0].stream == "torch's stream"
     events[0].passed = True
-    handover.hold("batch 2")
-    assert [outputs for _, outputs in handover._pending] == ["batch 1", "batch 2"]
+    handover.hold(batches.pop())
+    assert [ref() is not None for ref in alive] == [False, True, True]
     handover.wait_all()
-    assert events[-1].waited and not events[1].waited and not handover._pending
+    assert events[-1].waited and not events[1].waited and [ref() for ref in alive] == [None, None, None]
+
+
+class RanOnce(Exception):
+    """Stops a pipeline run once its arguments are seen."""
 
 
 def test_a_gpu_loader_runs_dali_on_torchs_current_stream(coded_videos, monkeypatch):
     """Pipeline.run(cuda_stream) orders DALI's outputs on torch's stream: no wait on the host."""
     streams = []
 
-    class FakePipe:
-        def run(self, *stream):
-            streams.append(stream)
-            return ("outputs",)
+    def run(pipe, *stream):
+        streams.append(stream)
+        raise RanOnce
 
+    monkeypatch.setattr(Pipeline, "run", run)
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: f"stream of {device}")
     data = loader(coded_videos)
     data.device = torch.device("cuda", 0)
-    assert data._run(FakePipe()) == ("outputs",) and streams == [("stream of cuda:0",)]
+    with pytest.raises(RuntimeError, match="input pipeline"):
+        next(iter(data))
+    assert streams == [("stream of cuda:0",)]

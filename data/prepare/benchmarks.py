@@ -1,7 +1,6 @@
-"""File lists for the real benchmarks, built from their official annotation files, and for a
-folder of your own videos, one folder per class.
+"""File lists for the real benchmarks, built from their official annotation files.
 
-Every preparer writes into ``out``: ``trainlist.txt`` and ``testlist.txt``
+Every preparer writes into ``out`` (data.prepare.lists): ``trainlist.txt`` and ``testlist.txt``
 (``relative/path label``, paths relative to ``out``, 0-based labels) and
 ``classInd.txt`` (1-based names). Listed videos that are not on disk are left
 out of the lists and reported (count and first names); ``strict=True`` raises
@@ -29,76 +28,25 @@ Where each preparer looks under ``root`` (first match wins):
   ``<vid_name>.mp4`` in ``root/rgb``, ``root/videos`` or ``root``. Class names come from
   ``Diving48_vocab.json`` (each entry a name or a list of words joined by ``_``)
   when present, else the label numbers.
-- A folder of your own (``prepare_folder``, torchvision's DatasetFolder layout):
-  ``root/<class>/**/<video>`` with any container FFmpeg reads (by extension,
-  ``VIDEO_EXTENSIONS``); classes are the sorted names of the folders holding videos, and
-  each class is split on its own (``--val-fraction``, ``--seed``). Videos directly in
-  ``root`` with no class folders make an unlabelled trainlist (label 0) for pretraining.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import logging
 import os
-import random
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from data.filelist import READ_ENCODING, read_class_names, write_class_names, write_file_list
-from data.index import build_index
-from data.transcode import TranscodeReport, transcode_list
-from data.video_io import DALI_CPU_CODECS
+from data.filelist import READ_ENCODING, read_class_names
+from data.prepare.lists import PrepareReport, write_prepared
 
-log = logging.getLogger(__name__)
-
-TRAIN_LIST = "trainlist.txt"
-TEST_LIST = "testlist.txt"
-CLASS_NAMES_FILE = "classInd.txt"
-LIST_FOR_SPLIT = {"train": TRAIN_LIST, "test": TEST_LIST}
 OFFICIAL_SPLITS = (1, 2, 3)
-NAMES_IN_REPORT = 5
 
 HMDB_TRAIN, HMDB_TEST, HMDB_UNUSED = 1, 2, 0
 KINETICS_COLUMNS = ("label", "youtube_id", "time_start", "time_end", "split")
 KINETICS_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi")
 KINETICS_SEARCH_DEPTH = 2
 DIVING48_KEYS = ("vid_name", "label")
-
-VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts",
-                              ".mts", ".m2ts", ".wmv", ".flv", ".ogv", ".3gp"})
-DEFAULT_VAL_FRACTION = 0.2
-MIN_VIDEOS_TO_SPLIT = 2      # a class with fewer videos goes to the training list only
-UNLABELLED = 0               # the label of every video of a folder without class folders
-SOURCE_LISTS_DIR = "source"  # with transcode: the lists of the original files, below ``out``
-
-
-@dataclass
-class PrepareReport:
-    """What a preparer wrote: list paths, videos per split, and the listed videos it did not find."""
-
-    dataset: str
-    out: Path
-    class_names: list[str]
-    lists: dict[str, Path] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
-    missing: dict[str, list[str]] = field(default_factory=dict)
-
-    def summary(self) -> str:
-        lines = [f"{self.dataset}: {len(self.class_names)} classes -> {self.out}"]
-        for split, path in self.lists.items():
-            missing = self.missing.get(split, [])
-            line = f"  {split}: {self.counts[split]} videos in {path}"
-            if missing:
-                line += f"; {len(missing)} missing, left out: {_first_names(missing)}"
-            lines.append(line)
-        return "\n".join(lines)
-
-
-def _first_names(names: list[str]) -> str:
-    shown = ", ".join(names[:NAMES_IN_REPORT])
-    return shown + (f" ... (+{len(names) - NAMES_IN_REPORT} more)" if len(names) > NAMES_IN_REPORT else "")
 
 
 def _find_file(root: Path, name: str, subdirs: tuple[str, ...]) -> Path:
@@ -121,34 +69,6 @@ def _find_video_dir(root: Path, subdirs: tuple[str, ...], relpaths: list[str]) -
 def _check_split(split: int) -> None:
     if split not in OFFICIAL_SPLITS:
         raise ValueError(f"split must be one of {OFFICIAL_SPLITS}, got {split}")
-
-
-def write_prepared(dataset: str, out: str | os.PathLike, class_names: list[str],
-                   splits: dict[str, list[tuple[Path, int]]], strict: bool = False) -> PrepareReport:
-    """Write the lists of existing videos and classInd.txt (when there are class names); report
-    (or, if ``strict``, raise on) missing ones."""
-    out = Path(out)
-    report = PrepareReport(dataset, out, list(class_names))
-    missing_by_split = {
-        split: [str(path) for path, _ in items if not path.is_file()] for split, items in splits.items()
-    }
-    if strict and any(missing_by_split.values()):
-        missing = [name for names in missing_by_split.values() for name in names]
-        raise FileNotFoundError(f"{dataset}: {len(missing)} listed videos are missing: {_first_names(missing)}")
-    out.mkdir(parents=True, exist_ok=True)
-    for split, items in splits.items():
-        present = [(path, label) for path, label in items if path.is_file()]
-        list_path = out / LIST_FOR_SPLIT[split]
-        write_file_list(list_path, [(os.path.relpath(path, out), label) for path, label in present])
-        report.lists[split] = list_path
-        report.counts[split] = len(present)
-        report.missing[split] = missing_by_split[split]
-        if missing_by_split[split]:
-            log.warning("%s %s: %d listed videos missing, left out: %s", dataset, split,
-                        len(missing_by_split[split]), _first_names(missing_by_split[split]))
-    if class_names:
-        write_class_names(out / CLASS_NAMES_FILE, class_names)
-    return report
 
 
 def _numbered_lines(path: Path):
@@ -355,182 +275,3 @@ PREPARERS = {
 }
 SPLIT_DATASETS = ("ucf101", "hmdb51")
 
-
-# ------------------------------------------------------- a folder of your own ----
-@dataclass
-class FolderScan:
-    """The videos under a folder: per class in sorted class-name order (one class named '' when
-    unlabelled), and the files and folders left out, each as 'relative/path (why)'."""
-
-    classes: dict[str, list[Path]]
-    unlabelled: bool
-    skipped: list[str]
-
-    def without(self, paths: set[str]) -> "FolderScan":
-        """The same scan less the videos at these absolute paths (every class kept, so labels stay)."""
-        kept = {name: [video for video in videos if os.path.abspath(video) not in paths]
-                for name, videos in self.classes.items()}
-        return FolderScan(kept, self.unlabelled, self.skipped)
-
-    def splits(self, val_fraction: float, seed: int) -> dict[str, list[tuple[Path, int]]]:
-        """The (video, label) pairs per list: stratified train/test, or every video in train with
-        label UNLABELLED."""
-        if self.unlabelled:
-            return {"train": [(path, UNLABELLED) for videos in self.classes.values() for path in videos]}
-        return split_by_class(self.classes, val_fraction, seed)
-
-    def train_only(self) -> list[str]:
-        """Classes with too few videos to appear in the test list."""
-        if self.unlabelled:
-            return []
-        return [name for name, videos in self.classes.items() if len(videos) < MIN_VIDEOS_TO_SPLIT]
-
-
-@dataclass
-class FolderReport:
-    """What prepare_folder wrote: the lists of the originals, the unusable videos it left out,
-    the files it skipped, and the transcoded copies' reports (when asked for)."""
-
-    prepared: PrepareReport
-    scan: FolderScan
-    unusable: list[str] = field(default_factory=list)
-    codecs: set[str] = field(default_factory=set)
-    transcoded: list[TranscodeReport] = field(default_factory=list)
-
-    def summary(self) -> str:
-        lines = [self.prepared.summary()]
-        if self.scan.unlabelled:
-            lines.append("  no class folders: every video is listed with label 0, for pretraining only; "
-                         "a linear probe needs one folder per class")
-        if self.scan.train_only():
-            lines.append(f"  in the train list only (fewer than {MIN_VIDEOS_TO_SPLIT} usable videos): "
-                         f"{_first_names(self.scan.train_only())}")
-        if self.unusable:
-            lines.append(f"  {len(self.unusable)} unusable, left out: {_first_names(self.unusable)}")
-        if self.scan.skipped:
-            lines.append(f"  {len(self.scan.skipped)} skipped: {_first_names(self.scan.skipped)}")
-        lines += [f"  {report.summary()}" for report in self.transcoded]
-        if self.transcoded:
-            lines.append(f"  lists of the copies: {', '.join(str(r.list_path) for r in self.transcoded)}")
-        elif self.codecs - DALI_CPU_CODECS:
-            lines.append(f"  {', '.join(sorted(self.codecs - DALI_CPU_CODECS))} decode only on a GPU (NVDEC); "
-                         f"add --transcode vp9 for copies a CPU run decodes")
-        return "\n".join(lines)
-
-
-def _videos_below(folder: Path, root: Path) -> tuple[list[Path], list[str]]:
-    """Videos (by extension) anywhere below ``folder``, sorted, and the other files as skipped
-    entries; hidden files and folders are passed over."""
-    videos, skipped = [], []
-    for here, folders, files in os.walk(folder, followlinks=True):
-        folders[:] = sorted(name for name in folders if not name.startswith("."))
-        for name in sorted(files):
-            path = Path(here) / name
-            if path.suffix.lower() in VIDEO_EXTENSIONS:
-                videos.append(path)
-            elif not name.startswith("."):
-                skipped.append(f"{path.relative_to(root)} (not a video by its extension)")
-    return videos, skipped
-
-
-def scan_video_folder(root: str | os.PathLike) -> FolderScan:
-    """The class folders of ``root`` and their videos, or ``root``'s own videos when it has no
-    class folders (unlabelled)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no such folder of videos")
-    classes: dict[str, list[Path]] = {}
-    loose: list[Path] = []
-    skipped: list[str] = []
-    for item in sorted(root.iterdir()):
-        if item.name.startswith("."):
-            continue
-        if item.is_dir():
-            videos, others = _videos_below(item, root)
-            skipped += others
-            if videos:
-                classes[item.name] = videos
-            else:
-                skipped.append(f"{item.name}/ (no videos)")
-        elif item.suffix.lower() in VIDEO_EXTENSIONS:
-            loose.append(item)
-        else:
-            skipped.append(f"{item.name} (not a video by its extension)")
-    if classes:
-        skipped += [f"{path.name} (not in a class folder)" for path in loose]
-        return FolderScan(classes, False, skipped)
-    if not loose:
-        raise ValueError(f"no videos in {root} or its class folders (by extension: "
-                         f"{', '.join(sorted(VIDEO_EXTENSIONS))})")
-    return FolderScan({"": loose}, True, skipped)
-
-
-def split_class(videos: list[Path], val_fraction: float, rng: random.Random) -> tuple[list[Path], list[Path]]:
-    """(train, test) of one class: ``round(val_fraction * n)`` videos drawn by ``rng`` for test,
-    at least one in each split when the class has MIN_VIDEOS_TO_SPLIT or more, else all for train."""
-    if len(videos) < MIN_VIDEOS_TO_SPLIT:
-        return list(videos), []
-    order = sorted(videos)
-    rng.shuffle(order)
-    test_count = min(max(round(val_fraction * len(order)), 1), len(order) - 1)
-    return sorted(order[test_count:]), sorted(order[:test_count])
-
-
-def split_by_class(classes: dict[str, list[Path]], val_fraction: float,
-                   seed: int) -> dict[str, list[tuple[Path, int]]]:
-    """Stratified train/test split: each class (label = its position in ``classes``) split on its
-    own, with a generator seeded by ``seed`` and the class name, so a class's split does not
-    change when other classes come or go."""
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"--val-fraction must lie in (0, 1), got {val_fraction}")
-    splits: dict[str, list[tuple[Path, int]]] = {"train": [], "test": []}
-    for label, (name, videos) in enumerate(classes.items()):
-        train, test = split_class(videos, val_fraction, random.Random(f"{seed}/{name}"))
-        splits["train"] += [(path, label) for path in train]
-        splits["test"] += [(path, label) for path in test]
-    return splits
-
-
-def _probe_lists(lists: list[Path], workers: int) -> tuple[dict[str, str], set[str]]:
-    """Probe the videos of the lists (data.index, cached beside each list): the unusable ones as
-    {absolute path: reason} and the codecs of the usable ones."""
-    unusable: dict[str, str] = {}
-    codecs: set[str] = set()
-    for list_path in lists:
-        index = build_index(list_path, workers=workers)
-        unusable |= {record.path: record.reason for record in index.bad()}
-        codecs |= {record.codec for record in index.good()}
-    return unusable, codecs
-
-
-def _check_out_outside_root(root: Path, out: Path) -> None:
-    """Transcoded copies inside ``root`` would be listed as videos of their own on the next run."""
-    if out.resolve().is_relative_to(root.resolve()):
-        raise ValueError(f"--out {out} lies inside --root {root}: the transcoded copies would be read as "
-                         f"more videos on the next run; choose an --out folder outside {root}")
-
-
-def prepare_folder(root: str | os.PathLike, out: str | os.PathLike, val_fraction: float = DEFAULT_VAL_FRACTION,
-                   seed: int = 0, transcode: str | None = None, workers: int = 1) -> FolderReport:
-    """Lists for a folder of class folders (or of unlabelled videos), unusable videos left out.
-
-    The videos are probed first and the split is made of the usable ones. With ``transcode``
-    (a codec of data.video_io.CODECS) the lists of the originals go to ``out/source`` and ``out``
-    gets copies in that codec, mirroring ``root``'s layout, with lists of the same names."""
-    root, out = Path(root), Path(out)
-    if transcode:
-        _check_out_outside_root(root, out)
-    scan = scan_video_folder(root)
-    list_dir = out / SOURCE_LISTS_DIR if transcode else out
-    class_names = [] if scan.unlabelled else list(scan.classes)
-    prepared = write_prepared("folder", list_dir, class_names, scan.splits(val_fraction, seed))
-    unusable, codecs = _probe_lists(list(prepared.lists.values()), workers)
-    if unusable:
-        scan = scan.without(set(unusable))
-        prepared = write_prepared("folder", list_dir, class_names, scan.splits(val_fraction, seed))
-    named = sorted(f"{os.path.relpath(path, root)} ({reason})" for path, reason in unusable.items())
-    report = FolderReport(prepared, scan, named, codecs)
-    if transcode:
-        report.transcoded = [transcode_list(list_path, out, codec=transcode, workers=workers, source_base=root)
-                             for list_path in prepared.lists.values()]
-    return report
