@@ -140,7 +140,7 @@ def _array_module(array):
     """NumPy for host arrays, CuPy (imported only then) for device arrays."""
     if isinstance(array, np.ndarray):
         return np
-    import cupy     # imported here: the GPU's, absent from a CPU-only install
+    import cupy  # lazy: the GPU's, absent from a CPU-only install
     return cupy
 
 

@@ -4,7 +4,7 @@ Early is a clip starting at frame 0, middle one starting half way, late the last
 Three decoders decode the same clips: DALI handed the bytes from the keyframe before the clip
 (what the loaders do, pipelines.segments), DALI handed the whole file (every frame from the
 first is decoded), and PyAV seeking to the keyframe (the profile's baseline,
-pipelines.baseline.decode_frames). The cost is CPU time per clip (every thread of the process:
+measure.baseline.decode_frames). The cost is CPU time per clip (every thread of the process:
 on a shared machine the steadier figure) and wall time per clip, the best of ``repeats`` passes.
 
 ``describe_videos`` says what data a measurement ran on: sizes, lengths, codecs, containers and
@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from data.index import VideoIndex
-from pipelines.baseline import decode_frames
+from measure.baseline import decode_frames
 from pipelines.feeds import FRAMES
 from pipelines.graphs import PRETRAIN_STEPS, pretrain_graph
 from pipelines.params import AugParams, ClipGeometry, Runtime
