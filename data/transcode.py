@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 # The keyframe interval of the copies, chosen by measurement (runners.keyframes; docs/benchmarks.md,
 # "Keyframe interval"): the loaders decode a clip from the keyframe before it.
-DEFAULT_GOP = 8
+DEFAULT_GOP = 16
 GOP_REASON = "measured: docs/benchmarks.md, Keyframe interval"
 FALLBACK_FPS = 30.0
 NAMES_IN_REPORT = 5

@@ -128,23 +128,28 @@ def format_costs(costs: dict[str, dict[str, ClipCost]]) -> str:
 
 def describe_videos(index: VideoIndex) -> dict:
     """What a list's usable videos are: count, sizes, frames (min, mean, max), fps, codecs,
-    containers, the median keyframe interval and the share that can be cut at keyframes."""
+    containers, keyframes per video (median), the median interval between keyframes (None when
+    no video has two) and the share that can be cut at keyframes."""
     good = index.good()
-    intervals = [float(np.median(np.diff(np.append(r.keyframe_indices(), r.frames)))) for r in good if r.keyframes]
+    keyframes = [r.keyframe_indices() for r in good if r.keyframes]
+    intervals = [float(np.median(np.diff(k))) for k in keyframes if len(k) > 1]
     frames = [r.frames for r in good]
     return {"list": str(index.list_path), "videos": len(good),
             "sizes": sorted({f"{r.width}x{r.height}" for r in good}),
             "frames": [min(frames), round(statistics.mean(frames), 1), max(frames)] if frames else [],
             "fps": sorted({round(r.fps, 2) for r in good}), "codecs": sorted({r.codec for r in good}),
             "containers": sorted({r.container for r in good}),
+            "keyframes_per_video": statistics.median(len(k) for k in keyframes) if keyframes else None,
             "keyframe_interval": statistics.median(intervals) if intervals else None,
             "cut_at_keyframes": sum(bool(r.cuts) for r in good) / max(1, len(good))}
 
 
 def format_description(data: dict) -> str:
     frames = "-".join(str(f) for f in data["frames"][::2]) + f" (mean {data['frames'][1]})" if data["frames"] else "?"
-    interval = data["keyframe_interval"]
-    keyframes = f"a keyframe every {interval:g} frames (median)" if interval else "keyframes not indexed"
+    interval, count = data["keyframe_interval"], data["keyframes_per_video"]
+    keyframes = f"{count:g} keyframes a video (median)" if count else "keyframes not indexed"
+    if interval:
+        keyframes += f", one every {interval:g} frames"
     return (f"data: {data['list']}: {data['videos']} videos, {', '.join(data['sizes'])}, {frames} frames, "
             f"{'/'.join(map(str, data['fps']))} fps, {', '.join(data['codecs'])} in {', '.join(data['containers'])}, "
             f"{keyframes}, {100 * data['cut_at_keyframes']:.0f}% cut at keyframes")

@@ -12,6 +12,7 @@ import pytest
 
 from data.filelist import read_class_names, read_file_list
 from data.index import build_index
+from data.transcode import DEFAULT_GOP
 from data.video_io import write_video
 from runners.prepare import main
 
@@ -183,6 +184,7 @@ def test_the_printed_transcode_command_works_as_printed(h264_lists, capsys):
     result = subprocess.run(command, shell=True, cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == f"train on the copies with: data.root={out}"
+    assert f"keyframes: one every {DEFAULT_GOP} frames (measured: docs/benchmarks.md" in result.stdout
     assert _listed(out / "trainlist.txt") == [("walk/a.webm", 0), ("run/c.webm", 1)]
     assert _listed(out / "testlist.txt") == [("walk/b.webm", 0), ("run/d.webm", 1)]
     for name in ("trainlist.txt", "testlist.txt"):
