@@ -33,7 +33,7 @@ from data.video_io import VideoWriter, codec_setting, expected_frames, stream_fp
 
 log = logging.getLogger(__name__)
 
-# The keyframe interval of the copies, chosen by measurement (runners.keyframes; docs/benchmarks.md,
+# The keyframe interval of the copies, chosen by measurement (measure.keyframes; docs/benchmarks.md,
 # "Keyframe interval"): the loaders decode a clip from the keyframe before it.
 DEFAULT_GOP = 16
 GOP_REASON = "measured: docs/benchmarks.md, Keyframe interval"

@@ -11,6 +11,7 @@ pipeline gets as threads), each with one BLAS thread.
 from __future__ import annotations
 
 import math
+import time
 
 import av
 import numpy as np
@@ -151,14 +152,33 @@ class PyAVPretrainBatches(torch.utils.data.Dataset):
         return self._finish(query, plan, QUERY), self._finish(key, plan, KEY), label, index
 
 
+class CpuTimed(torch.utils.data.Dataset):
+    """Item i of ``dataset`` with the CPU time the process that made it spent on it: (item, seconds).
+    The workers run under a fork server, not as this process's children, so their CPU time is
+    counted where it is spent."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: int):
+        started = time.process_time()
+        made = self.dataset[item]
+        return made, time.process_time() - started
+
+
 def pyav_pretrain_loader(sampler: PretrainSampler, fame_cfg: fame.FameConfig | None, *, first_epoch: int = 0,
-                         epochs: int = 1, num_workers: int = 2,
-                         batches: int | None = None) -> torch.utils.data.DataLoader:
+                         epochs: int = 1, num_workers: int = 2, batches: int | None = None,
+                         cpu_timed: bool = False) -> torch.utils.data.DataLoader:
     """Batches of the PyAV + NumPy pipeline in step order over ``epochs`` epochs (only the
     first ``batches`` of them when given), made by ``num_workers`` processes (0: here), started
     from a fork server: the profile runs it beside DALI's threads and CUDA, which a fork would copy
-    mid-flight (data.parallel)."""
+    mid-flight (data.parallel). With ``cpu_timed`` each item is (batch, CPU seconds it took)."""
     dataset = PyAVPretrainBatches(sampler, fame_cfg, first_epoch, epochs)
+    if cpu_timed:
+        dataset = CpuTimed(dataset)
     if batches is not None:
         dataset = torch.utils.data.Subset(dataset, range(min(batches, len(dataset))))
     return torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,

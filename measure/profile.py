@@ -11,7 +11,7 @@ A stage's cost is the growth in ms per batch over the row before (stages overlap
 DALI's executor, so these are marginal costs). The python FAME stage is also timed from
 inside. A plain PyAV + NumPy loader (same videos, clips, crops and draws, as many
 worker processes as train.pipelines x train.num_threads DALI threads) is timed as the baseline.
-Then the decode cost of one clip early, in the middle and late in a video (runners.positions),
+Then the decode cost of one clip early, in the middle and late in a video (measure.positions),
 and what the videos are (size, length, codec, keyframe interval), so that every figure says
 what data it was measured on.
 
@@ -52,7 +52,7 @@ from engine.logger import GIB
 from engine.errors import run_command
 from data.index import build_index
 from engine.config import data_path
-from runners.positions import ClipCost, clip_costs, describe_videos, format_costs, format_description
+from measure.positions import ClipCost, clip_costs, describe_videos, format_costs, format_description
 
 PROFILE_FILE = "profile.json"
 DEFAULT_STEPS, DEFAULT_WARMUP, DEFAULT_REPEATS = 10, 2, 3
@@ -127,20 +127,26 @@ def warmups(cfg: C.Config, warmup: int) -> tuple[int, int]:
 
 
 def time_baseline(sampler, fame_cfg, workers: int, steps: int, warmup: int) -> Timing:
-    """The PyAV + NumPy loader; its CPU time (workers included, counted once they exit) per batch
-    covers the warm-up batches and the workers' start too, so it errs on the high side. Its
-    workers may outnumber the cores, as the DALI threads do: torch's warning about that is
+    """The PyAV + NumPy loader. Its CPU time per batch is what the worker processes spent making
+    the timed batches (each measures its own) plus this process's time while they were timed.
+    Its workers may outnumber the cores, as the DALI threads do: torch's warning about that is
     not shown."""
     total = warmup + steps
     epochs = 1 + total // max(1, len(sampler))
-    cpu = _cpu_seconds()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
-        batches = iter(pyav_pretrain_loader(sampler, fame_cfg, epochs=epochs, num_workers=workers, batches=total))
-        wall = time_batches(batches, steps, warmup, lambda: None).wall
-        for _ in batches:          # exhausting the loader joins its workers, so their CPU time is counted
+        batches = iter(pyav_pretrain_loader(sampler, fame_cfg, epochs=epochs, num_workers=workers, batches=total,
+                                            cpu_timed=True))
+        for _ in range(warmup):
+            next(batches)
+        started, cpu, worker_cpu = time.perf_counter(), _cpu_seconds(), 0.0
+        for _ in range(steps):
+            worker_cpu += float(next(batches)[1])
+        wall = (time.perf_counter() - started) / steps
+        own_cpu = _cpu_seconds() - cpu
+        for _ in batches:          # exhausting the loader joins its workers
             pass
-    return Timing(wall, (_cpu_seconds() - cpu) / total)
+    return Timing(wall, ((worker_cpu if workers else 0.0) + own_cpu) / steps)   # no workers: all of it is own
 
 
 def stage_loader(videos, steps, fame_stage, settings: dict) -> VideoLoader:

@@ -49,6 +49,10 @@ def test_profile_writes_a_table_and_json(tiny_data_root, tmp_path, capsys):
     assert [row["stage"] for row in result["stages"]] == [name for name, _, _ in profile.ROWS]
     assert all(row["clips_per_s"] > 0 and row["cpu_seconds_per_batch"] >= 0 for row in result["stages"])
     assert result["baseline"]["clips_per_s"] > 0 and result["fame_op"]["clips_per_s"] > 0
+    # The baseline's workers decode and augment: their CPU time counts (a fork server's children
+    # are not this process's, so the time is measured in them), and it is not less than half of
+    # what DALI's decoding alone costs.
+    assert result["baseline"]["cpu_seconds_per_batch"] > 0.5 * result["stages"][0]["cpu_seconds_per_batch"]
     assert set(result["ratios"]) >= {"full_vs_decode", "full_vs_baseline"}
     assert result["baseline_workers"] == result["pipelines"] * result["num_threads"] == 4   # synthetic.yaml: 2 x 2
     assert (result["warmup"], result["baseline_warmup"]) == (4, 8)   # what each can have in the making

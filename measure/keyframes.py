@@ -1,6 +1,6 @@
 """The keyframe interval's trade-off, measured: what ``prepare transcode`` should write.
 
-    python -m runners.keyframes --list LIST [--videos 8] [--gops 8,16,32,64,250] [--out DIR]
+    python -m measure.keyframes --list LIST [--videos 8] [--gops 8,16,32,64,250] [--out DIR]
                                 [--batch-size 4] [--repeats 3]
 
 The first ``--videos`` videos of LIST are transcoded to VP9 WebM (data.transcode, one
@@ -8,7 +8,7 @@ process) once per keyframe interval. Per interval: the transcode's time per vide
 the source included), the copies' size, and the decode cost of one clip (the profile's
 clip geometry: 16 frames at stride 2) early, in the middle and late in a video, decoded by
 DALI from the keyframe before it (the loaders' way), by DALI from the file's first frame, and
-by PyAV seeking (runners.positions). A short interval costs bytes and keyframes, which are dearer
+by PyAV seeking (measure.positions). A short interval costs bytes and keyframes, which are dearer
 to decode; a long one costs the frames between the keyframe and the clip.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from engine.errors import run_command
 from engine.setup import setup_logging
 from pipelines.params import ClipGeometry, Runtime
 from pipelines.videos import videos_from_index
-from runners.positions import POSITIONS, clip_costs
+from measure.positions import POSITIONS, clip_costs
 
 DEFAULT_GOPS = (8, 16, 32, 64, 250)
 DEFAULT_VIDEOS, DEFAULT_BATCH, DEFAULT_REPEATS = 8, 4, 3
@@ -76,7 +76,7 @@ def format_rows(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
-    parser = argparse.ArgumentParser(prog="python -m runners.keyframes", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m measure.keyframes", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--list", required=True, dest="list_path", help="the source videos' list")
     parser.add_argument("--videos", type=int, default=DEFAULT_VIDEOS)

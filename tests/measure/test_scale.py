@@ -1,11 +1,11 @@
-"""runners.scale: a long list of links to a few videos, and the start-up it times."""
+"""measure.scale: a long list of links to a few videos, and the start-up it times."""
 import json
 import os
 
 import pytest
 
 from data.filelist import read_file_list
-from runners import scale
+from measure import scale
 from tests.conftest import ROOT
 
 TINY = os.path.join(ROOT, "configs", "synthetic_tiny.yaml")

@@ -1,8 +1,8 @@
 """Start-up and host memory of the pretraining loader at Kinetics scale.
 
-    python -m runners.scale links --list LIST --entries 240000 --out DIR
-    python -m runners.scale startup --config C [key=value ...] [--out FILE]
-    python -m runners.scale epoch --config C [key=value ...] [--every 50] [--out FILE]
+    python -m measure.scale links --list LIST --entries 240000 --out DIR
+    python -m measure.scale startup --config C [key=value ...] [--out FILE]
+    python -m measure.scale epoch --config C [key=value ...] [--every 50] [--out FILE]
 
 ``links`` writes DIR/trainlist.txt with ``--entries`` lines whose videos are symbolic links
 (DIR/links/<n // 1000>/<n>.<ext>) to LIST's videos in turn, labels kept: a list as long as
@@ -149,7 +149,7 @@ def _print_epoch(result: dict) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m runners.scale", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m measure.scale", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     links = commands.add_parser("links", help="a long list of links to a list's videos")
