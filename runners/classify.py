@@ -29,6 +29,7 @@ from engine.evaluation import (check_pretrained_path, evaluate_classifier, load_
                                write_results)
 from engine.fit import Schedule, Task, fit, require_full_batches
 from engine.loaders import build_test_clips_loader, build_train_clips_loader, check_list_labels
+from engine.reference import format_reference
 from engine.models import make_backbone
 from engine.setup import amp_dtype, broadcast_buffers, end_run, parse_cli, start_run
 from engine.steps import ClassifierStep, Update, make_optimizer
@@ -101,6 +102,7 @@ def main(cfg: Config) -> dict:
         fitted.logger.log({f"test/{k}": v for k, v in metrics.items()}, fitted.step)
         fitted.logger.summary({"step": fitted.step, **metrics})
         print(format_results(record, probe.clips_per_video, path))
+        print(format_reference(cfg.reference, cfg.data.num_classes, probe.protocol))
     end_run(fitted.logger)
     return record
 
