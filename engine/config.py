@@ -83,7 +83,8 @@ class ModelConfig:
     # small3d only: its global pool (models/backbones.py)
     pool: Literal["avg", "max"] = field(default="avg", metadata=resumes(PROBE))
     checkpoint: Optional[str] = field(default=None, metadata=resumes(PROBE))   # local torchvision weights to start from
-    head: Literal["mlp", "linear"] = "mlp"
+    head: Literal["mlp", "linear", "mlp_bn"] = "mlp"   # mlp_bn: MoCo v3's, batch norm in the projection
+    predictor_dim: int = field(default=0, metadata=bounded(0))   # query-branch predictor's hidden width, 0: none
     dim: int = field(default=128, metadata=bounded(1))
     K: int = field(default=2048, metadata=bounded(1))
     m: float = field(default=0.999, metadata=bounded(0.0, 1.0))
@@ -91,6 +92,7 @@ class ModelConfig:
     symmetric: bool = True
     shuffle_bn_groups: int = field(default=2, metadata=bounded(1))
     batch_negatives: bool = False     # also contrast with the step's other keys (models/moco.py)
+    drop_own_keys: bool = False       # leave the queue's keys of a query's own video out of its negatives
 
 
 @dataclass
@@ -138,6 +140,19 @@ class EvalConfig:
 
 
 @dataclass
+class ReferenceConfig:
+    """Measured figures a run on this config's data is compared against, printed at the end of
+    runners.pretrain and runners.classify (engine.reference); null: not measured. Linear video
+    top-1 (%) on the test split of MoCo without FAME and of MoCo + FAME with this config's
+    recipe, and of the supervised control on the same data; ``note`` says where and how they
+    were measured (seeds, docs/benchmarks.md)."""
+    moco_top1: Optional[float] = field(default=None, metadata=bounded(0.0, 100.0))
+    fame_top1: Optional[float] = field(default=None, metadata=bounded(0.0, 100.0))
+    control_top1: Optional[float] = field(default=None, metadata=bounded(0.0, 100.0))
+    note: str = ""
+
+
+@dataclass
 class RunConfig:
     dir: str = "runs"
     name: Optional[str] = None   # default: <config file stem>-<YYYYmmdd-HHMMSS>
@@ -164,6 +179,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig, metadata=resumes(PRETRAIN))
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     run: RunConfig = field(default_factory=RunConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     source: Optional[str] = None   # the experiment file this was loaded from (set by load_config)

@@ -59,11 +59,12 @@ def apply_update(loss: torch.Tensor, model: nn.Module, update: Update) -> None:
 
 
 def moco_step(model: nn.Module, q: torch.Tensor, k: torch.Tensor, update: Update, step: int,
-              watch: Optional[LossWatch] = None) -> MoCoOutput:
+              watch: Optional[LossWatch] = None, ids: Optional[torch.Tensor] = None) -> MoCoOutput:
     """One MoCo step on query and key clips: forward (enqueues the keys), backward, SGD step,
-    then θk ← m θk + (1 - m) θq. ``model``: MoCo, or MoCo under DDP."""
+    then θk ← m θk + (1 - m) θq. ``model``: MoCo, or MoCo under DDP. ``ids``: the clips'
+    video indices, for model.drop_own_keys."""
     with autocast(q.device, update.amp):
-        out = model(q, k)
+        out = model(q, k) if ids is None else model(q, k, ids)
     check_loss(out.loss, step, watch)
     apply_update(out.loss, model, update)
     unwrap_module(model).momentum_update()
@@ -82,13 +83,16 @@ def classifier_step(model: nn.Module, clips: torch.Tensor, labels: torch.Tensor,
 
 
 class MocoStep(NamedTuple):
-    """fit's step for pretraining: a PretrainBatch's query and key, in the model's memory format."""
+    """fit's step for pretraining: a PretrainBatch's query and key, in the model's memory format;
+    with ``video_ids`` (model.drop_own_keys) also its videos' indices."""
     update: Update
     memory_format: torch.memory_format = torch.contiguous_format
+    video_ids: bool = False
 
     def __call__(self, model: nn.Module, batch, step: int, watch: LossWatch) -> MoCoOutput:
         q, k = (x.contiguous(memory_format=self.memory_format) for x in (batch.query, batch.key))
-        return moco_step(model, q, k, self.update, step, watch)
+        ids = batch.index.to(q.device, non_blocking=True) if self.video_ids else None
+        return moco_step(model, q, k, self.update, step, watch, ids)
 
     @staticmethod
     def metrics(out: MoCoOutput, batch) -> dict:
@@ -116,7 +120,8 @@ def build_model(cfg: Config, device: torch.device) -> MoCo:
     return MoCo(make_backbone(cfg), make_backbone(cfg), dim=cfg.model.dim, K=cfg.model.K, m=cfg.model.m, T=cfg.model.T,
                 head=cfg.model.head, symmetric=cfg.model.symmetric,
                 shuffle_bn_groups=cfg.model.shuffle_bn_groups, batch_negatives=cfg.model.batch_negatives,
-                queue_seed=cfg.seed).to(device)
+                queue_seed=cfg.seed, predictor_dim=cfg.model.predictor_dim,
+                drop_own_keys=cfg.model.drop_own_keys).to(device)
 
 
 def make_optimizer(params, name: str, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:

@@ -2,7 +2,17 @@
 
 - ProjectionHead: the contrastive projection of MoCo. ``kind="mlp"`` is the
   MoCo v2 head Linear(in, in) - ReLU - Linear(in, dim) (used with R(2+1)D-18);
-  ``kind="linear"`` is a single Linear(in, dim) (used with I3D).
+  ``kind="linear"`` is a single Linear(in, dim) (used with I3D); ``kind="mlp_bn"``
+  (beyond the published recipe) adds batch normalisation to the hidden layer, as the
+  projectors of SimCLR, BYOL and MoCo v3 do: Linear(in, in) - BN - ReLU - Linear(in, dim).
+  (MoCo v3 also normalises the output; with a queue that makes a batch's embeddings sum to
+  zero, so a query is pushed from its own positive, which shares its batch, and not from the
+  queue's keys: docs/exploration.md.)
+- PredictionHead: MoCo v3's (and BYOL's) predictor on the query branch only:
+  Linear(dim, hidden) - BN - ReLU - Linear(hidden, dim). The key branch has none, so
+  the query cannot match its key by copying the key encoder's projection: it has to
+  predict it, which keeps a slowly moving key encoder from dragging every embedding
+  to one point (docs/exploration.md, "Learning you can see").
 - Classifier: Dropout - Linear for linear probing and finetuning. Dropout lives
   here, not in the backbones, so that an exported backbone state is the same
   whatever dropout a downstream run uses.
@@ -10,7 +20,7 @@
 
 from torch import nn
 
-PROJECTION_KINDS = ("mlp", "linear")
+PROJECTION_KINDS = ("mlp", "linear", "mlp_bn")
 
 
 class ProjectionHead(nn.Module):
@@ -25,11 +35,28 @@ class ProjectionHead(nn.Module):
         self.kind = kind
         if kind == "mlp":
             self.layers = nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(inplace=True), nn.Linear(in_dim, dim))
+        elif kind == "mlp_bn":     # the BN carries the hidden layer's bias
+            self.layers = nn.Sequential(nn.Linear(in_dim, in_dim, bias=False), nn.BatchNorm1d(in_dim),
+                                        nn.ReLU(inplace=True), nn.Linear(in_dim, dim))
         else:
             self.layers = nn.Sequential(nn.Linear(in_dim, dim))
 
     def forward(self, features):
         return self.layers(features)
+
+
+class PredictionHead(nn.Module):
+    """Map (N, dim) query projections to (N, dim) predictions of the key's (not normalised)."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        if dim < 1 or hidden < 1:
+            raise ValueError(f"PredictionHead needs positive sizes, got dim={dim}, hidden={hidden}")
+        self.layers = nn.Sequential(nn.Linear(dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                                    nn.Linear(hidden, dim))
+
+    def forward(self, projections):
+        return self.layers(projections)
 
 
 class Classifier(nn.Module):

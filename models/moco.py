@@ -19,10 +19,20 @@ batch) l_neg also holds q·k_j for the other keys j of the step (every process's
 gathered), (N, K + world x N - 1). With FAME these include the key of the clip
 whose background the query wears: the negative that a background shortcut
 cannot tell from the positive.
+With ``drop_own_keys`` (beyond the paper) the queue also remembers which video each key came
+from (``forward``'s ``ids``: the videos' indices in the training list), and a query's
+negatives leave out the keys of its own video: a queue that holds more keys than the
+dataset has videos per pass holds earlier views of the query's own video, which InfoNCE
+would push away as if they were other videos (with 96 training videos and K = 1024, about
+ten per video). Their logits are set to -inf, so they drop out of the softmax.
 Symmetric: loss = (L(q1, k2) + L(q2, k1)) / 2, with q_i = f_q(x_i), k_i = f_k(x_i);
 otherwise loss = L(q1, k2).
+With a predictor (``predictor_dim`` > 0; MoCo v3) the queries are q_i = normalize(g(h_q(x_i)))
+for the query backbone + projection h_q and the prediction head g (query branch only); the
+keys stay k_i = f_k(x_i).
 
-``forward(x1, x2)`` (x: float NCTHW) returns MoCoOutput(loss, logits, labels);
+``forward(x1, x2, ids=None)`` (x: float NCTHW; ids: (N,) video indices, read with
+``drop_own_keys``) returns MoCoOutput(loss, logits, labels);
 in symmetric mode logits/labels stack both directions ((2N, 1 + K), (2N,)).
 In training mode it then enqueues the keys: in symmetric mode [k1; k2] of
 every process (rank-major: rank 0's k1, k2, then rank 1's ...), otherwise k2.
@@ -52,7 +62,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from models.heads import ProjectionHead
+from models.heads import PredictionHead, ProjectionHead
 
 QUEUE_SEED = 0  # the initial queue's default seed (runners pass the run's seed)
 
@@ -71,8 +81,12 @@ class Encoder(nn.Module):
         self.backbone = backbone
         self.head = head
 
+    def project(self, x):
+        """The head's output before normalisation."""
+        return self.head(self.backbone(x))
+
     def forward(self, x):
-        return F.normalize(self.head(self.backbone(x)), dim=1)
+        return F.normalize(self.project(x), dim=1)
 
 
 def is_distributed() -> bool:
@@ -135,9 +149,13 @@ class MoCo(nn.Module):
         shuffle_bn_groups: int = 2,
         batch_negatives: bool = False,
         queue_seed: int = QUEUE_SEED,
+        predictor_dim: int = 0,
+        drop_own_keys: bool = False,
     ):
         """``backbone_k``: a module of the same architecture, a factory for one, or None (a deep copy).
-        ``queue_seed``: seeds the initial queue (the run's seed, the same on every process)."""
+        ``queue_seed``: seeds the initial queue (the run's seed, the same on every process).
+        ``predictor_dim``: the hidden width of the query branch's prediction head; 0: none (published).
+        ``drop_own_keys``: leave the queue's keys of a query's own video out of its negatives."""
         super().__init__()
         if not hasattr(backbone_q, "feat_dim"):
             raise ValueError(f"MoCo needs a backbone with a feat_dim attribute, got {type(backbone_q).__name__}")
@@ -149,11 +167,14 @@ class MoCo(nn.Module):
             raise ValueError(f"MoCo needs K >= 1 and dim >= 1, got K={K}, dim={dim}")
         if shuffle_bn_groups < 1:
             raise ValueError(f"MoCo shuffle_bn_groups must be >= 1, got {shuffle_bn_groups}")
+        if predictor_dim < 0:
+            raise ValueError(f"MoCo predictor_dim must be >= 0 (0: no predictor), got {predictor_dim}")
         self.K, self.m, self.T = K, m, T
         self.symmetric = symmetric
         self.shuffle_bn = shuffle_bn
         self.shuffle_bn_groups = shuffle_bn_groups
         self.batch_negatives = batch_negatives
+        self.drop_own_keys = drop_own_keys
 
         head_q = ProjectionHead(backbone_q.feat_dim, dim, kind=head)
         if backbone_k is None:
@@ -168,10 +189,13 @@ class MoCo(nn.Module):
             raise ValueError(f"MoCo key backbone does not match the query backbone: {error}") from error
         for theta_k in self.f_k.parameters():
             theta_k.requires_grad_(False)
+        self.predictor = PredictionHead(dim, predictor_dim) if predictor_dim else None
 
         self.register_buffer("queue", initial_queue(dim, K, queue_seed))
         self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
         self._queue_ptr = 0   # the write position; queue_ptr mirrors it for the state dict
+        if drop_own_keys:     # the video of each queued key; -1: an initial random key
+            self.register_buffer("queue_ids", torch.full((K,), -1, dtype=torch.long))
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
@@ -199,8 +223,9 @@ class MoCo(nn.Module):
             theta_k.mul_(self.m).add_(theta_q.detach(), alpha=1.0 - self.m)
 
     @torch.no_grad()
-    def enqueue(self, keys: torch.Tensor) -> None:
-        """Write the keys of every process (gathered) into the queue at queue_ptr, replacing the oldest.
+    def enqueue(self, keys: torch.Tensor, ids: torch.Tensor | None = None) -> None:
+        """Write the keys of every process (gathered) into the queue at queue_ptr, replacing the oldest,
+        and with drop_own_keys their videos' ``ids`` (None: -1, no video).
         The position is kept as a Python int: nothing here waits for the device."""
         keys = concat_all_gather(keys)
         n = keys.shape[0]
@@ -211,14 +236,22 @@ class MoCo(nn.Module):
             )
         ptr = self._queue_ptr
         self.queue[:, ptr : ptr + n] = keys.T.to(self.queue.dtype)
+        if self.drop_own_keys:
+            self.queue_ids[ptr : ptr + n] = -1 if ids is None else concat_all_gather(ids.to(self.queue_ids))
         self._queue_ptr = (ptr + n) % self.K
         self.queue_ptr.fill_(self._queue_ptr)
+
+    def _query(self, x):
+        """f_q(x), or with a predictor normalize(g(h_q(x)))."""
+        if self.predictor is None:
+            return self.f_q(x)
+        return F.normalize(self.predictor(self.f_q.project(x)), dim=1)
 
     def _encode_q(self, x):
         if self.training and self.shuffle_bn and not is_distributed() and self.shuffle_bn_groups > 1:
             self._check_groups(x)
-            return torch.cat([self.f_q(part) for part in torch.tensor_split(x, self.shuffle_bn_groups)], dim=0)
-        return self.f_q(x)
+            return torch.cat([self._query(part) for part in torch.tensor_split(x, self.shuffle_bn_groups)], dim=0)
+        return self._query(x)
 
     @torch.no_grad()
     def _encode_k(self, x):
@@ -252,11 +285,14 @@ class MoCo(nn.Module):
                 f"batch {x.shape[0]} is too small (use a larger batch or shuffle_bn_groups=1)"
             )
 
-    def infonce(self, q: torch.Tensor, k: torch.Tensor):
+    def infonce(self, q: torch.Tensor, k: torch.Tensor, ids: torch.Tensor | None = None):
         """L(q, k) against the queue (and the step's other keys with batch_negatives):
-        returns (loss, logits (N, 1 + negatives), labels (N,) of zeros)."""
+        returns (loss, logits (N, 1 + negatives), labels (N,) of zeros). With drop_own_keys and
+        ``ids`` the queue's keys of each query's own video get the logit -inf."""
         l_pos = (q * k).sum(dim=1, keepdim=True)
         l_neg = q @ self.queue.clone().to(q.dtype)
+        if self.drop_own_keys and ids is not None:
+            l_neg = l_neg.masked_fill(self.queue_ids.view(1, -1) == ids.view(-1, 1), float("-inf"))
         if self.batch_negatives and self.training:
             l_neg = torch.cat([self._batch_negatives(q, k), l_neg], dim=1)
         logits = torch.cat([l_pos, l_neg], dim=1) / self.T
@@ -274,19 +310,20 @@ class MoCo(nn.Module):
         others = columns + (columns >= own.view(-1, 1)).long()    # skip column own[i] in row i
         return torch.gather(q @ k_all.T.to(q.dtype), 1, others)
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> MoCoOutput:
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, ids: torch.Tensor | None = None) -> MoCoOutput:
         q1 = self._encode_q(x1)
         k2 = self._encode_k(x2)
-        loss, logits, labels = self.infonce(q1, k2)
-        keys = k2
+        loss, logits, labels = self.infonce(q1, k2, ids)
+        keys, key_ids = k2, ids
         if self.symmetric:
             q2 = self._encode_q(x2)
             k1 = self._encode_k(x1)
-            loss_21, logits_21, labels_21 = self.infonce(q2, k1)
+            loss_21, logits_21, labels_21 = self.infonce(q2, k1, ids)
             loss = (loss + loss_21) / 2
             logits = torch.cat([logits, logits_21], dim=0)
             labels = torch.cat([labels, labels_21], dim=0)
             keys = torch.cat([k1, k2], dim=0)
+            key_ids = None if ids is None else torch.cat([ids, ids], dim=0)
         if self.training:
-            self.enqueue(keys)
+            self.enqueue(keys, key_ids)
         return MoCoOutput(loss, logits, labels)

@@ -36,6 +36,7 @@ from engine.evaluation import (
 )
 from engine.fit import Schedule, Task, fit
 from engine.loaders import build_test_clips_loader, build_train_clips_loader, check_list_labels
+from engine.reference import format_reference
 from engine.models import make_backbone
 from engine.setup import broadcast_buffers, end_run, start_run
 from engine.steps import ClassifierStep, Update, make_optimizer
@@ -105,6 +106,7 @@ def main(cfg: Config) -> dict:
         fitted.logger.log({f"test/{k}": v for k, v in metrics.items()}, fitted.step)
         fitted.logger.summary({"step": fitted.step, **metrics})
         print(format_results(record, probe.clips_per_video, path))
+        print(format_reference(cfg.reference, cfg.data.num_classes, probe.protocol))
     end_run(fitted.logger)
     return record
 

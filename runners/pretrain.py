@@ -21,6 +21,8 @@ from engine.loaders import build_pretrain_loader
 from engine.setup import CLIPS_PER_VIDEO, RUN_CONFIG, end_run, start_run
 from engine.dataset import ensure_data
 from engine.cli import parse_cli
+from engine.logger import read_metrics
+from engine.reference import format_pretext, format_reference, pretext_trend
 from engine.steps import MocoStep, build_training
 from engine.errors import run_command
 
@@ -79,7 +81,7 @@ def main(cfg: Config) -> str:
     loader = build_pretrain_loader(cfg, rank=run.rank, world=run.world, device=run.device)
     model, update, memory_format = build_training(cfg, run.device, run.world)
     fitted = fit(run, Task(
-        f"run {run.run_dir}", "pretrain", model, loader, MocoStep(update, memory_format),
+        f"run {run.run_dir}", "pretrain", model, loader, MocoStep(update, memory_format, cfg.model.drop_own_keys),
         Schedule(train.schedule, train.epochs, train.warmup_epochs, train.milestones, train.lr_decay),
         clips_per_step=CLIPS_PER_VIDEO * train.batch_size * run.world, resume_keys=resume_keys(PRETRAIN),
         broadcast_buffers=False,                 # the queues agree by construction
@@ -91,6 +93,8 @@ def main(cfg: Config) -> str:
         fitted.logger.summary({"step": fitted.step, "final_loss": final_loss(fitted.output)})
         print(format_next_steps(run.run_dir, backbone_path, fitted.logger.wandb_dir, cfg.wandb.mode == "offline",
                                 format_probe_command(run.run_dir, backbone_path, cfg.run.name, train.resume)))
+        print(format_pretext(pretext_trend(read_metrics(run.run_dir)), cfg.model.K))
+        print("after the probe, " + format_reference(cfg.reference, cfg.data.num_classes))
     end_run(fitted.logger)
     return run.run_dir
 

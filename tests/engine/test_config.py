@@ -27,6 +27,16 @@ def test_defaults_are_the_published_recipe():
     assert (cfg.model.dim, cfg.model.m, cfg.model.T) == (128, 0.999, 0.1)
     assert (cfg.clip.frames, cfg.clip.stride) == (16, 2)
     assert cfg.aug.mean == (0.43216, 0.394666, 0.37645)
+    # beyond the paper, off by default: no predictor, no batch norm in the head, own keys kept
+    assert (cfg.model.head, cfg.model.predictor_dim, cfg.model.drop_own_keys) == ("mlp", 0, False)
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if os.path.basename(p).startswith(("ucf101_", "k400_", "hmdb51_", "diving48_"))],
+                         ids=os.path.basename)
+def test_the_paper_configs_keep_the_published_moco(path):
+    cfg = C.load_config(path)
+    assert (cfg.model.predictor_dim, cfg.model.drop_own_keys, cfg.model.batch_negatives) == (0, False, False)
+    assert cfg.model.head in ("mlp", "linear") and cfg.train.optimizer == "sgd"
 
 
 def test_schema_holds_the_library_settings_classes_themselves():
@@ -170,6 +180,9 @@ def test_int_is_accepted_for_float_but_not_the_reverse():
     ("data.synthetic={codec: av1}", r"'data.synthetic.codec'.*'h264', 'mjpeg', 'vp9'"),
     ("data.synthetic=3", r"'data.synthetic': got 3, expected SyntheticSpec or null"),
     ("model.pool=sum", r"'model.pool'.*'avg', 'max'"),
+    ("model.head=bn", r"'model.head'.*'mlp', 'linear', 'mlp_bn'"),
+    ("model.predictor_dim=-1", r"'model.predictor_dim': -1 is outside the allowed range \[0, inf\]"),
+    ("model.drop_own_keys=maybe", r"'model.drop_own_keys'"),
     ("train.optimizer=adam", r"'train.optimizer'.*'sgd', 'adamw'"),
     ("eval.optimizer=lamb", r"'eval.optimizer'.*'sgd', 'adamw'"),
 ])

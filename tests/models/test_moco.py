@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 from moco_test_nets import TinyBackbone, TinyBNBackbone
 
 from models.moco import MoCo, check_queue_size, contrastive_accuracy
@@ -349,3 +350,66 @@ def test_bfloat16_autocast_step_on_cpu():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_bfloat16_autocast_step_on_gpu():
     run_mixed_precision_step(torch.device("cuda"))
+
+
+# ------------------------------------------------ beyond the paper: predictor, own keys ----
+def test_the_published_model_has_no_predictor_and_no_video_ids():
+    moco = make_moco()
+    assert moco.predictor is None and not moco.drop_own_keys
+    assert "queue_ids" not in moco.state_dict()
+    assert not any(key.startswith("predictor.") for key in moco.state_dict())
+
+
+def test_a_predictor_maps_the_queries_only():
+    """q = normalize(g(h_q(x))) on the query branch; the keys stay f_k(x); the predictor is
+    trained by the loss and is not part of the momentum update."""
+    moco = make_moco(K=8, T=0.2, predictor_dim=5, shuffle_bn_groups=1)
+    assert [type(layer) for layer in moco.predictor.layers] == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear]
+    assert moco.predictor.layers[0].weight.shape == (5, DIM)
+    moco.train()
+    x1, x2 = clips(4, 1), clips(4, 2)
+    queue_before = moco.queue.clone()
+    with torch.no_grad():
+        q = F.normalize(moco.predictor(moco.f_q.head(moco.f_q.backbone(x1))), dim=1)
+        k = moco.f_k(x2)
+    out = moco(x1, x2)
+    assert out.loss.item() == pytest.approx(hand_infonce(q, k, queue_before, 0.2), rel=1e-5)
+    torch.testing.assert_close(moco.queue[:, :4], k.T)
+    out.loss.backward()
+    assert all(p.grad is not None for p in moco.predictor.parameters())
+    assert len(list(moco.f_q.parameters())) == len(list(moco.f_k.parameters()))   # momentum pairs unchanged
+    with pytest.raises(ValueError, match="predictor_dim"):
+        make_moco(predictor_dim=-1)
+
+
+def test_drop_own_keys_leaves_the_queues_keys_of_the_querys_video_out():
+    moco = make_moco(K=8, T=0.2, drop_own_keys=True)
+    assert moco.queue_ids.tolist() == [-1] * 8
+    ids = torch.tensor([10, 11, 12, 13])
+    moco.enqueue(torch.randn(4, DIM), torch.tensor([11, 20, 10, 11]))
+    x1, x2 = clips(4, 1), clips(4, 2)
+    q, k, queue_before = encode_by_hand(moco, x1, x2)
+    out = moco(x1, x2, ids)
+    own = {0: [2], 1: [0, 3], 2: [], 3: []}        # queue columns holding each query's video
+    for i in range(4):
+        assert all(out.logits[i, 1 + j] == float("-inf") for j in own[i])
+        kept = [j for j in range(8) if j not in own[i]]
+        torch.testing.assert_close(out.logits[i, 1 + torch.tensor(kept)], (q[i] @ queue_before[:, kept]) / 0.2)
+    expected = sum(hand_infonce(q[i:i + 1], k[i:i + 1], queue_before[:, [j for j in range(8) if j not in own[i]]], 0.2)
+                   for i in range(4)) / 4
+    assert out.loss.item() == pytest.approx(expected, rel=1e-5)
+    assert moco.queue_ids.tolist() == [11, 20, 10, 11, 10, 11, 12, 13]     # the step's keys and their videos
+    assert torch.isfinite(out.loss)
+
+
+def test_drop_own_keys_enqueues_both_views_videos_in_symmetric_mode():
+    moco = make_moco(K=16, symmetric=True, drop_own_keys=True)
+    moco.train()
+    moco(clips(4, 3), clips(4, 4), torch.tensor([5, 6, 7, 8]))
+    assert moco.queue_ids.tolist()[:8] == [5, 6, 7, 8, 5, 6, 7, 8]
+    moco(clips(4, 3), clips(4, 4))        # no ids given: nothing is left out, the keys have no video
+    assert moco.queue_ids.tolist()[8:] == [-1] * 8
+    state = moco.state_dict()
+    loaded = make_moco(K=16, symmetric=True, drop_own_keys=True)
+    loaded.load_state_dict(state)
+    assert torch.equal(loaded.queue_ids, moco.queue_ids)
