@@ -16,8 +16,9 @@ Names may contain spaces: a line is split on its FIRST run of whitespace.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
 
 # The file names of a prepared dataset's lists and class names, inside its root.
 TRAIN_LIST = "trainlist.txt"

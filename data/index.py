@@ -32,9 +32,9 @@ import math
 import os
 import shlex
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import av
 import numpy as np
@@ -237,7 +237,7 @@ class VideoIndex:
     def good(self) -> list[VideoRecord]:
         return [record for record in self.entries if record.ok]
 
-    def require_ok(self, min_frames: int | None = None, device: str = "cpu") -> "VideoIndex":
+    def require_ok(self, min_frames: int | None = None, device: str = "cpu") -> VideoIndex:
         """Raise ValueError naming every unusable video (too short for ``min_frames``, or one the
         decode ``device`` cannot decode: 'cpu' is DALI's CPU decoder, 'gpu' is NVDEC, which
         also has minimum sizes, chroma formats and bit depths); returns self when all are usable."""
@@ -360,7 +360,13 @@ def _load_cache(path: Path) -> dict[str, VideoRecord]:
     try:
         with open(path) as handle:
             head = handle.readline()
-            if json.loads(head + CACHE_TAIL).get("version") != INDEX_VERSION:
+            try:
+                version = json.loads(head + CACHE_TAIL).get("version")
+            except ValueError:
+                version = None       # the first line of a cache written before version 4 is "{"
+            if version != INDEX_VERSION:
+                log.info("the video index cache %s is of another version (%s, not %s): probing again",
+                         path, version, INDEX_VERSION)
                 return {}
             records = [VideoRecord(**json.loads(line.rstrip().rstrip(","))) for line in handle
                        if line.strip() not in ("", CACHE_TAIL)]
@@ -456,7 +462,7 @@ def build_index(list_path: str | os.PathLike, root: str | os.PathLike | None = N
     if todo:
         journal = _Journal(journal_path, fresh=not journaled) if cache else None
         try:
-            for record, i in zip(_probe_all([entries[i] for i in todo], decode, workers, list_path), todo):
+            for record, i in zip(_probe_all([entries[i] for i in todo], decode, workers, list_path), todo, strict=True):
                 records[i] = record
                 if journal is not None:
                     journal.append(record)

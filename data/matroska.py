@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
@@ -43,26 +42,28 @@ class NotSliceable(ValueError):
     laced video blocks, no video track, a first Cluster that does not open with a keyframe)."""
 
 
-def _read_id(data, at: int) -> tuple[int, int]:
-    """An element ID (marker bits kept, as IDs are written) and where its size starts."""
+def _vint_length(data, at: int, longest: int, what: str) -> int:
+    """The length of the EBML variable-length integer at ``at``: one more than the count of
+    leading zero bits of its first byte, at most ``longest``."""
     first = data[at]
     length = 1
-    while length <= MAX_ID_BYTES and not first & (0x80 >> (length - 1)):
+    while length <= longest and not first & (0x80 >> (length - 1)):
         length += 1
-    if length > MAX_ID_BYTES:
-        raise NotSliceable(f"invalid element ID at byte {at}")
+    if length > longest:
+        raise NotSliceable(f"invalid element {what} at byte {at}")
+    return length
+
+
+def _read_id(data, at: int) -> tuple[int, int]:
+    """An element ID (marker bits kept, as IDs are written) and where its size starts."""
+    length = _vint_length(data, at, MAX_ID_BYTES, "ID")
     return int.from_bytes(data[at:at + length], "big"), at + length
 
 
-def _read_size(data, at: int) -> tuple[Optional[int], int, int]:
+def _read_size(data, at: int) -> tuple[int | None, int, int]:
     """An element's data size (None: unknown), where its data starts, and the size field's length."""
-    first = data[at]
-    length = 1
-    while length <= MAX_SIZE_BYTES and not first & (0x80 >> (length - 1)):
-        length += 1
-    if length > MAX_SIZE_BYTES:
-        raise NotSliceable(f"invalid element size at byte {at}")
-    value = first & ((0x80 >> (length - 1)) - 1)
+    length = _vint_length(data, at, MAX_SIZE_BYTES, "size")
+    value = data[at] & ((0x80 >> (length - 1)) - 1)
     for byte in data[at + 1:at + length]:
         value = (value << 8) | byte
     unknown = value == (1 << (7 * length)) - 1
@@ -157,7 +158,7 @@ class KeyframeCuts:
         return base64.b64encode(table.astype("<i8").tobytes()).decode("ascii")
 
     @classmethod
-    def decode(cls, text: str, frames: int) -> "KeyframeCuts":
+    def decode(cls, text: str, frames: int) -> KeyframeCuts:
         """The table ``encode`` wrote, for a video of ``frames`` frames."""
         table = np.frombuffer(base64.b64decode(text), dtype="<i8").astype(TABLE_DTYPE)
         pairs = table[TABLE_LEAD:].reshape(-1, 2)

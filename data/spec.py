@@ -90,7 +90,7 @@ class SyntheticSpec:
         return values
 
     @classmethod
-    def from_dict(cls, values: dict) -> "SyntheticSpec":
+    def from_dict(cls, values: dict) -> SyntheticSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

@@ -136,7 +136,7 @@ def _check_targets(where: str, sources: list[str], targets: list[Path]) -> None:
     or write over a listed source. Paths are compared with symlinks and ``..`` resolved."""
     listed = {Path(source).resolve(): source for source in sources}
     first_source_of: dict[Path, str] = {}
-    for source, target in zip(sources, targets):
+    for source, target in zip(sources, targets, strict=True):
         resolved = target.resolve()
         if resolved in listed:
             raise ValueError(f"{where}: the output for {source} would be written to {target}, which is "
@@ -174,7 +174,7 @@ def transcode_list(list_path: str | os.PathLike, out: str | os.PathLike, codec: 
     _check_targets(str(list_path), [entry.path for entry in entries], targets)
     jobs = []
     planned = set()
-    for entry, target in zip(entries, targets):
+    for entry, target in zip(entries, targets, strict=True):
         if entry.path in planned:
             continue  # listed twice: one transcode serves both lines
         planned.add(entry.path)
@@ -190,8 +190,8 @@ def transcode_list(list_path: str | os.PathLike, out: str | os.PathLike, codec: 
         errors = [_transcode_job(source, target, codec, gop) for source, target in jobs]
     report.failed = [error for error in errors if error]
     report.written = len(jobs) - len(report.failed)
-    failed_sources = {source for (source, _), error in zip(jobs, errors) if error}
-    kept = [(relpath, entry.label) for entry, relpath in zip(entries, relpaths)
+    failed_sources = {source for (source, _), error in zip(jobs, errors, strict=True) if error}
+    kept = [(relpath, entry.label) for entry, relpath in zip(entries, relpaths, strict=True)
             if entry.path not in failed_sources]
     write_file_list(report.list_path, kept)
     class_names = list_path.parent / CLASS_NAMES_FILE

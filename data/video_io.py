@@ -234,7 +234,7 @@ class VideoWriter:
         self._container.close()
         self._container = None
 
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> VideoWriter:
         return self
 
     def __exit__(self, *exc) -> None:

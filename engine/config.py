@@ -21,7 +21,7 @@ import math
 import os
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 
@@ -40,7 +40,7 @@ class ConfigError(ValueError):
     """A config file or override that does not fit the schema."""
 
 
-def resumes(*jobs: str, metadata: Optional[dict] = None) -> dict:
+def resumes(*jobs: str, metadata: dict | None = None) -> dict:
     """Field metadata (added to ``metadata``): a resumed run of each of ``jobs`` is refused when its
     value of this key (of every key in it, for a section) differs from its checkpoint's: the
     weights, schedule, queue or batches depend on it."""
@@ -51,12 +51,14 @@ def resumes(*jobs: str, metadata: Optional[dict] = None) -> dict:
 @dataclass
 class DataConfig:
     root: str = field(default="videos/synthetic", metadata=resumes(PRETRAIN, PROBE))
-    train_list: str = field(default="trainlist.txt", metadata=resumes(PRETRAIN, PROBE))  # relative to root unless absolute
+    # the lists: relative to root unless absolute
+    train_list: str = field(default="trainlist.txt", metadata=resumes(PRETRAIN, PROBE))
     val_list: str = "testlist.txt"
     num_classes: int = field(default=4, metadata=resumes(PROBE, metadata=bounded(1)))
-    min_frames: int = field(default=0, metadata=resumes(PRETRAIN, PROBE, metadata=bounded(0)))  # 0: clip.frames*clip.stride
+    # 0: clip.frames * clip.stride
+    min_frames: int = field(default=0, metadata=resumes(PRETRAIN, PROBE, metadata=bounded(0)))
     # set: generate the data when missing (data.spec)
-    synthetic: Optional[SyntheticSpec] = field(default=None, metadata=resumes(PRETRAIN, PROBE))
+    synthetic: SyntheticSpec | None = field(default=None, metadata=resumes(PRETRAIN, PROBE))
     # Where videos are decoded on a GPU run: gpu (NVDEC), cpu (DALI's CPU decoder, frames then
     # go to the GPU for the rest) or auto (pipelines.videos.choose_decoder picks, logged).
     # A CPU run always decodes on the CPU; 'gpu' there is an error.
@@ -82,7 +84,7 @@ class ModelConfig:
     width: int = field(default=32, metadata=resumes(PROBE, metadata=bounded(1)))   # small3d only
     # small3d only: its global pool (models/backbones.py)
     pool: Literal["avg", "max"] = field(default="avg", metadata=resumes(PROBE))
-    checkpoint: Optional[str] = field(default=None, metadata=resumes(PROBE))   # local torchvision weights to start from
+    checkpoint: str | None = field(default=None, metadata=resumes(PROBE))   # local torchvision weights to start from
     head: Literal["mlp", "linear", "mlp_bn"] = "mlp"   # mlp_bn: MoCo v3's, batch norm in the projection
     predictor_dim: int = field(default=0, metadata=bounded(0))   # query-branch predictor's hidden width, 0: none
     dim: int = field(default=128, metadata=bounded(1))
@@ -146,24 +148,24 @@ class ReferenceConfig:
     top-1 (%) on the test split of MoCo without FAME and of MoCo + FAME with this config's
     recipe, and of the supervised control on the same data; ``note`` says where and how they
     were measured (seeds, docs/benchmarks.md)."""
-    moco_top1: Optional[float] = field(default=None, metadata=bounded(0.0, 100.0))
-    fame_top1: Optional[float] = field(default=None, metadata=bounded(0.0, 100.0))
-    control_top1: Optional[float] = field(default=None, metadata=bounded(0.0, 100.0))
+    moco_top1: float | None = field(default=None, metadata=bounded(0.0, 100.0))
+    fame_top1: float | None = field(default=None, metadata=bounded(0.0, 100.0))
+    control_top1: float | None = field(default=None, metadata=bounded(0.0, 100.0))
     note: str = ""
 
 
 @dataclass
 class RunConfig:
     dir: str = "runs"
-    name: Optional[str] = None   # default: <config file stem>-<YYYYmmdd-HHMMSS>
+    name: str | None = None   # default: <config file stem>-<YYYYmmdd-HHMMSS>
 
 
 @dataclass
 class WandbConfig:
     mode: Literal["offline", "online", "disabled"] = "offline"
     project: str = "fame"
-    entity: Optional[str] = None
-    group: Optional[str] = None
+    entity: str | None = None
+    group: str | None = None
     tags: list[str] = field(default_factory=list)
 
 
@@ -171,7 +173,7 @@ class WandbConfig:
 class Config:
     seed: int = field(default=0, metadata=resumes(PRETRAIN, PROBE))
     device: Literal["auto", "cpu", "gpu"] = "auto"
-    pretrained: Optional[str] = None     # backbone.pt for downstream runners (the probe compares its content)
+    pretrained: str | None = None     # backbone.pt for downstream runners (the probe compares its content)
     data: DataConfig = field(default_factory=DataConfig)
     clip: ClipConfig = field(default_factory=ClipConfig, metadata=resumes(PRETRAIN, PROBE))
     fame: FameConfig = field(default_factory=FameConfig, metadata=resumes(PRETRAIN))     # fame/config.py
@@ -182,7 +184,7 @@ class Config:
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     run: RunConfig = field(default_factory=RunConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
-    source: Optional[str] = None   # the experiment file this was loaded from (set by load_config)
+    source: str | None = None   # the experiment file this was loaded from (set by load_config)
 
 
 # ------------------------------------------------------------ validation ----
@@ -198,7 +200,7 @@ def _float_from_text(text: str) -> Any:
     return value if math.isfinite(value) else text
 
 
-def _section_type(tp) -> Optional[type]:
+def _section_type(tp) -> type | None:
     """The settings class of a section field (``Section`` or ``Optional[Section]``), else None."""
     candidates = typing.get_args(tp) if typing.get_origin(tp) in UNIONS else (tp,)
     return next((c for c in candidates if dataclasses.is_dataclass(c)), None)
@@ -230,7 +232,8 @@ def _convert(key: str, tp, value) -> Any:
         if origin is tuple and len(args) != len(value):
             return value
         element_types = args if origin is tuple else args * len(value)
-        return origin(_convert(f"{key}[{i}]", arg, v) for i, (arg, v) in enumerate(zip(element_types, value)))
+        pairs = enumerate(zip(element_types, value, strict=True))
+        return origin(_convert(f"{key}[{i}]", arg, v) for i, (arg, v) in pairs)
     return value
 
 
@@ -254,7 +257,8 @@ def _build(cls, tree: dict, prefix: str = ""):
 
 def _check_relations(cfg: Config) -> None:
     if cfg.train.resume not in ("auto", "none") and not os.path.exists(cfg.train.resume):
-        raise ConfigError(f"config key 'train.resume': '{cfg.train.resume}' is neither auto, none, nor an existing checkpoint")
+        raise ConfigError(f"config key 'train.resume': '{cfg.train.resume}' is neither auto, none, "
+                          "nor an existing checkpoint")
     if cfg.eval.unbiased_probe and cfg.data.synthetic is None:
         raise ConfigError("config key 'eval.unbiased_probe': needs synthetic data (data.synthetic), "
                           "which can be regenerated with class-independent training backgrounds")
@@ -321,7 +325,7 @@ def build_config(tree: dict) -> Config:
     return cfg
 
 
-def load_config(path: Optional[str], overrides: list[str] = ()) -> Config:
+def load_config(path: str | None, overrides: list[str] = ()) -> Config:
     """Load an experiment file (or the defaults when path is None) plus overrides, validated."""
     tree = read_tree(path) if path else {}
     tree = apply_overrides(tree, list(overrides))
@@ -359,7 +363,7 @@ def dump_config(cfg: Config, path: str) -> None:
         yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
 
 
-def run_name(cfg: Config, now: Optional[datetime.datetime] = None, prefix: str = "") -> str:
+def run_name(cfg: Config, now: datetime.datetime | None = None, prefix: str = "") -> str:
     """cfg.run.name, or <prefix><config stem>-<time> when unset."""
     if cfg.run.name:
         return cfg.run.name

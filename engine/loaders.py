@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -196,7 +196,7 @@ def build_test_clips_loader(cfg: Config, list_name: str, rank: int, world: int, 
 
 
 # ------------------------------------------------------------- pretraining ----
-def fame_config(cfg: Config, steps_per_epoch: int = 0) -> Optional[fame.FameConfig]:
+def fame_config(cfg: Config, steps_per_epoch: int = 0) -> fame.FameConfig | None:
     """cfg.fame for a run of ``steps_per_epoch`` steps an epoch (which sizes its beta warm-up),
     or None when it merges nothing (fame.variant or fame.background "none")."""
     return cfg.fame.for_steps_per_epoch(steps_per_epoch) if cfg.fame.merges else None
@@ -215,7 +215,7 @@ def pretrain_settings(cfg: Config, device: torch.device, decode: str, *, rank: i
 
 
 def build_pretrain_loader(cfg: Config, rank: int = 0, world: int = 1, device: torch.device = torch.device("cpu"),
-                          *, return_masks: Optional[bool] = None) -> VideoLoader:
+                          *, return_masks: bool | None = None) -> VideoLoader:
     """The pretraining loader of this process: at least one full batch an epoch, or a DataError.
     ``return_masks`` (FAME examples for the logs) defaults to train.examples_every > 0 when FAME is on."""
     videos, decode = load_video_set(cfg, cfg.data.train_list, rank, device)

@@ -12,12 +12,11 @@ runners.classify, so that a first run says by itself whether it learnt anything.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 SHARE = 5     # the pretext trend compares the first and the last fifth of the logged steps
 
 
-def pretext_trend(rows: list[dict]) -> Optional[dict]:
+def pretext_trend(rows: list[dict]) -> dict | None:
     """Means of the loss and the contrastive top-1 over the first and the last fifth of the logged
     training rows (those with a "loss" and an "acc1"); None when there are none."""
     rows = [r for r in rows if "loss" in r and "acc1" in r]
@@ -32,7 +31,7 @@ def pretext_trend(rows: list[dict]) -> Optional[dict]:
             "acc1_end": mean(last, "acc1"), "steps": (first[0].get("step"), last[-1].get("step"))}
 
 
-def format_pretext(trend: Optional[dict], K: int) -> str:
+def format_pretext(trend: dict | None, K: int) -> str:
     """The pretext trend against ln(K + 1) and 100 / (K + 1)."""
     nothing = math.log(K + 1)
     if trend is None:

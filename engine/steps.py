@@ -10,19 +10,19 @@ gradient-norm clipping, the optimizer step. Clips are NCTHW float.
 from __future__ import annotations
 
 import contextlib
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.backbones import unwrap_module
-from models.moco import MoCo, MoCoOutput, check_queue_size, contrastive_accuracy
+from engine.amp import amp_dtype
 from engine.checkpoint import LossWatch, check_loss
 from engine.config import Config
 from engine.evaluation import PERCENT, topk_correct
 from engine.models import make_backbone
-from engine.amp import amp_dtype
+from models.backbones import unwrap_module
+from models.moco import MoCo, MoCoOutput, check_queue_size, contrastive_accuracy
 
 MOCO_TOPK = (1, 5)       # contrastive accuracies logged by pretraining (acc1, acc5)
 
@@ -31,7 +31,7 @@ class Update(NamedTuple):
     """How a step turns a loss into new weights; optimizer and scaler are checkpointed by fit."""
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
-    amp: Optional[torch.dtype] = None   # autocast dtype; None: fp32
+    amp: torch.dtype | None = None   # autocast dtype; None: fp32
     grad_clip: float = 0.0              # max gradient norm; 0: no clipping
 
 
@@ -42,7 +42,7 @@ class Training(NamedTuple):
     memory_format: torch.memory_format  # of the model and of its inputs
 
 
-def autocast(device: torch.device, amp: Optional[torch.dtype]):
+def autocast(device: torch.device, amp: torch.dtype | None):
     """torch.autocast on ``device`` with dtype ``amp``; a no-op context for None (fp32)."""
     return torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext()
 
@@ -59,7 +59,7 @@ def apply_update(loss: torch.Tensor, model: nn.Module, update: Update) -> None:
 
 
 def moco_step(model: nn.Module, q: torch.Tensor, k: torch.Tensor, update: Update, step: int,
-              watch: Optional[LossWatch] = None, ids: Optional[torch.Tensor] = None) -> MoCoOutput:
+              watch: LossWatch | None = None, ids: torch.Tensor | None = None) -> MoCoOutput:
     """One MoCo step on query and key clips: forward (enqueues the keys), backward, SGD step,
     then θk ← m θk + (1 - m) θq. ``model``: MoCo, or MoCo under DDP. ``ids``: the clips'
     video indices, for model.drop_own_keys."""
@@ -72,7 +72,7 @@ def moco_step(model: nn.Module, q: torch.Tensor, k: torch.Tensor, update: Update
 
 
 def classifier_step(model: nn.Module, clips: torch.Tensor, labels: torch.Tensor, update: Update, step: int,
-                    watch: Optional[LossWatch] = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    watch: LossWatch | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One step on the cross-entropy of clips (N,) ``labels``; returns (loss, logits (N, classes))."""
     with autocast(clips.device, update.amp):
         logits = model(clips)

@@ -25,9 +25,9 @@ from data.index import build_index
 from data.transcode import transcode_video
 from engine.errors import run_command
 from engine.setup import setup_logging
+from measure.positions import POSITIONS, clip_costs
 from pipelines.params import ClipGeometry, Runtime
 from pipelines.videos import videos_from_index
-from measure.positions import POSITIONS, clip_costs
 
 DEFAULT_GOPS = (8, 16, 32, 64, 250)
 DEFAULT_VIDEOS, DEFAULT_BATCH, DEFAULT_REPEATS = 8, 4, 3

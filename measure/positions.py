@@ -15,8 +15,8 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -70,7 +70,7 @@ def _dali_costs(videos: Sequence[VideoMeta], geometry: ClipGeometry, runtime: Ru
     def source(info):
         samples = wanted[info.iteration % batches]
         encoded, frames = zip(*(decoder_input(video, clip) if not whole_file else (read_encoded(video.path), clip)
-                                for video, clip in samples))
+                                for video, clip in samples), strict=True)
         return list(encoded), [FRAMES.array(f) for f in frames], [order] * len(samples), [order] * len(samples)
 
     costs = {}
@@ -81,7 +81,7 @@ def _dali_costs(videos: Sequence[VideoMeta], geometry: ClipGeometry, runtime: Ru
         graph = pretrain_graph(source, runtime=runtime, batch_size=batch_size, crop=geometry.crop, aug=AugParams(),
                                fame_stage=None, steps=PRETRAIN_STEPS[:1])     # the decode step: query = key = the clip
 
-        def run():
+        def run(graph=graph):
             for _ in range(batches):
                 graph.pipe.run()
 
@@ -95,7 +95,7 @@ def _pyav_costs(videos: Sequence[VideoMeta], geometry: ClipGeometry, repeats: in
         clips = [(video.path, clip_frame_indices(clip_start(video.frames, geometry.span, position), geometry))
                  for video in videos]
 
-        def run():
+        def run(clips=clips):
             for path, frames in clips:
                 decode_frames(path, frames)
 

@@ -37,22 +37,21 @@ import warnings
 
 import torch
 
+from data.index import build_index
+from engine import config as C
+from engine.cli import cli_parser, parse_cli_args
+from engine.config import data_path
+from engine.dataset import ensure_data
+from engine.errors import run_command
+from engine.loaders import load_video_set, pretrain_settings
+from engine.logger import GIB
+from engine.setup import CLIPS_PER_VIDEO, open_logger, prepare_run_dir, resolve_device, setup_logging
 from measure.baseline import pyav_pretrain_loader
+from measure.machine import cpu_model
+from measure.positions import ClipCost, clip_costs, describe_videos, format_costs, format_description
 from pipelines.fame_stage import FameStage
 from pipelines.graphs import PRETRAIN_STEPS, pretrain_feeds, pretrain_graph
 from pipelines.loader import VideoLoader, output_device, pretrain_loader, pretrain_sampler
-from engine import config as C
-from engine.loaders import pretrain_settings
-from engine.loaders import load_video_set
-from measure.machine import cpu_model
-from engine.setup import CLIPS_PER_VIDEO, open_logger, prepare_run_dir, resolve_device, setup_logging
-from engine.cli import cli_parser, parse_cli_args
-from engine.dataset import ensure_data
-from engine.logger import GIB
-from engine.errors import run_command
-from data.index import build_index
-from engine.config import data_path
-from measure.positions import ClipCost, clip_costs, describe_videos, format_costs, format_description
 
 PROFILE_FILE = "profile.json"
 DEFAULT_STEPS, DEFAULT_WARMUP, DEFAULT_REPEATS = 10, 2, 3

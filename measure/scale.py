@@ -102,7 +102,7 @@ def startup(cfg: C.Config) -> dict:
     index = steps.time("read the video index", lambda: build_index(list_path, min_frames=min_frames(cfg)))
     videos = steps.time("the usable videos", lambda: videos_from_index(index, min_frames=min_frames(cfg),
                                                                        device="cpu"))
-    del index
+    index = None       # the records are not needed past this point: let them go
     loader = steps.time("the loader and its sampler", lambda: pretrain_loader(
         videos, **pretrain_settings(cfg, device, "cpu", steps_per_epoch=0)))
     steps.time("the pipelines and the first batch", lambda: next(iter(loader)))

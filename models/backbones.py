@@ -21,7 +21,8 @@ state (or a full torchvision state_dict: its head keys are dropped).
 
 import inspect
 from collections import OrderedDict
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torchvision.models.video as tv_video

@@ -55,7 +55,8 @@ the positive):
 """
 
 import copy
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -219,7 +220,7 @@ class MoCo(nn.Module):
     @torch.no_grad()
     def momentum_update(self) -> None:
         """θ_k ← m θ_k + (1 - m) θ_q for every parameter."""
-        for theta_q, theta_k in zip(self.f_q.parameters(), self.f_k.parameters()):
+        for theta_q, theta_k in zip(self.f_q.parameters(), self.f_k.parameters(), strict=True):
             theta_k.mul_(self.m).add_(theta_q.detach(), alpha=1.0 - self.m)
 
     @torch.no_grad()

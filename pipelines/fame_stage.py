@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -67,7 +67,7 @@ class FameStage:
         layouts = [CLIP_LAYOUT] * (2 if self.branches == "both" else 1)
         return layouts + ([MASK_LAYOUT] if self.return_masks else [])
 
-    def for_pipeline(self, batch_keys: Callable[[int], tuple[int, int]]) -> "PipelineFameStage":
+    def for_pipeline(self, batch_keys: Callable[[int], tuple[int, int]]) -> PipelineFameStage:
         """The python function of one pipeline; ``batch_keys(iteration)`` gives that
         iteration's (seed, global step) on the host (``_Feed.fame_keys`` in pipelines.loader)."""
         return PipelineFameStage(self, batch_keys)

@@ -15,7 +15,7 @@ reads is chosen in pipelines.graphs, before the graph is built.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import nvidia.dali.types as types
@@ -76,10 +76,10 @@ class ViewFeeds:
     (None when the decoded frames are the clip), its crop window as a DALI ROI (y, x) and its
     colour draws (None when the role has no colour stage)."""
 
-    order: Optional[Feed]
+    order: Feed | None
     roi_start: Feed
     roi_end: Feed
-    colour: Optional[ColourFeeds]
+    colour: ColourFeeds | None
 
     @property
     def crop(self) -> tuple[Feed, Feed]:

@@ -9,7 +9,7 @@ operator), with DALI's own message either way.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from data.filelist import Entry
 from data.index import probe_video

@@ -40,7 +40,8 @@ from __future__ import annotations
 
 import collections
 import logging
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -48,8 +49,15 @@ import fame
 from pipelines.fame_stage import FameStage, PipelineFameStage
 from pipelines.feeds import ENCODED, FRAMES, INDEX, Feed
 from pipelines.forensics import RECHECK_HINT, pipeline_failure
-from pipelines.graphs import (Graph, eval_clip_graph, eval_feeds, pretrain_feeds, pretrain_graph, train_clip_graph,
-                              train_feeds)
+from pipelines.graphs import (
+    Graph,
+    eval_clip_graph,
+    eval_feeds,
+    pretrain_feeds,
+    pretrain_graph,
+    train_clip_graph,
+    train_feeds,
+)
 from pipelines.params import AugParams, ClipGeometry, Runtime, Sharding
 from pipelines.sampler import EvalClipSampler, PretrainSampler, TrainClipSampler
 from pipelines.segments import decoder_input
@@ -72,9 +80,9 @@ class PretrainBatch(NamedTuple):
     key: torch.Tensor
     label: torch.Tensor
     index: torch.Tensor
-    masks: Optional[torch.Tensor] = None
-    original: Optional[torch.Tensor] = None
-    merged: Optional[torch.Tensor] = None
+    masks: torch.Tensor | None = None
+    original: torch.Tensor | None = None
+    merged: torch.Tensor | None = None
 
 
 class ClipBatch(NamedTuple):
@@ -148,7 +156,7 @@ class _Feed:
     on the host (``fame_keys``), by the same iteration -> batch rule.
     """
 
-    def __init__(self, sampler, feeds: tuple[Feed, ...], first: int, every: int = 1, epoch: Optional[int] = None):
+    def __init__(self, sampler, feeds: tuple[Feed, ...], first: int, every: int = 1, epoch: int | None = None):
         self.sampler, self.feeds = sampler, feeds
         self.first, self.every, self.epoch = first, every, epoch
 
@@ -161,7 +169,7 @@ class _Feed:
         """The FAME seed and global step of the batch served as ``iteration``, on the host."""
         return self.sampler.fame_keys(*self.batch(iteration))
 
-    def bind(self, stage: Optional[FameStage]) -> Optional[PipelineFameStage]:
+    def bind(self, stage: FameStage | None) -> PipelineFameStage | None:
         """``stage`` as this pipeline's python function, taking its batch keys from this feed."""
         return None if stage is None else stage.for_pipeline(self.fame_keys)
 
@@ -176,7 +184,7 @@ class _Feed:
     def _inputs(self, epoch: int, step: int) -> tuple:
         plan = self.sampler.plan(epoch, step)
         inputs = [decoder_input(self.sampler.videos[int(i)], frames)
-                  for i, frames in zip(plan[INDEX.name], plan[FRAMES.name])]
+                  for i, frames in zip(plan[INDEX.name], plan[FRAMES.name], strict=True)]
         plan[ENCODED.name] = [encoded for encoded, _ in inputs]
         plan[FRAMES.name] = [frames for _, frames in inputs]
         return tuple(plan[feed.name] for feed in self.feeds)
@@ -336,7 +344,7 @@ class VideoLoader:
             outputs = self._run(graph.pipe)
             self._served += 1
             try:
-                batch = self._assemble(dict(zip(graph.outputs, outputs)))
+                batch = self._assemble(dict(zip(graph.outputs, outputs, strict=True)))
             except Exception:
                 self.close()      # the pipelines are a batch ahead of the loader's position now
                 raise
@@ -353,7 +361,7 @@ class VideoLoader:
 # ------------------------------------------------------------- builders ----
 def pretrain_loader(videos: list[VideoMeta], *, clip: ClipGeometry, batch_size: int, runtime: Runtime = Runtime(),
                     shard: Sharding = Sharding(), aug: AugParams = AugParams(),
-                    fame_cfg: Optional[fame.FameConfig] = None, return_masks: bool = False) -> VideoLoader:
+                    fame_cfg: fame.FameConfig | None = None, return_masks: bool = False) -> VideoLoader:
     """Pretraining: two clips per video (query, key), crop + flip each, FAME on the query
     (or both, ``fame_cfg.branches``; none when ``fame_cfg`` is None or merges nothing),
     then colour augmentation and normalisation; ``batch_size`` videos per batch. Yields
@@ -408,7 +416,7 @@ def train_clips_loader(videos: list[VideoMeta], *, clip: ClipGeometry, batch_siz
 
 def eval_clips_loader(videos: list[VideoMeta], *, clip: ClipGeometry, batch_size: int, runtime: Runtime = Runtime(),
                       shard: Sharding = Sharding(), clips_per_video: int = 10, aug: AugParams = AugParams(),
-                      centre_fraction: Optional[float] = None) -> VideoLoader:
+                      centre_fraction: float | None = None) -> VideoLoader:
     """Testing / feature extraction: ``clips_per_video`` uniformly spaced clips of every video,
     centre crop, list order, each video exactly once per pass (the last batch may be smaller;
     nothing is padded). ``batch_size`` counts clips: a batch holds batch_size //

@@ -63,7 +63,7 @@ class AugParams:
         """Odd Gaussian window width in pixels for a crop x crop clip."""
         return max(MIN_BLUR_WINDOW, int(self.blur_window_fraction * crop) // 2 * 2 + 1)
 
-    def without_colour(self) -> "AugParams":
+    def without_colour(self) -> AugParams:
         """These crop, flip and normalisation settings with no grayscale, colour jitter or blur."""
         return replace(self, **NO_COLOUR)
 

@@ -22,13 +22,24 @@ pixels of the decoded frame; a flipped view has its x coordinates swapped.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
-from pipelines.feeds import (FAME_SEED, FAME_STEP, FRAMES, INDEX, LABEL, PRETRAIN, TEST, TEST_VIEW, TRAIN,
-                             RoleFeeds, ViewFeeds)
+from pipelines.feeds import (
+    FAME_SEED,
+    FAME_STEP,
+    FRAMES,
+    INDEX,
+    LABEL,
+    PRETRAIN,
+    TEST,
+    TEST_VIEW,
+    TRAIN,
+    RoleFeeds,
+    ViewFeeds,
+)
 from pipelines.params import AugParams, ClipGeometry, blur_weights
 from pipelines.videos import VideoMeta
 
@@ -113,7 +124,7 @@ def union_frames(clips: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarr
     """
     union, inverse = np.unique(np.concatenate(clips), return_inverse=True)
     bounds = np.cumsum([0] + [len(c) for c in clips])
-    orders = [inverse[a:b].astype(np.int32) for a, b in zip(bounds[:-1], bounds[1:])]
+    orders = [inverse[a:b].astype(np.int32) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     return union.astype(np.int32), orders
 
 
@@ -291,7 +302,7 @@ class _RandomViewSampler(_ShardedEpochs):
 
     def plan(self, epoch: int, step: int) -> dict[str, list[np.ndarray]]:
         positions, video_ids = self.batch_positions(epoch, step)
-        samples = [self.sample(epoch, int(p), int(v)) for p, v in zip(positions, video_ids)]
+        samples = [self.sample(epoch, int(p), int(v)) for p, v in zip(positions, video_ids, strict=True)]
         self.add_batch_feeds(samples, epoch, step)
         return _collate(samples, self.feeds)
 
@@ -307,7 +318,7 @@ class _RandomViewSampler(_ShardedEpochs):
         frames, orders = union_frames([clip_frame_indices(int(s), self.geometry) for s in starts])
         plan = {FRAMES.name: FRAMES.array(frames), STARTS: starts.astype(np.int64),
                 **_video_feeds(video_index, video.label)}
-        for view, order in zip(self.feeds.views, orders):
+        for view, order in zip(self.feeds.views, orders, strict=True):
             if view.order is not None:
                 plan[view.order.name] = view.order.array(order)
             plan.update(draw_view(rng, video, self.aug).plan(view, self.blur_window))

@@ -12,8 +12,8 @@ from __future__ import annotations
 import collections
 import logging
 import statistics
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from data.index import VideoRecord
 from data.video_io import DALI_CPU_CODECS, NVDEC_CODECS, nvdec_problem

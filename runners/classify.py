@@ -36,8 +36,8 @@ from engine.evaluation import (
 )
 from engine.fit import Schedule, Task, fit
 from engine.loaders import build_test_clips_loader, build_train_clips_loader, check_list_labels
-from engine.reference import format_reference
 from engine.models import make_backbone
+from engine.reference import format_reference
 from engine.setup import broadcast_buffers, end_run, start_run
 from engine.steps import ClassifierStep, Update, make_optimizer
 from models.classifier import VideoClassifier

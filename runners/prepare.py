@@ -30,10 +30,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from data.index import DEVICES, build_index
 from data.filelist import TEST_LIST, TRAIN_LIST
-from data.prepare import DEFAULT_VAL_FRACTION, PREPARERS, SPLIT_DATASETS, prepare_folder
+from data.index import DEVICES, build_index
 from data.parallel import auto_workers
+from data.prepare import DEFAULT_VAL_FRACTION, PREPARERS, SPLIT_DATASETS, prepare_folder
 from data.synthetic import MOTIONS, SyntheticSpec, ensure_dataset
 from data.transcode import DEFAULT_GOP, GOP_REASON, require_all_written, transcode_lists
 from data.video_io import CODECS
@@ -60,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     synthetic.add_argument("--num-classes", type=int,
                            help=f"2 to {len(MOTIONS)} ({', '.join(MOTIONS)}); default {SyntheticSpec.num_classes}")
     synthetic.add_argument("--videos-per-class", type=int,
-                           help=f"training videos per class, test: half; default {SyntheticSpec.videos_per_class_train}")
+                           help="training videos per class, test: half; "
+                                f"default {SyntheticSpec.videos_per_class_train}")
     synthetic.add_argument("--workers", type=int, default=auto_workers(), help="encoding processes")
 
     for name in PREPARERS:
@@ -170,7 +171,7 @@ def root_overrides(out: str, list_paths: list[Path]) -> str:
     """``data.root=OUT``, and the list keys (LIST_KEYS, in list order) whose file names are not the
     defaults: the key=value overrides that point a run at lists transcoded into ``out``."""
     overrides = [f"data.root={shlex.quote(out)}"]
-    overrides += [f"{key}={shlex.quote(path.name)}" for (key, default), path in zip(LIST_KEYS, list_paths)
+    overrides += [f"{key}={shlex.quote(path.name)}" for (key, default), path in zip(LIST_KEYS, list_paths, strict=True)
                   if path.name != default]
     return " ".join(overrides)
 

@@ -9,29 +9,28 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Optional
 
-from models.backbones import export_backbone_state
 from engine import checkpoint as ckpt
+from engine.cli import parse_cli
 from engine.config import PRETRAIN, Config, ConfigError, resume_keys
+from engine.dataset import ensure_data
+from engine.errors import run_command
 from engine.evaluation import BACKBONE_FILE
 from engine.examples import fame_example_images
 from engine.fit import Hook, Schedule, Task, Trainer, fit
 from engine.loaders import build_pretrain_loader
-from engine.setup import CLIPS_PER_VIDEO, RUN_CONFIG, end_run, start_run
-from engine.dataset import ensure_data
-from engine.cli import parse_cli
 from engine.logger import read_metrics
 from engine.reference import format_pretext, format_reference, pretext_trend
+from engine.setup import CLIPS_PER_VIDEO, RUN_CONFIG, end_run, start_run
 from engine.steps import MocoStep, build_training
-from engine.errors import run_command
+from models.backbones import export_backbone_state
 
 EXAMPLES_NAME = "fame/examples"
 PROBE_SUFFIX = "-linear"             # the evaluate hint's run.name: <run.name>-linear, beside this run
 NOT_A_CHECKPOINT = ("auto", "none")  # train.resume values that name no checkpoint file
 
 
-def refuse_pretrained(pretrained: Optional[str]) -> None:
+def refuse_pretrained(pretrained: str | None) -> None:
     if pretrained is not None:
         raise ConfigError(f"config key 'pretrained' ('{pretrained}') is for the downstream runners and "
                          "studies.trial; pretraining starts from scratch (continue a run with train.resume)")
@@ -63,7 +62,7 @@ def format_probe_command(run_dir: str, backbone_path: str, name: str, resume: st
     return f"make linear CONFIG={os.path.join(run_dir, RUN_CONFIG)} ARGS=\"{' '.join(overrides)}\""
 
 
-def format_next_steps(run_dir: str, backbone_path: str, wandb_dir: Optional[str], wandb_offline: bool,
+def format_next_steps(run_dir: str, backbone_path: str, wandb_dir: str | None, wandb_offline: bool,
                       probe_command: str) -> str:
     """Where the run's files are and the command that evaluates its backbone (format_probe_command)."""
     sync = f"  (sync with: wandb sync {run_dir}/wandb)" if wandb_offline else ""

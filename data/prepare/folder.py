@@ -36,7 +36,7 @@ class FolderScan:
     unlabelled: bool
     skipped: list[str]
 
-    def without(self, paths: set[str]) -> "FolderScan":
+    def without(self, paths: set[str]) -> FolderScan:
         """The same scan less the videos at these absolute paths (every class kept, so labels stay)."""
         kept = {name: [video for video in videos if os.path.abspath(video) not in paths]
                 for name, videos in self.classes.items()}

@@ -24,15 +24,24 @@ Layout written under ``root``::
     classInd.txt                  1-based class names
     annotations.json              per video: split, label, motion, pool, background,
                                   per-frame object boxes [x0, y0, x1, y1] (pixels, x1/y1 exclusive)
-    spec.json                     the spec that produced the data (data.spec.SyntheticSpec; written last: marks completion)
+    spec.json                     the spec that produced the data (data.spec.SyntheticSpec;
+                                  written last: marks completion)
 
 Modules: ranges (what the draws range over), plan (which video goes where, with which
 background), render (one video's frames and object boxes), dataset (writing and reading a dataset).
 """
 
 from data.spec import MOTIONS, SyntheticSpec
-from data.synthetic.dataset import (ANNOTATIONS_FILE, SPEC_FILE, NotSyntheticError, dataset_is_current,
-                                    ensure_dataset, generate_dataset, load_annotations, load_boxes)
+from data.synthetic.dataset import (
+                                    ANNOTATIONS_FILE,
+                                    SPEC_FILE,
+                                    NotSyntheticError,
+                                    dataset_is_current,
+                                    ensure_dataset,
+                                    generate_dataset,
+                                    load_annotations,
+                                    load_boxes,
+)
 from data.synthetic.plan import VideoPlan, background_pools, plan_videos
 from data.synthetic.render import draw_look, render_video
 

@@ -13,8 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
-from data.filelist import (CLASS_NAMES_FILE, LIST_FOR_SPLIT, TEST_LIST, TRAIN_LIST, Entry, read_file_list,
-                           write_class_names, write_file_list)
+from data.filelist import (
+    CLASS_NAMES_FILE,
+    LIST_FOR_SPLIT,
+    TEST_LIST,
+    TRAIN_LIST,
+    Entry,
+    read_file_list,
+    write_class_names,
+    write_file_list,
+)
 from data.parallel import auto_workers, process_pool
 from data.spec import SyntheticSpec
 from data.synthetic.plan import SPLITS, VIDEOS_DIR, VideoPlan, background_pools, plan_videos

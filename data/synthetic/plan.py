@@ -8,8 +8,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from data.spec import SyntheticSpec
-from data.synthetic.ranges import (COLOUR_BACKGROUNDS, GENERATED_PREFIX, GRAY_BACKGROUNDS, LENGTH_STREAM, PLAN_STREAM,
-                                   POOL_STREAM)
+from data.synthetic.ranges import (
+    COLOUR_BACKGROUNDS,
+    GENERATED_PREFIX,
+    GRAY_BACKGROUNDS,
+    LENGTH_STREAM,
+    PLAN_STREAM,
+    POOL_STREAM,
+)
 from data.video_io import codec_setting
 
 SPLITS = ("train", "test")

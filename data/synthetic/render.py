@@ -7,7 +7,7 @@ from __future__ import annotations
 import colorsys
 import dataclasses
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import skimage.color
@@ -16,19 +16,46 @@ import skimage.transform
 
 from data.spec import MOTIONS, SyntheticSpec
 from data.synthetic.plan import SPLITS, VideoPlan
-from data.synthetic.ranges import (ALPHA_BOX_THRESHOLD, BACKGROUND_BIAS_RANGE, BACKGROUND_GAIN_RANGE,
-                                   CIRCLE_PERIOD_RANGE, CIRCLE_RADIUS_RANGE, CROP_FRACTION_RANGE,
-                                   ELLIPSE_ASPECT_RANGE, FIELD_RANGE_FLOOR, GENERATED_BLOB_FRACTION,
-                                   GENERATED_DETAIL, GENERATED_DETAIL_BLOB_DIVISOR, GENERATED_HUE_JITTER,
-                                   GENERATED_HUE_SPREAD, GENERATED_PREFIX, GENERATED_SATURATION, GENERATED_VALUE,
-                                   LINEAR_TRAVEL_RANGE, MIRROR_PROBABILITY, PALETTE_STREAM, PAN_SPEED_FRACTION_RANGE,
-                                   PIXEL_MAX, PULSE_AMPLITUDE_RANGE, PULSE_PERIOD_RANGE, SATURATION_RANGE,
-                                   SECOND_HUE_OFFSET_RANGE, SECOND_VALUE_RANGE, SHADING_STRENGTH, SHAPES,
-                                   TEXTURE_PERIOD_RANGE, TEXTURES, VALUE_RANGE, WORKING_IMAGE_FRAME_RATIO,
-                                   ZIGZAG_AMPLITUDE_RANGE, ZIGZAG_PERIOD_RANGE, ZIGZAG_TRAVEL_RANGE)
+from data.synthetic.ranges import (
+    ALPHA_BOX_THRESHOLD,
+    BACKGROUND_BIAS_RANGE,
+    BACKGROUND_GAIN_RANGE,
+    CIRCLE_PERIOD_RANGE,
+    CIRCLE_RADIUS_RANGE,
+    CROP_FRACTION_RANGE,
+    ELLIPSE_ASPECT_RANGE,
+    FIELD_RANGE_FLOOR,
+    GENERATED_BLOB_FRACTION,
+    GENERATED_DETAIL,
+    GENERATED_DETAIL_BLOB_DIVISOR,
+    GENERATED_HUE_JITTER,
+    GENERATED_HUE_SPREAD,
+    GENERATED_PREFIX,
+    GENERATED_SATURATION,
+    GENERATED_VALUE,
+    LINEAR_TRAVEL_RANGE,
+    MIRROR_PROBABILITY,
+    PALETTE_STREAM,
+    PAN_SPEED_FRACTION_RANGE,
+    PIXEL_MAX,
+    PULSE_AMPLITUDE_RANGE,
+    PULSE_PERIOD_RANGE,
+    SATURATION_RANGE,
+    SECOND_HUE_OFFSET_RANGE,
+    SECOND_VALUE_RANGE,
+    SHADING_STRENGTH,
+    SHAPES,
+    TEXTURE_PERIOD_RANGE,
+    TEXTURES,
+    VALUE_RANGE,
+    WORKING_IMAGE_FRAME_RATIO,
+    ZIGZAG_AMPLITUDE_RANGE,
+    ZIGZAG_PERIOD_RANGE,
+    ZIGZAG_TRAVEL_RANGE,
+)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _working_background(name: str, shorter_side: int) -> np.ndarray:
     """A background image as float32 RGB HWC, shrunk so its shorter side is at most ``shorter_side``."""
     image = getattr(skimage.data, name)()
@@ -100,7 +127,8 @@ def generated_canvas(hue: float, height: int, width: int, rng: np.random.Generat
     centre = hue + rng.uniform(-GENERATED_HUE_JITTER, GENERATED_HUE_JITTER)
     h = (centre + GENERATED_HUE_SPREAD * (_smooth_field(height, width, blob, rng) - 0.5)) % 1.0
     s = GENERATED_SATURATION[0] + np.ptp(GENERATED_SATURATION) * _smooth_field(height, width, blob, rng)
-    detail = GENERATED_DETAIL * (_smooth_field(height, width, max(1.0, blob / GENERATED_DETAIL_BLOB_DIVISOR), rng) - 0.5)
+    detail_blob = max(1.0, blob / GENERATED_DETAIL_BLOB_DIVISOR)
+    detail = GENERATED_DETAIL * (_smooth_field(height, width, detail_blob, rng) - 0.5)
     v = np.clip(GENERATED_VALUE[0] + np.ptp(GENERATED_VALUE) * _smooth_field(height, width, blob, rng) + detail,
                 0.0, 1.0)
     rgb = skimage.color.hsv2rgb(np.stack([h, s, v], axis=-1))

@@ -3,8 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from data.filelist import (Entry, check_labels, read_class_names, read_file_list, write_class_names,
-                           write_file_list)
+from data.filelist import Entry, check_labels, read_class_names, read_file_list, write_class_names, write_file_list
 
 
 def test_round_trip_resolves_paths_against_the_list_directory(tmp_path):

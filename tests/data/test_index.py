@@ -3,6 +3,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import av
 import numpy as np
@@ -190,6 +191,7 @@ def test_unreadable_cache_is_ignored(tmp_path, video_dir):
 
 ENCODE_AV1 = """
 import sys
+from pathlib import Path
 import av
 import numpy as np
 with av.open(sys.argv[1], "w") as container:
@@ -243,18 +245,26 @@ def test_pixel_format_is_recorded_and_survives_the_cache(tmp_path, video_dir, mo
 VERSION_WITHOUT_PIX_FMT = 2     # the last index version that did not record pixel formats
 
 
-def test_a_cache_of_an_older_index_version_is_probed_again_once(tmp_path, video_dir, monkeypatch):
-    list_path, _ = _index_for(tmp_path, video_dir, ["good.webm"])
-    cache = json.loads(index_path_for(list_path).read_text())
-    cache["version"] = VERSION_WITHOUT_PIX_FMT
+def _old_cache(path: Path) -> dict:
+    """The cache at ``path`` as an index written before pixel formats held it."""
+    head, *lines, _tail = path.read_text().splitlines()
+    cache = {"version": VERSION_WITHOUT_PIX_FMT, "entries": [json.loads(line.rstrip(",")) for line in lines]}
     for entry in cache["entries"]:
-        del entry["pix_fmt"]                   # what an index written before pixel formats holds
-    index_path_for(list_path).write_text(json.dumps(cache))
+        del entry["pix_fmt"]
+    return cache
+
+
+@pytest.mark.parametrize("indent", [None, 1])     # 1: the layout of the indexes before version 4
+def test_a_cache_of_an_older_index_version_is_probed_again_once(tmp_path, video_dir, monkeypatch, caplog, indent):
+    caplog.set_level("INFO")
+    list_path, _ = _index_for(tmp_path, video_dir, ["good.webm"])
+    index_path_for(list_path).write_text(json.dumps(_old_cache(index_path_for(list_path)), indent=indent))
     probed = []
     import data.index as index_module
     original = index_module.probe_video
     monkeypatch.setattr(index_module, "probe_video", lambda e, d=True: probed.append(e.relpath) or original(e, d))
     assert build_index(list_path).entries[0].pix_fmt == "yuv420p" and len(probed) == 1
+    assert "of another version" in caplog.text and "unreadable" not in caplog.text
     assert json.loads(index_path_for(list_path).read_text())["version"] == INDEX_VERSION
     assert build_index(list_path).entries[0].pix_fmt == "yuv420p" and len(probed) == 1
 

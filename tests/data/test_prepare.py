@@ -6,8 +6,14 @@ import os
 import pytest
 
 from data.filelist import read_class_names, read_file_list
-from data.prepare import (prepare_diving48, prepare_hmdb51, prepare_kinetics400, prepare_ucf101,
-                          scan_video_folder, split_by_class)
+from data.prepare import (
+    prepare_diving48,
+    prepare_hmdb51,
+    prepare_kinetics400,
+    prepare_ucf101,
+    scan_video_folder,
+    split_by_class,
+)
 
 PLACEHOLDER = b"not decoded by the preparers"
 
@@ -160,7 +166,8 @@ def test_diving48_with_and_without_vocab(tmp_path):
     assert _listed(out / "testlist.txt") == [("../diving48/rgb/0Z8mPLMgUjs_00013.mp4", 0)]
     assert report.counts == {"train": 1, "test": 1} and len(report.missing["train"]) == 1
 
-    (root / "Diving48_vocab.json").write_text(json.dumps([["Back", "15som", "05Twis", "FREE"], ["Inward", "25som", "NoTwis", "PIKE"]]))
+    vocabulary = [["Back", "15som", "05Twis", "FREE"], ["Inward", "25som", "NoTwis", "PIKE"]]
+    (root / "Diving48_vocab.json").write_text(json.dumps(vocabulary))
     prepare_diving48(root, out)
     assert read_class_names(out / "classInd.txt") == ["Back_15som_05Twis_FREE", "Inward_25som_NoTwis_PIKE"]
 
@@ -220,7 +227,8 @@ def test_folder_scan_finds_class_folders_and_names_what_it_skips(tmp_path):
     assert not scan.unlabelled and list(scan.classes) == ["run", "walk"]
     assert scan.classes["walk"] == [tmp_path / "walk" / "b.mp4", tmp_path / "walk" / "deeper" / "a.MKV"]
     assert sorted(scan.skipped) == ["README.md (not a video by its extension)", "empty/ (no videos)",
-                                    "loose.avi (not in a class folder)", "walk/notes.txt (not a video by its extension)"]
+                                    "loose.avi (not in a class folder)",
+                                    "walk/notes.txt (not a video by its extension)"]
 
 
 def test_folder_scan_without_class_folders_is_unlabelled(tmp_path):

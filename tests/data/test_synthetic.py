@@ -9,8 +9,16 @@ import pytest
 
 from data.filelist import read_class_names, read_file_list
 from data.spec import MOTIONS, SyntheticSpec
-from data.synthetic import (background_pools, dataset_is_current, ensure_dataset, generate_dataset,
-                            load_annotations, load_boxes, plan_videos, render_video)
+from data.synthetic import (
+    background_pools,
+    dataset_is_current,
+    ensure_dataset,
+    generate_dataset,
+    load_annotations,
+    load_boxes,
+    plan_videos,
+    render_video,
+)
 from data.synthetic.render import draw_look, motion_trajectory
 from data.video_io import read_video
 
@@ -141,7 +149,7 @@ def test_annotations_record_pool_and_boxes(tiny_dataset, tiny_spec):
     root, _ = tiny_dataset
     annotations = load_annotations(root)
     assert len(annotations["videos"]) == 8
-    for relpath, video in annotations["videos"].items():
+    for video in annotations["videos"].values():
         assert video["motion"] == MOTIONS[video["label"]]
         assert video["background"] in annotations["pools"][video["pool"]]
         assert np.asarray(video["boxes"]).shape == (tiny_spec.frames, 4)

@@ -31,7 +31,10 @@ def test_defaults_are_the_published_recipe():
     assert (cfg.model.head, cfg.model.predictor_dim, cfg.model.drop_own_keys) == ("mlp", 0, False)
 
 
-@pytest.mark.parametrize("path", [p for p in CONFIGS if os.path.basename(p).startswith(("ucf101_", "k400_", "hmdb51_", "diving48_"))],
+PAPER_PREFIXES = ("ucf101_", "k400_", "hmdb51_", "diving48_")
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if os.path.basename(p).startswith(PAPER_PREFIXES)],
                          ids=os.path.basename)
 def test_the_paper_configs_keep_the_published_moco(path):
     cfg = C.load_config(path)
@@ -73,7 +76,8 @@ def test_derived_fields_are_no_config_keys(tmp_path):
 def test_settings_without_a_former_config_key_are_keys_now():
     cfg = C.load_config(None, ["aug.antialias=true", "aug.blur_window_fraction=0.2", "fame.bins=12",
                                "data.synthetic={gop: 4}"])
-    assert (cfg.aug.antialias, cfg.aug.blur_window_fraction, cfg.fame.bins, cfg.data.synthetic.gop) == (True, 0.2, 12, 4)
+    got = (cfg.aug.antialias, cfg.aug.blur_window_fraction, cfg.fame.bins, cfg.data.synthetic.gop)
+    assert got == (True, 0.2, 12, 4)
 
 
 def test_a_saved_run_config_of_the_former_schema_loads(tmp_path):
@@ -262,7 +266,8 @@ def test_long_benchmark_trains_on_the_benchmark_training_split():
     assert (long.train.epochs, long.fame.beta) == (24 * short.train.epochs, 0.5)
     assert long.data.synthetic.videos_per_class_test == 4 * short.data.synthetic.videos_per_class_test
     assert long.data.root != short.data.root
-    same_train = dataclasses.replace(long.data.synthetic, videos_per_class_test=short.data.synthetic.videos_per_class_test)
+    same_train = dataclasses.replace(long.data.synthetic,
+                                     videos_per_class_test=short.data.synthetic.videos_per_class_test)
     assert same_train == short.data.synthetic
     assert dataclasses.replace(long, data=short.data, train=short.train, fame=short.fame, source=short.source) == short
 

@@ -17,10 +17,12 @@ def test_the_pretext_trend_compares_the_first_and_last_fifth_of_the_logged_steps
 
 def test_the_pretext_line_says_whether_the_loss_falls_below_ln_k_plus_1():
     K = 64
-    learning = format_pretext({"loss_start": 3.5, "loss_end": 2.0, "acc1_start": 10, "acc1_end": 40, "steps": (1, 9)}, K)
+    learning = format_pretext({"loss_start": 3.5, "loss_end": 2.0, "acc1_start": 10, "acc1_end": 40,
+                               "steps": (1, 9)}, K)
     assert f"ln(K+1) = {math.log(65):.2f}" in learning and "3.50 -> 2.00" in learning
     assert "tells clips apart" in learning and "not falling" not in learning
-    collapsing = format_pretext({"loss_start": 3.8, "loss_end": 4.1, "acc1_start": 16, "acc1_end": 2, "steps": (1, 9)}, K)
+    collapsing = format_pretext({"loss_start": 3.8, "loss_end": 4.1, "acc1_start": 16, "acc1_end": 2,
+                                 "steps": (1, 9)}, K)
     assert "not falling well below ln(K+1)" in collapsing
     assert "no steps logged" in format_pretext(None, K)
 
@@ -29,7 +31,8 @@ def test_the_reference_line_names_chance_and_the_measured_figures():
     cfg = C.load_config("configs/synthetic_tiny.yaml", ["reference.moco_top1=30.5", "reference.fame_top1=61",
                                                         "reference.control_top1=100", "reference.note=seeds 4-6"])
     line = format_reference(cfg.reference, 4)
-    assert line.endswith("chance 25.0, MoCo without FAME 30.5, MoCo + FAME 61.0, the supervised control 100.0 (seeds 4-6)")
+    assert line.endswith("chance 25.0, MoCo without FAME 30.5, MoCo + FAME 61.0, "
+                         "the supervised control 100.0 (seeds 4-6)")
     assert "MoCo" not in format_reference(cfg.reference, 4, protocol="finetune")
     assert format_reference(C.ReferenceConfig(note="unused"), 10).endswith("chance 10.0")
     with pytest.raises(C.ConfigError, match="'reference.moco_top1': 101.0 is outside"):

@@ -78,7 +78,8 @@ def test_small3d_pools_its_last_block_over_time_and_space(pool, reduce):
 
 
 def test_small3d_max_pool_keeps_a_small_response_that_the_average_dilutes():
-    """One active spot in an otherwise silent last block: the max keeps it whole, the mean divides it by the map size."""
+    """One active spot in an otherwise silent last block: the max keeps it whole, the mean divides
+    it by the map size."""
     feature_map = torch.zeros(1, 8, 2, 4, 4)
     feature_map[0, 3, 1, 2, 2] = 1.0
     for pool, expected in (("avg", 1 / 32), ("max", 1.0)):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 from moco_test_nets import TinyBackbone, TinyBNBackbone
+from torch import nn
 
 from models.moco import MoCo, check_queue_size, contrastive_accuracy
 
@@ -131,7 +131,7 @@ def test_check_queue_size():
 
 def test_key_encoder_starts_as_frozen_copy():
     moco = make_moco(backbone_k=TinyBackbone)
-    for theta_q, theta_k in zip(moco.f_q.parameters(), moco.f_k.parameters()):
+    for theta_q, theta_k in zip(moco.f_q.parameters(), moco.f_k.parameters(), strict=True):
         assert torch.equal(theta_q, theta_k)
         assert theta_q.requires_grad and not theta_k.requires_grad
 

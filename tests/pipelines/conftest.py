@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from data.filelist import write_file_list
 import pipelines.loader as loader_module
+from data.filelist import write_file_list
 from data.index import build_index
 from pipelines.params import IDENTITY_AUG
 from pipelines.videos import videos_from_index
@@ -121,7 +121,7 @@ def _dataset(root, name: str, clips: list[np.ndarray], labels: list[int], option
         write_vp9(os.path.join(root, relpath), frames, options)
         relpaths.append(relpath)
     list_path = os.path.join(root, f"{name}list.txt")
-    write_file_list(list_path, zip(relpaths, labels))
+    write_file_list(list_path, zip(relpaths, labels, strict=True))
     return list_path
 
 

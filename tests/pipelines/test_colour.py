@@ -7,8 +7,8 @@ from nvidia.dali import pipeline_def
 
 import fame
 from pipelines.fame_stage import FameStage
-from pipelines.graphs import blur_clip, colour_clip, pretrain_graph, train_clip_graph
 from pipelines.feeds import TRAIN_VIEW
+from pipelines.graphs import blur_clip, colour_clip, pretrain_graph, train_clip_graph
 from pipelines.params import AugParams, Runtime, blur_weights
 
 CROP, FRAMES = 32, 3
@@ -30,7 +30,7 @@ def run_colour(clips: list[np.ndarray], **draws) -> list[np.ndarray]:
         clip, *rest = fn.external_source(source=lambda: (clips, *feeds), num_outputs=1 + len(COLOUR_FEEDS),
                                          batch=True, layout=["FHWC"] + [""] * len(COLOUR_FEEDS),
                                          dtype=[types.UINT8] + [feed.dtype for feed in COLOUR_FEEDS])
-        return colour_clip(clip, dict(zip(COLOUR_FEEDS, rest)), TRAIN_VIEW, CROP, AUG)
+        return colour_clip(clip, dict(zip(COLOUR_FEEDS, rest)), TRAIN_VIEW, CROP, AUG)  # noqa: B905 (autograph)
 
     p = pipe()
     (out,) = p.run()
@@ -128,7 +128,7 @@ def test_each_device_reads_one_form_of_the_blur(device, reads, skips):
     options = dict(runtime=Runtime(device=device), batch_size=2, crop=CROP, aug=AUG)
     graphs = [pretrain_graph(lambda info: None, fame_stage=stage, **options),
               train_clip_graph(lambda info: None, **options)]
-    for graph, views in zip(graphs, (("_q", "_k"), ("",))):
+    for graph, views in zip(graphs, (("_q", "_k"), ("",)), strict=True):
         names = {feed.name for feed in graph.feeds}
         for view in views:
             assert reads + view in names and skips + view not in names

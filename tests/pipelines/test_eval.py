@@ -8,8 +8,7 @@ import torch
 from pipelines.loader import ClipBatch, EvalBatch, eval_clips_loader, train_clips_loader
 from pipelines.params import ClipGeometry, Runtime, Sharding
 from pipelines.sampler import uniform_clip_starts
-from tests.pipelines.conftest import (GREEN_PER_Y, RAW_AUG, RED_PER_X, count_graph_builds, frame_numbers,
-                                      video_number)
+from tests.pipelines.conftest import GREEN_PER_Y, RAW_AUG, RED_PER_X, count_graph_builds, frame_numbers, video_number
 
 FRAMES, STRIDE, CROP, CLIPS = 4, 3, 32, 3
 SPAN = STRIDE * (FRAMES - 1) + 1
@@ -34,7 +33,7 @@ def test_every_video_once_with_uniformly_spaced_clips(coded_videos):
         assert isinstance(batch, EvalBatch)
         assert batch.clips.shape[1:] == (3, FRAMES, CROP, CROP) and batch.clips.dtype == torch.float32
         assert len(batch.label) == len(batch.video_index) == len(batch.clips)
-        for clip, label, video in zip(batch.clips, batch.label, batch.video_index):
+        for clip, label, video in zip(batch.clips, batch.label, batch.video_index, strict=True):
             assert video_number(clip) == int(video) and int(label) == coded_videos[int(video)].label
             clips_of[int(video)].append(frame_numbers(clip))
     assert sorted(clips_of) == list(range(len(coded_videos)))
@@ -50,7 +49,7 @@ def test_a_second_pass_sees_the_same_clips(coded_videos, monkeypatch):
     first = [b.clips.clone() for b in data]
     second = [b.clips for b in data]
     assert len(first) == len(second) == len(data) and len(data) % 2 == 1   # a pass ends part-way through the turns
-    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
     assert len(builds) == 2
 
 
@@ -90,7 +89,7 @@ def test_training_clips_one_random_clip_per_video(coded_videos):
     for batch in got:
         assert isinstance(batch, ClipBatch) and batch.clip.shape == (4, 3, FRAMES, CROP, CROP)
         assert len(batch.index) == len(batch.label) == 4
-        for clip, index in zip(batch.clip, batch.index):
+        for clip, index in zip(batch.clip, batch.index, strict=True):
             numbers = frame_numbers(clip)
             assert video_number(clip) == int(index)
             assert list(np.diff(numbers)) == [STRIDE] * (FRAMES - 1)

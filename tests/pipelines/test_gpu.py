@@ -24,7 +24,7 @@ def test_gpu_pretraining_batches_live_on_the_gpu_and_match_the_cpu(gpu_coded_vid
     gpu = pretrain_batches(gpu_coded_videos, "gpu", aug=RAW_AUG)
     cpu = pretrain_batches(gpu_coded_videos, "cpu", aug=RAW_AUG)
     assert len(gpu) == len(cpu)
-    for g, c in zip(gpu, cpu):
+    for g, c in zip(gpu, cpu, strict=True):
         assert g.query.is_cuda and g.key.is_cuda and g.label.is_cuda and g.index.is_cuda
         assert g.query.shape == c.query.shape and g.query.dtype == torch.float32
         assert torch.equal(g.index.cpu(), c.index)

@@ -13,14 +13,14 @@ from nvidia.dali import Pipeline
 import fame
 import pipelines.loader as loader_module
 import pipelines.videos as videos_module
+from engine import loaders
+from engine.config import ConfigError, load_config
+from measure import profile
 from pipelines import graphs
 from pipelines.fame_stage import FameStage
 from pipelines.loader import eval_clips_loader, pretrain_loader, train_clips_loader
 from pipelines.params import AugParams, ClipGeometry, Runtime
 from pipelines.videos import VideoMeta
-from engine import loaders
-from measure import profile
-from engine.config import ConfigError, load_config
 from tests.conftest import ROOT
 
 CROP, FRAMES = 32, 4

@@ -8,12 +8,20 @@ import torch
 from nvidia.dali import Pipeline
 
 import fame
-from pipelines.fame_stage import FameStage
 import pipelines.loader as loader_module
+from pipelines.fame_stage import FameStage
 from pipelines.loader import DeviceHandOver, PretrainBatch, pretrain_loader
 from pipelines.params import AugParams, ClipGeometry, Runtime, Sharding
-from tests.pipelines.conftest import (CODED_FRAMES, GREEN0, GREEN_STEP, RAW_AUG, RED_PER_X, frame_numbers,
-                                     green_codes, video_number)
+from tests.pipelines.conftest import (
+    CODED_FRAMES,
+    GREEN0,
+    GREEN_STEP,
+    RAW_AUG,
+    RED_PER_X,
+    frame_numbers,
+    green_codes,
+    video_number,
+)
 
 FRAMES, STRIDE, CROP, BATCH = 4, 2, 32, 3
 CLIP = ClipGeometry(FRAMES, STRIDE, CROP)
@@ -112,7 +120,7 @@ def test_augmentation_is_temporally_consistent(static_videos):
 def own_pixels(batch_clips, index):
     """Fraction of pixels per clip whose green code is the clip's own video."""
     assert len(batch_clips) == len(index) > 0
-    return np.array([(green_codes(clip) == int(i)).mean() for clip, i in zip(batch_clips, index)])
+    return np.array([(green_codes(clip) == int(i)).mean() for clip, i in zip(batch_clips, index, strict=True)])
 
 
 @pytest.mark.parametrize("branches", ["one", "both"])
@@ -192,7 +200,10 @@ def test_the_stage_gets_the_keys_of_the_batch_it_merges_with_pipelines_taking_tu
     settings = dict(clip=CLIP, batch_size=2, runtime=Runtime(pipelines=2, prefetch=3), shard=Sharding(), aug=RAW_AUG,
                     fame_cfg=fame.FameConfig())
     stages = []
-    monkeypatch.setattr(loader_module, "FameStage", lambda cfg, **options: stages.append(RecordingStage(cfg)) or stages[-1])
+    def recording_stage(cfg, **options):
+        stages.append(RecordingStage(cfg))
+        return stages[-1]
+    monkeypatch.setattr(loader_module, "FameStage", recording_stage)
     first = pretrain_loader(coded_videos, **settings)
     for taken, _ in enumerate(first, start=1):
         if taken == 3:

@@ -4,9 +4,9 @@ import os
 
 import torch
 
-from measure import profile
-from engine.loaders import build_pretrain_loader, fame_config
 from engine.config import load_config
+from engine.loaders import build_pretrain_loader, fame_config
+from measure import profile
 from tests.conftest import ROOT
 
 TINY = os.path.join(ROOT, "configs", "synthetic_tiny.yaml")

@@ -22,7 +22,7 @@ def run(loader, epochs=range(EPOCHS)):
 
 def same(a, b):
     assert len(a) == len(b)
-    for (ea, qa, ka, ia), (eb, qb, kb, ib) in zip(a, b):
+    for (ea, qa, ka, ia), (eb, qb, kb, ib) in zip(a, b, strict=True):
         assert ea == eb and torch.equal(ia, ib) and torch.equal(qa, qb) and torch.equal(ka, kb)
 
 
@@ -61,7 +61,7 @@ def test_a_finished_epoch_replays_unless_the_epoch_moves_on(coded_videos):
     first = [b.index.clone() for b in loader]
     again = [b.index.clone() for b in loader]
     assert len(again) == len(first) > 0
-    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
     loader.set_epoch(1)
     assert loader.state_dict()["step"] == 0
 

@@ -5,9 +5,20 @@ import numpy as np
 import pytest
 
 from pipelines.params import IDENTITY_AUG, AugParams, ClipGeometry, blur_weights
-from pipelines.sampler import (NO_BLUR_SIGMA, EvalClipSampler, PretrainSampler, Window, draw_clip_starts,
-                               draw_colour, draw_crop_window, epoch_order, equal_shard, split_shard,
-                               uniform_clip_starts, union_frames)
+from pipelines.sampler import (
+    NO_BLUR_SIGMA,
+    EvalClipSampler,
+    PretrainSampler,
+    Window,
+    draw_clip_starts,
+    draw_colour,
+    draw_crop_window,
+    epoch_order,
+    equal_shard,
+    split_shard,
+    uniform_clip_starts,
+    union_frames,
+)
 from pipelines.videos import VideoMeta
 
 GEOMETRY = ClipGeometry(frames=4, stride=2, crop=32)
@@ -114,7 +125,7 @@ def test_pretrain_plans_are_pure_functions_of_epoch_and_step():
     a, b = sampler.plan(1, 2), sampler.plan(1, 2)
     for name in a:
         assert len(a[name]) == len(b[name]) == sampler.batch_size, name
-        assert all(np.array_equal(x, y) for x, y in zip(a[name], b[name])), name
+        assert all(np.array_equal(x, y) for x, y in zip(a[name], b[name], strict=True)), name
     assert len(set(int(s) for s in a["fame_seed"])) == 1
     assert not np.array_equal(np.stack(a["roi_start_q"]), np.stack(sampler.plan(2, 2)["roi_start_q"]))
 
@@ -125,7 +136,7 @@ def test_blur_weights_are_the_drawn_sigma_over_the_crop_window():
     window = aug.blur_window(GEOMETRY.crop)
     for view in "qk":
         assert {bool(b) for b in plan[f"blur_{view}"]} == {False, True}
-        for sigma, weights in zip(plan[f"sigma_{view}"], plan[f"blur_weights_{view}"]):
+        for sigma, weights in zip(plan[f"sigma_{view}"], plan[f"blur_weights_{view}"], strict=True):
             assert weights.shape == (window,) and weights.dtype == np.float32
             np.testing.assert_allclose(weights, blur_weights(float(sigma), window), rtol=1e-5)   # sigma fed as float32
     offsets = np.arange(window) - window // 2

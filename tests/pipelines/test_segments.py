@@ -131,5 +131,5 @@ def test_the_loader_gives_the_same_batches_from_slices_as_from_whole_files(index
         sliced_loader, whole_loader = pretrain_loader(videos, **options), pretrain_loader(whole, **options)
         sliced_loader.set_epoch(epoch)
         whole_loader.set_epoch(epoch)
-        for sliced, plain in zip(sliced_loader, whole_loader):
+        for sliced, plain in zip(sliced_loader, whole_loader, strict=True):
             assert torch.equal(sliced.query, plain.query) and torch.equal(sliced.key, plain.key)
