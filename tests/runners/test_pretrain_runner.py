@@ -139,16 +139,8 @@ def test_resume_after_kill_is_bit_exact(tmp_path, tiny_data_root):
 
 def test_non_finite_loss_stops_with_the_step(tmp_path, tiny_data_root, monkeypatch):
     from engine.checkpoint import NonFiniteLoss
-    from models.moco import MoCo
     from runners import pretrain
-    calls = {"n": 0}
-    infonce = MoCo.infonce
-
-    def poisoned(self, q, k):
-        calls["n"] += 1
-        loss, logits, labels = infonce(self, q, k)
-        return (loss * float("nan") if calls["n"] > 4 else loss), logits, labels
-    monkeypatch.setattr(MoCo, "infonce", poisoned)
+    poison_losses_from_step(monkeypatch, 2)
     with pytest.raises(NonFiniteLoss, match="at step 2"):
         pretrain.main(tiny(tmp_path, tiny_data_root, "run.name=nan", "train.checkpoint_steps=1"))
     state = torch.load(tmp_path / "nan" / "checkpoints" / "last.pt", weights_only=False)
@@ -161,9 +153,9 @@ def poison_losses_from_step(monkeypatch, first_bad_step):
     calls = {"n": 0}
     infonce = MoCo.infonce
 
-    def poisoned(self, q, k):
+    def poisoned(self, q, k, ids=None):
         calls["n"] += 1
-        loss, logits, labels = infonce(self, q, k)
+        loss, logits, labels = infonce(self, q, k, ids)
         return (loss * float("nan") if calls["n"] > 2 * first_bad_step else loss), logits, labels
     monkeypatch.setattr(MoCo, "infonce", poisoned)
 
