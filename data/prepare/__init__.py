@@ -3,20 +3,20 @@
 the same way (data.prepare.lists)."""
 
 from data.prepare.benchmarks import (
-                                     PREPARERS,
-                                     SPLIT_DATASETS,
-                                     prepare_diving48,
-                                     prepare_hmdb51,
-                                     prepare_kinetics400,
-                                     prepare_ucf101,
+    PREPARERS,
+    SPLIT_DATASETS,
+    prepare_diving48,
+    prepare_hmdb51,
+    prepare_kinetics400,
+    prepare_ucf101,
 )
 from data.prepare.folder import (
-                                     DEFAULT_VAL_FRACTION,
-                                     FolderReport,
-                                     FolderScan,
-                                     prepare_folder,
-                                     scan_video_folder,
-                                     split_by_class,
+    DEFAULT_VAL_FRACTION,
+    FolderReport,
+    FolderScan,
+    prepare_folder,
+    scan_video_folder,
+    split_by_class,
 )
 from data.prepare.lists import PrepareReport, write_prepared
 

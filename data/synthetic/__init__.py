@@ -33,14 +33,14 @@ background), render (one video's frames and object boxes), dataset (writing and 
 
 from data.spec import MOTIONS, SyntheticSpec
 from data.synthetic.dataset import (
-                                    ANNOTATIONS_FILE,
-                                    SPEC_FILE,
-                                    NotSyntheticError,
-                                    dataset_is_current,
-                                    ensure_dataset,
-                                    generate_dataset,
-                                    load_annotations,
-                                    load_boxes,
+    ANNOTATIONS_FILE,
+    SPEC_FILE,
+    NotSyntheticError,
+    dataset_is_current,
+    ensure_dataset,
+    generate_dataset,
+    load_annotations,
+    load_boxes,
 )
 from data.synthetic.plan import VideoPlan, background_pools, plan_videos
 from data.synthetic.render import draw_look, render_video
