@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
-from fame.fields import SettingError, bounded, check_fields
+from fame.fields import SettingError, bounded, check_fields, fraction
 
 # Class order: the first num_classes of these are used.
 MOTIONS = ("right", "left", "circle_cw", "pulse", "down", "up", "zigzag", "circle_ccw")
@@ -43,8 +43,8 @@ class SyntheticSpec:
     frames: int = field(default=48, metadata=bounded(MIN_FRAMES))
     fps: int = field(default=15, metadata=bounded(1))
     codec: Literal["h264", "mjpeg", "vp9"] = "vp9"
-    bg_correlation_train: float = field(default=0.9, metadata=bounded(0.0, 1.0))
-    bg_correlation_test: float = field(default=0.0, metadata=bounded(0.0, 1.0))
+    bg_correlation_train: float = fraction(0.9)
+    bg_correlation_test: float = fraction(0.0)
     noise_std: float = field(default=3.0, metadata=bounded(0.0))   # per-frame Gaussian sensor noise, 0..255 levels
     pan_speed: float = field(default=0.5, metadata=bounded(0.0))   # largest background pan, pixels per frame
     object_size: tuple[float, float] = field(default=(0.15, 0.3), metadata=bounded(0.0, MAX_OBJECT_SIZE, lo_open=True))

@@ -27,7 +27,7 @@ import yaml
 
 from data.spec import SyntheticSpec
 from fame.config import FameConfig
-from fame.fields import UNIONS, SettingError, bounded, check_fields, setting_fields, type_hints, value_problem
+from fame.fields import UNIONS, SettingError, bounded, check_fields, fraction, setting_fields, type_hints, value_problem
 from pipelines.params import AugParams
 
 INHERIT_KEY = "inherit"
@@ -89,7 +89,7 @@ class ModelConfig:
     predictor_dim: int = field(default=0, metadata=bounded(0))   # query-branch predictor's hidden width, 0: none
     dim: int = field(default=128, metadata=bounded(1))
     K: int = field(default=2048, metadata=bounded(1))
-    m: float = field(default=0.999, metadata=bounded(0.0, 1.0))
+    m: float = fraction(0.999)
     T: float = field(default=0.1, metadata=bounded(0.0, lo_open=True))
     symmetric: bool = True
     shuffle_bn_groups: int = field(default=2, metadata=bounded(1))

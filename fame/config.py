@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Literal
 
-from fame.fields import SettingError, bounded, check_fields, derived
+from fame.fields import SettingError, bounded, check_fields, derived, fraction
 
 AUTO_BETA = "auto"
 NO_FAME = "none"    # variant or background meaning "no merging"
@@ -65,22 +65,22 @@ class FameConfig:
         round(beta_warmup_epochs * steps_per_epoch), so 0 (default) means no warm-up.
     """
 
-    beta: float | Literal["auto"] = field(default=0.5, metadata=bounded(0.0, 1.0))
+    beta: float | Literal["auto"] = fraction(0.5)
     variant: Literal["fame", "seed", "grid", "gauss", "none"] = "fame"
     hue: Literal["published", "angle"] = "published"
     background: Literal["inter", "intra", "none"] = "inter"
     pick: Literal["derangement", "permutation"] = "derangement"
     background_fill: Literal["none", "median"] = "none"
     branches: Literal["one", "both"] = "one"
-    share: float = field(default=1.0, metadata=bounded(0.0, 1.0))
-    fg_fraction: float = field(default=0.5, metadata=bounded(0.0, 1.0))
-    bg_fraction: float = field(default=0.1, metadata=bounded(0.0, 1.0))
+    share: float = fraction(1.0)
+    fg_fraction: float = fraction(0.5)
+    bg_fraction: float = fraction(0.1)
     bins: int = field(default=10, metadata=bounded(2))
     laplace: float = field(default=1.0, metadata=bounded(0.0))
     blur_size_fraction: float = field(default=0.1, metadata=bounded(0.0))
     blur_sigma_fraction: float = field(default=1.0 / 3.0, metadata=bounded(0.0, lo_open=True))
-    beta_min: float = field(default=0.3, metadata=bounded(0.0, 1.0))
-    beta_max: float = field(default=0.7, metadata=bounded(0.0, 1.0))
+    beta_min: float = fraction(0.3)
+    beta_max: float = fraction(0.7)
     otsu_bins: int = field(default=256, metadata=bounded(2))
     camera_compensation: Literal["none", "median", "phase"] = "none"
     grid_cells: int = field(default=4, metadata=bounded(1))

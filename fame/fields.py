@@ -42,6 +42,11 @@ def bounded(lo: float | None = None, hi: float | None = None, *, lo_open: bool =
     return {RANGE: (lo, hi, lo_open)}
 
 
+def fraction(default: float) -> dataclasses.Field:
+    """A field whose value lies in [0, 1]: a probability, a share or a fraction of something."""
+    return dataclasses.field(default=default, metadata=bounded(0.0, 1.0))
+
+
 def derived(metadata: dict | None = None) -> dict:
     """Field metadata (added to ``metadata``): set by code from other values, not a config key."""
     return {**(metadata or {}), DERIVED: True}

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from fame.fields import SettingError, bounded, check_fields
+from fame.fields import SettingError, bounded, check_fields, fraction
 from fame.mask import gaussian_weights
 
 # Published normalisation of the Kinetics-trained video models (the paper's published code).
@@ -38,14 +38,14 @@ class AugParams:
 
     crop_area: tuple[float, float] = field(default=(0.2, 1.0), metadata=bounded(0.0, 1.0, lo_open=True))
     crop_aspect: tuple[float, float] = field(default=(3 / 4, 4 / 3), metadata=bounded(0.0, lo_open=True))
-    flip_p: float = field(default=0.5, metadata=bounded(0.0, 1.0))
-    grayscale_p: float = field(default=0.2, metadata=bounded(0.0, 1.0))
-    jitter_p: float = field(default=0.8, metadata=bounded(0.0, 1.0))
+    flip_p: float = fraction(0.5)
+    grayscale_p: float = fraction(0.2)
+    jitter_p: float = fraction(0.8)
     brightness: float = field(default=0.4, metadata=bounded(0.0))
     contrast: float = field(default=0.4, metadata=bounded(0.0))
     saturation: float = field(default=0.4, metadata=bounded(0.0))
     hue: float = field(default=0.1, metadata=bounded(0.0, 0.5))
-    blur_p: float = field(default=0.5, metadata=bounded(0.0, 1.0))
+    blur_p: float = fraction(0.5)
     blur_sigma: tuple[float, float] = field(default=(0.1, 2.0), metadata=bounded(0.0, lo_open=True))
     blur_window_fraction: float = field(default=0.1, metadata=bounded(0.0, 1.0, lo_open=True))
     mean: tuple[float, float, float] = KINETICS_MEAN

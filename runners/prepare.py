@@ -33,7 +33,8 @@ from pathlib import Path
 from data.filelist import TEST_LIST, TRAIN_LIST
 from data.index import DEVICES, build_index
 from data.parallel import auto_workers
-from data.prepare import DEFAULT_VAL_FRACTION, PREPARERS, SPLIT_DATASETS, prepare_folder
+from data.prepare.benchmarks import PREPARERS, SPLIT_DATASETS
+from data.prepare.folder import DEFAULT_VAL_FRACTION, prepare_folder
 from data.synthetic import MOTIONS, SyntheticSpec, ensure_dataset
 from data.transcode import DEFAULT_GOP, GOP_REASON, require_all_written, transcode_lists
 from data.video_io import CODECS

@@ -6,14 +6,8 @@ import os
 import pytest
 
 from data.filelist import read_class_names, read_file_list
-from data.prepare import (
-    prepare_diving48,
-    prepare_hmdb51,
-    prepare_kinetics400,
-    prepare_ucf101,
-    scan_video_folder,
-    split_by_class,
-)
+from data.prepare.benchmarks import prepare_diving48, prepare_hmdb51, prepare_kinetics400, prepare_ucf101
+from data.prepare.folder import scan_video_folder, split_by_class
 
 PLACEHOLDER = b"not decoded by the preparers"
 
