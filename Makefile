@@ -70,8 +70,11 @@ test-quick: $(STAMP)  ## the tests not marked slow: a developer's inner loop (un
 lint: $(STAMP)  ## ruff (pyproject.toml: pyflakes, pycodestyle, bugbear, import order, pyupgrade)
 	$(PY) -m ruff check .
 
-pretrain: $(STAMP)  ## MoCo+FAME pretraining: CONFIG=... ARGS="key=value ..." NPROC=N
-	$(LAUNCH) runners.pretrain --config $(CONFIG) $(ARGS)
+# Without CONFIG, pretraining runs the built-in demo (configs/demo.yaml: minutes on the CPU, then a
+# linear probe well above chance); the other targets default to configs/synthetic.yaml.
+PRETRAIN_CONFIG = $(if $(filter command line environment,$(origin CONFIG)),$(CONFIG),configs/demo.yaml)
+pretrain: $(STAMP)  ## MoCo+FAME pretraining: CONFIG=... (default configs/demo.yaml) ARGS="key=value ..." NPROC=N
+	$(LAUNCH) runners.pretrain --config $(PRETRAIN_CONFIG) $(ARGS)
 
 data-synth: $(STAMP)  ## generate the synthetic dataset of the config (default videos/synthetic)
 	$(PY) -m runners.prepare synthetic --config $(CONFIG) $(ARGS)

@@ -260,8 +260,9 @@ def test_every_experiment_has_a_tiny_cpu_variant():
 
 
 def test_long_benchmark_trains_on_the_benchmark_training_split():
-    """benchmark_long.yaml changes the schedule, beta and test-split size only, so its
-    backbones are pretrained on benchmark.yaml's very training videos (docs/benchmarks.md)."""
+    """benchmark_long.yaml changes the schedule, the recipe (it keeps the one its figures were
+    measured with) and the test-split size only, so its backbones are pretrained on
+    benchmark.yaml's very training videos (docs/benchmarks.md)."""
     short, long = C.load_config("configs/benchmark.yaml"), C.load_config("configs/benchmark_long.yaml")
     assert (long.train.epochs, long.fame.beta) == (24 * short.train.epochs, 0.5)
     assert long.data.synthetic.videos_per_class_test == 4 * short.data.synthetic.videos_per_class_test
@@ -269,7 +270,8 @@ def test_long_benchmark_trains_on_the_benchmark_training_split():
     same_train = dataclasses.replace(long.data.synthetic,
                                      videos_per_class_test=short.data.synthetic.videos_per_class_test)
     assert same_train == short.data.synthetic
-    assert dataclasses.replace(long, data=short.data, train=short.train, fame=short.fame, source=short.source) == short
+    recipe = {name: getattr(short, name) for name in ("train", "fame", "clip", "aug", "model")}
+    assert dataclasses.replace(long, data=short.data, source=short.source, **recipe) == short
 
 
 def test_the_resume_keys_are_the_marked_fields_of_the_schema():
@@ -301,3 +303,25 @@ def test_a_section_marked_for_a_job_stands_for_every_key_in_it():
 
     assert resume_keys("job", Outer) == ("whole", "part.b")
     assert resume_keys("other", Outer) == ()
+
+
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
+
+
+def test_make_pretrain_runs_the_demo_and_the_demo_says_what_to_compare_against():
+    makefile = open(os.path.join(CONFIG_DIR, "..", "Makefile")).read()
+    assert "configs/demo.yaml)" in makefile.split("PRETRAIN_CONFIG =")[1].splitlines()[0]
+    cfg = C.load_config(os.path.join(CONFIG_DIR, "demo.yaml"), [])
+    ref = cfg.reference
+    assert None not in (ref.moco_top1, ref.fame_top1, ref.control_top1) and ref.note
+    assert 100 / cfg.data.num_classes < ref.moco_top1 < ref.fame_top1 <= ref.control_top1
+
+
+def test_the_long_benchmark_keeps_the_recipe_its_figures_were_measured_with():
+    long = C.load_config(os.path.join(CONFIG_DIR, "benchmark_long.yaml"), [])
+    short = C.load_config(os.path.join(CONFIG_DIR, "benchmark.yaml"), [])
+    earlier = (long.train.optimizer, long.train.lr, long.model.pool, long.model.T, long.model.predictor_dim,
+               long.aug.jitter_p, long.aug.grayscale_p, long.clip.stride)
+    assert earlier == ("sgd", 0.05, "avg", 0.1, 0, 0.8, 0.2, 2)
+    assert (short.train.optimizer, short.model.pool, short.model.predictor_dim, short.clip.stride) == ("adamw", "max",
+                                                                                                      256, 4)
