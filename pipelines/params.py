@@ -27,8 +27,9 @@ class AugParams:
 
     crop_area / crop_aspect: random resized crop (fraction of the frame area, width/height
     ratio, torchvision's rule with 10 tries then a centre crop). flip_p: horizontal flip.
-    grayscale_p: grayscale. jitter_p with brightness / contrast / saturation (factors drawn
-    in [max(0, 1 - x), 1 + x]) and hue (a fraction of the colour circle in [-hue, hue]).
+    jitter_p with brightness / contrast / saturation (factors drawn in [max(0, 1 - x), 1 + x])
+    and hue (a fraction of the colour circle in [-hue, hue]); then grayscale_p: grayscale, in
+    MoCo v2's order.
     blur_p with blur_sigma: Gaussian blur, sigma in pixels of the crop, over a fixed window
     of int(blur_window_fraction * crop) // 2 * 2 + 1 pixels (at least 3). mean / std: RGB
     normalisation in 0..1 units. antialias: low-pass filter when the crop is shrunk; off
@@ -39,12 +40,12 @@ class AugParams:
     crop_area: tuple[float, float] = field(default=(0.2, 1.0), metadata=bounded(0.0, 1.0, lo_open=True))
     crop_aspect: tuple[float, float] = field(default=(3 / 4, 4 / 3), metadata=bounded(0.0, lo_open=True))
     flip_p: float = fraction(0.5)
-    grayscale_p: float = fraction(0.2)
     jitter_p: float = fraction(0.8)
     brightness: float = field(default=0.4, metadata=bounded(0.0))
     contrast: float = field(default=0.4, metadata=bounded(0.0))
     saturation: float = field(default=0.4, metadata=bounded(0.0))
     hue: float = field(default=0.1, metadata=bounded(0.0, 0.5))
+    grayscale_p: float = fraction(0.2)
     blur_p: float = fraction(0.5)
     blur_sigma: tuple[float, float] = field(default=(0.1, 2.0), metadata=bounded(0.0, lo_open=True))
     blur_window_fraction: float = field(default=0.1, metadata=bounded(0.0, 1.0, lo_open=True))
