@@ -247,6 +247,7 @@ def test_only_runs_the_named_steps_and_writes_the_report(tmp_path, monkeypatch, 
 def test_make_gpu_check_installs_nothing_and_takes_the_python_it_finds():
     """Without a .venv, `make gpu-check` runs the Python it is given, as it is (an offline GPU
     machine): no `make setup`, no pip."""
-    commands = subprocess.run(["make", "-n", "gpu-check", "VENV=/nonexistent-venv", "PYTHON=python3", "STAGE=2",
-                               "OUT=/tmp/o"], cwd=ROOT, stdout=subprocess.PIPE, text=True, check=True).stdout
+    commands = subprocess.run(["make", "--no-print-directory", "-n", "gpu-check", "VENV=/nonexistent-venv",
+                               "PYTHON=python3", "STAGE=2", "OUT=/tmp/o"],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True, check=True).stdout
     assert commands.strip() == "python3 -m measure.gpu_check --stage 2 --out /tmp/o"

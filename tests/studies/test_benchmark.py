@@ -80,8 +80,9 @@ def test_tiny_benchmark_end_to_end(tmp_path):
     control = tmp_path / "control.yaml"      # the tiny supervised control, its data under tmp_path
     control.write_text(f"inherit: {os.path.join(ROOT, 'configs', 'small_objects_control_tiny.yaml')}\n"
                        f"data:\n  root: {tmp_path / 'control-data'}\n")
+    control_column = "eval.unbiased_probe=true"     # off in benchmark.yaml by default
     code = benchmark.main(["--config", TINY, "--seeds", "0", "--name", "bench", "--control", str(control),
-                           f"run.dir={runs}", f"data.root={data}"])
+                           f"run.dir={runs}", f"data.root={data}", control_column])
     assert code == 0
     md = (runs / "bench.md").read_text()
     for label in ("MoCo baseline", "MoCo + FAME", benchmark.GAP_LABEL, "linear/video_top1", "retrieval/R@1",
@@ -118,7 +119,7 @@ def test_tiny_benchmark_end_to_end(tmp_path):
     base = next(t for t in out["trials"] if t["params"]["fame.variant"] == "none")
     backbone = os.path.join(base["run_dir"], "backbone.pt")
     assert trial.main(["--config", TINY, f"run.dir={runs}", f"data.root={data}", "run.name=rescored", "seed=0",
-                       f"pretrained={backbone}"]) == 0
+                       f"pretrained={backbone}", control_column]) == 0
     again = json.loads((runs / "rescored" / trial.TRIAL_FILE).read_text())
     assert again["backbone"] == backbone and again["metrics"] == base["metrics"]
     assert sorted(os.listdir(runs / "rescored")) == ["config.yaml", trial.TRIAL_FILE]
@@ -129,7 +130,7 @@ def test_tiny_benchmark_end_to_end(tmp_path):
         return [json.loads(line) for line in (runs / base["name"] / "metrics.jsonl").read_text().splitlines()]
     before = logged()
     assert trial.main(["--config", TINY, f"run.dir={runs}", f"data.root={data}", f"run.name={base['name']}",
-                       "seed=0", "fame.variant=none"]) == 0
+                       "seed=0", "fame.variant=none", control_column]) == 0
     rerun = json.loads((runs / base["name"] / trial.TRIAL_FILE).read_text())
     assert rerun["metrics"] == base["metrics"]
     after = logged()
