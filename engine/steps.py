@@ -64,7 +64,7 @@ def moco_step(model: nn.Module, q: torch.Tensor, k: torch.Tensor, update: Update
     then θk ← m θk + (1 - m) θq. ``model``: MoCo, or MoCo under DDP. ``ids``: the clips'
     video indices, for model.drop_own_keys."""
     with autocast(q.device, update.amp):
-        out = model(q, k) if ids is None else model(q, k, ids)
+        out = model(q, k, ids)
     check_loss(out.loss, step, watch)
     apply_update(out.loss, model, update)
     unwrap_module(model).momentum_update()

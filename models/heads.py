@@ -7,12 +7,12 @@
   projectors of SimCLR, BYOL and MoCo v3 do: Linear(in, in) - BN - ReLU - Linear(in, dim).
   (MoCo v3 also normalises the output; with a queue that makes a batch's embeddings sum to
   zero, so a query is pushed from its own positive, which shares its batch, and not from the
-  queue's keys: docs/exploration.md.)
+  queue's keys.)
 - PredictionHead: MoCo v3's (and BYOL's) predictor on the query branch only:
   Linear(dim, hidden) - BN - ReLU - Linear(hidden, dim). The key branch has none, so
   the query cannot match its key by copying the key encoder's projection: it has to
   predict it, which keeps a slowly moving key encoder from dragging every embedding
-  to one point (docs/exploration.md, "Learning you can see").
+  to one point (docs/learning.md).
 - Classifier: Dropout - Linear for linear probing and finetuning. Dropout lives
   here, not in the backbones, so that an exported backbone state is the same
   whatever dropout a downstream run uses.
@@ -21,6 +21,13 @@
 from torch import nn
 
 PROJECTION_KINDS = ("mlp", "linear", "mlp_bn")
+
+
+def bn_mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
+    """Linear(in_dim, hidden) - BN - ReLU - Linear(hidden, out_dim); the BN carries the hidden
+    layer's bias."""
+    return nn.Sequential(nn.Linear(in_dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                         nn.Linear(hidden, out_dim))
 
 
 class ProjectionHead(nn.Module):
@@ -35,9 +42,8 @@ class ProjectionHead(nn.Module):
         self.kind = kind
         if kind == "mlp":
             self.layers = nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(inplace=True), nn.Linear(in_dim, dim))
-        elif kind == "mlp_bn":     # the BN carries the hidden layer's bias
-            self.layers = nn.Sequential(nn.Linear(in_dim, in_dim, bias=False), nn.BatchNorm1d(in_dim),
-                                        nn.ReLU(inplace=True), nn.Linear(in_dim, dim))
+        elif kind == "mlp_bn":
+            self.layers = bn_mlp(in_dim, in_dim, dim)
         else:
             self.layers = nn.Sequential(nn.Linear(in_dim, dim))
 
@@ -52,8 +58,7 @@ class PredictionHead(nn.Module):
         super().__init__()
         if dim < 1 or hidden < 1:
             raise ValueError(f"PredictionHead needs positive sizes, got dim={dim}, hidden={hidden}")
-        self.layers = nn.Sequential(nn.Linear(dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-                                    nn.Linear(hidden, dim))
+        self.layers = bn_mlp(dim, hidden, dim)
 
     def forward(self, projections):
         return self.layers(projections)
