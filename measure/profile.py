@@ -134,18 +134,20 @@ def time_baseline(sampler, fame_cfg, workers: int, steps: int, warmup: int) -> T
     epochs = 1 + total // max(1, len(sampler))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
-        batches = iter(pyav_pretrain_loader(sampler, fame_cfg, epochs=epochs, num_workers=workers, batches=total,
-                                            cpu_timed=True))
-        for _ in range(warmup):
-            next(batches)
-        started, cpu, worker_cpu = time.perf_counter(), _cpu_seconds(), 0.0
-        for _ in range(steps):
-            worker_cpu += float(next(batches)[1])
-        wall = (time.perf_counter() - started) / steps
-        own_cpu = _cpu_seconds() - cpu
-        for _ in batches:          # exhausting the loader joins its workers
+        timed = iter(pyav_pretrain_loader(sampler, fame_cfg, epochs=epochs, num_workers=workers, batches=total,
+                                          cpu_timed=True))
+        worker_cpu = []
+
+        def batches():
+            for batch, cpu in timed:
+                worker_cpu.append(float(cpu))
+                yield batch
+        timing = time_batches(batches(), steps, warmup, lambda: None)
+        for _ in timed:          # exhausting the loader joins its workers
             pass
-    return Timing(wall, ((worker_cpu if workers else 0.0) + own_cpu) / steps)   # no workers: all of it is own
+    # No workers: the batches were made here, already in this process's time.
+    made = sum(worker_cpu[warmup:total]) / steps if workers else 0.0
+    return Timing(timing.wall, timing.cpu + made)
 
 
 def stage_loader(videos, steps, fame_stage, settings: dict) -> VideoLoader:
