@@ -5,8 +5,9 @@ import os
 import torch
 
 from engine.config import load_config
-from engine.loaders import build_pretrain_loader, fame_config
+from engine.loaders import build_pretrain_loader, fame_config, load_video_set, pretrain_settings
 from measure import profile
+from pipelines.loader import pretrain_loader
 from tests.conftest import ROOT
 
 TINY = os.path.join(ROOT, "configs", "synthetic_tiny.yaml")
@@ -60,3 +61,19 @@ def test_profile_writes_a_table_and_json(tiny_data_root, tmp_path, capsys):
     assert "PyAV + NumPy baseline" in out and "full / decode alone" in out
     assert result["decode"] == "cpu" and ", decode on cpu, " in out
     assert os.path.exists(os.path.join(tmp_path, "prof", "metrics.jsonl"))
+
+
+def test_the_baseline_counts_the_cpu_time_its_workers_spend(tiny_data_root):
+    """Made by worker processes (children of a fork server, not of this process), a batch costs
+    about what it costs made here: the workers' CPU time is counted where it is spent."""
+    cfg = tiny_config(tiny_data_root)
+    cpu = torch.device("cpu")
+    videos, decode = load_video_set(cfg, cfg.data.train_list, 0, cpu)
+    settings = pretrain_settings(cfg, cpu, decode)
+    fame_cfg = settings.pop("fame_cfg")
+    loader = pretrain_loader(videos, fame_cfg=fame_cfg, **settings)
+    sampler = loader.sampler
+    loader.close()
+    here = profile.time_baseline(sampler, fame_cfg, 0, steps=3, warmup=1)
+    in_workers = profile.time_baseline(sampler, fame_cfg, 2, steps=3, warmup=1)
+    assert in_workers.cpu > 0.5 * here.cpu > 0
