@@ -4,7 +4,9 @@ runners.classify, so that a first run says by itself whether it learnt anything.
 - The pretext task: the loss of an embedding that tells nothing apart is ln(K + 1) (every
   logit equal: K queue keys and the positive), and its contrastive top-1 is 100 / (K + 1).
   The run's own loss and top-1 at its start and end (means over the first and last fifth of
-  the logged steps) say whether it falls below that and keeps falling.
+  the logged steps) say whether it falls below that and keeps falling; its margin (ln(K + 1)
+  less the highest mean loss over a tenth of the logged steps, the first tenth left out) says
+  whether it stays below all along or drifts back toward a constant embedding on the way.
 - The probes: chance (100 / classes) and the figures of the config's ``reference`` section
   (engine.config.ReferenceConfig: MoCo without FAME, MoCo + FAME and the supervised control on
   the same data, as measured; docs/benchmarks.md), where the config has them.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import math
 
 SHARE = 5     # the pretext trend compares the first and the last fifth of the logged steps
+WINDOWS = 10  # the pretext margin takes the loss's mean over each tenth of the logged steps
 
 
 def pretext_trend(rows: list[dict]) -> dict | None:
@@ -31,8 +34,21 @@ def pretext_trend(rows: list[dict]) -> dict | None:
             "acc1_end": mean(last, "acc1"), "steps": (first[0].get("step"), last[-1].get("step"))}
 
 
-def format_pretext(trend: dict | None, K: int) -> str:
-    """The pretext trend against ln(K + 1) and 100 / (K + 1)."""
+def pretext_margin(rows: list[dict], K: int) -> float | None:
+    """ln(K + 1) less the highest mean pretext loss over a tenth of the logged rows, the first
+    tenth left out (every run starts near ln(K + 1)); None when no row has a loss. Near 0 or
+    below: somewhere in the run the embedding told clips apart little or not at all."""
+    losses = [r["loss"] for r in rows if "loss" in r]
+    if not losses:
+        return None
+    size = max(1, len(losses) // WINDOWS)
+    windows = [losses[i:i + size] for i in range(size, len(losses), size)] or [losses]
+    return math.log(K + 1) - max(sum(w) / len(w) for w in windows)
+
+
+def format_pretext(trend: dict | None, K: int, margin: float | None = None) -> str:
+    """The pretext trend against ln(K + 1) and 100 / (K + 1), and the margin (pretext_margin)
+    where given."""
     nothing = math.log(K + 1)
     if trend is None:
         return f"pretext: no steps logged (ln(K+1) = {nothing:.2f})"
@@ -42,7 +58,9 @@ def format_pretext(trend: dict | None, K: int) -> str:
     return (f"pretext: loss {trend['loss_start']:.2f} -> {trend['loss_end']:.2f} and contrastive top-1 "
             f"{trend['acc1_start']:.0f}% -> {trend['acc1_end']:.0f}% (first -> last fifth of the logged steps); "
             f"an embedding that tells nothing apart scores ln(K+1) = {nothing:.2f} and {100 / (K + 1):.1f}%: "
-            f"{verdict}")
+            f"{verdict}"
+            + ("" if margin is None else f"; the highest mean loss over a tenth of the run after the first is "
+                                         f"{margin:.2f} below ln(K+1)"))
 
 
 def format_reference(reference, num_classes: int, protocol: str = "linear") -> str:

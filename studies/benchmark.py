@@ -14,7 +14,9 @@ caam/energy_in_box_pct (on synthetic data: the share of the class-agnostic
 activation map inside the moving object's box), linear/video_top1,
 linear_unbiased/video_top1 (with eval.unbiased_probe, on in
 configs/benchmark.yaml: the control, the same probe trained on
-class-independent backgrounds; studies.trial) and retrieval/R@1. With
+class-independent backgrounds; studies.trial), retrieval/R@1 and pretext/margin (how far
+below ln(K+1) the pretext loss stayed after the run's first tenth: near 0, the embedding
+drifted toward a constant somewhere in the run; engine.reference). With
 ``--control CONFIG`` every seed also runs `runners.classify` on that config (e.g.
 configs/small_objects_control.yaml: the backbone trained with labels from random
 init on class-independent backgrounds), a row of its own with control/video_top1:
@@ -45,7 +47,8 @@ from studies.trial import TRIAL_FILE
 VARIANT_KEY = "fame.variant"
 BASELINE, FAME = "none", "fame"
 GAP_LABEL = "gap (FAME - baseline)"
-TABLE_METRICS = ("linear/video_top1", "retrieval/R@1", "linear_unbiased/video_top1", "caam/energy_in_box_pct")
+TABLE_METRICS = ("linear/video_top1", "retrieval/R@1", "linear_unbiased/video_top1", "caam/energy_in_box_pct",
+                 "pretext/margin")
 CONTROL_LABEL = "supervised control"
 CONTROL_METRIC = "control/video_top1"
 
@@ -150,8 +153,10 @@ def write_outputs(out_base: str, record: dict, table: str) -> tuple[str, str]:
                 f"training videos; linear_unbiased (with eval.unbiased_probe): the linear probe trained on "
                 f"class-independent backgrounds instead, a control; caam/energy_in_box_pct: the share (%) of the "
                 f"backbone's class-agnostic activation map inside the moving object's box (a map with no "
-                f"preference scores the box's share of the frame); {CONTROL_METRIC} (with --control): video top-1 "
-                f"of the backbone trained with labels from random init on the control config's data.\n"
+                f"preference scores the box's share of the frame); pretext/margin: ln(K+1) less the highest mean "
+                f"pretext loss over a tenth of the run's logged steps, the first tenth left out; {CONTROL_METRIC} "
+                f"(with --control): video top-1 of the backbone trained with labels from random init on the "
+                f"control config's data.\n"
                 f"Machine: {record['machine']}; {record['seconds'] / 60:.1f} min in all.\n")
     with open(json_path, "w") as f:
         json.dump(record, f, indent=1)

@@ -27,6 +27,8 @@ PLOT_METRIC = "linear/video_top1"
 ANY_SEED = 0    # trial_stems expands the grid with one seed and drops it from the names
 # Trial metrics that count things (test videos, clips, gallery size) rather than measure them.
 COUNT_SUFFIXES = ("/videos", "/clips", "/queries", "/gallery")
+NATS_PREFIX, NATS_DECIMALS = "pretext/", 2   # pretext losses and margins, in nats: tenths of one matter
+PERCENT_DECIMALS = 1
 
 
 def metric_columns(names) -> list[str]:
@@ -85,6 +87,11 @@ def summarize(trials: list[dict], keys: list[str]) -> list[dict]:
     return out
 
 
+def metric_decimals(metric: str) -> int:
+    """Decimals a table gives a metric: two for losses in nats (pretext/*), one for percentages."""
+    return NATS_DECIMALS if metric.startswith(NATS_PREFIX) else PERCENT_DECIMALS
+
+
 def markdown_table(summary: list[dict], keys: list[str]) -> str:
     metrics = metric_columns(m for s in summary for m in s["stats"])
     head = "| " + " | ".join(keys + ["seeds"] + metrics) + " |"
@@ -95,7 +102,8 @@ def markdown_table(summary: list[dict], keys: list[str]) -> str:
         for m in metrics:
             if m in s["stats"]:
                 mean, std, n = s["stats"][m]
-                cells.append(f"{mean:.1f} ± {std:.1f}" if n > 1 else f"{mean:.1f}")
+                d = metric_decimals(m)
+                cells.append(f"{mean:.{d}f} ± {std:.{d}f}" if n > 1 else f"{mean:.{d}f}")
             else:
                 cells.append("–")
         lines.append("| " + " | ".join(cells) + " |")

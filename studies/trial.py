@@ -11,7 +11,9 @@ motion the backbone learned the biased probe gives up to the background. On
 synthetic data the trial also scores where the backbone looks: caam/energy_in_box_pct,
 the share (%) of its class-agnostic activation map inside the moving object's box
 on the first test clips, beside caam/box_fraction_pct, what a map with no
-preference scores (studies.visualize). The
+preference scores (studies.visualize). A trial that pretrains also records its pretext loss at the
+end (pretext/loss_end, the mean over the last fifth of the logged steps) and pretext/margin,
+how far below ln(K+1) the loss stayed after the run's first tenth (engine.reference). The
 pretrain run directory gets trial.json: the sweep (wandb.group), the trial's
 parameters (its key=value overrides, less run.*, wandb.* and seed), the seed and
 the metrics that `studies.report` tabulates.
@@ -33,7 +35,8 @@ from engine.cli import parse_cli
 from engine.config import Config, DataConfig, run_name
 from engine.errors import run_command
 from engine.evaluation import check_pretrained_path
-from engine.logger import write_json_atomic
+from engine.logger import read_metrics, write_json_atomic
+from engine.reference import pretext_margin, pretext_trend
 from engine.setup import prepare_run_dir
 from runners import classify, pretrain, retrieve
 from studies.visualize import caam_in_box
@@ -89,6 +92,10 @@ def run_trial(cfg: Config, params: dict) -> dict:
                                                               protocol="linear"))
     metrics = {f"{kind}/{k}": v for kind, result in results.items()
                for k, v in result["metrics"].items() if isinstance(v, (int, float))}
+    rows = read_metrics(run_dir) if cfg.pretrained is None else []
+    if pretext_trend(rows) is not None:
+        metrics.update({"pretext/loss_end": pretext_trend(rows)["loss_end"],
+                        "pretext/margin": pretext_margin(rows, cfg.model.K)})
     if cfg.data.synthetic is not None:
         metrics.update({f"caam/{k}_pct": 100 * v for k, v in caam_in_box(backbone, cfg, CAAM_VIDEOS).items()})
     record = {"sweep": cfg.wandb.group or "adhoc", "name": name, "params": params, "seed": cfg.seed,

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from engine import config as C
-from engine.reference import format_pretext, format_reference, pretext_trend
+from engine.reference import format_pretext, format_reference, pretext_margin, pretext_trend
 
 
 def test_the_pretext_trend_compares_the_first_and_last_fifth_of_the_logged_steps():
@@ -25,6 +25,24 @@ def test_the_pretext_line_says_whether_the_loss_falls_below_ln_k_plus_1():
                                  "steps": (1, 9)}, K)
     assert "not falling well below ln(K+1)" in collapsing
     assert "no steps logged" in format_pretext(None, K)
+
+
+def test_the_pretext_margin_is_the_worst_tenth_after_the_first():
+    K = 256
+    nothing = math.log(K + 1)
+    falling = [{"step": s, "loss": nothing - s / 10, "acc1": float(s)} for s in range(1, 41)]
+    # the second tenth (steps 5-8) is the highest after the first: its mean is nothing - 0.65
+    assert pretext_margin(falling, K) == pytest.approx(0.65)
+    # the same run drifting back to ln(K+1) in its last tenth: the margin says so, the trend's end barely
+    drifting = falling[:36] + [{"step": s, "loss": nothing} for s in range(37, 41)]
+    assert pretext_margin(drifting, K) == pytest.approx(0.0)
+    # a first tenth at ln(K+1) and beyond is every run's start, left out
+    late_start = [{"step": s, "loss": nothing + 1} for s in range(1, 5)] + falling[4:]
+    assert pretext_margin(late_start, K) == pytest.approx(0.65)
+    assert pretext_margin([{"step": 1, "loss": 2.0}], K) == pytest.approx(nothing - 2.0)
+    assert pretext_margin([{"step": 1, "test/video_top1": 50.0}], K) is None
+    line = format_pretext(pretext_trend(falling), K, pretext_margin(falling, K))
+    assert line.endswith("0.65 below ln(K+1)")
 
 
 def test_the_reference_line_names_chance_and_the_measured_figures():

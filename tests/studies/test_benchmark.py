@@ -4,6 +4,9 @@ import os
 
 import pytest
 
+from engine import config as C
+from engine.logger import read_metrics
+from engine.reference import pretext_margin, pretext_trend
 from studies import benchmark
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -86,7 +89,7 @@ def test_tiny_benchmark_end_to_end(tmp_path):
     assert code == 0
     md = (runs / "bench.md").read_text()
     for label in ("MoCo baseline", "MoCo + FAME", benchmark.GAP_LABEL, "linear/video_top1", "retrieval/R@1",
-                  "linear_unbiased/video_top1", "caam/energy_in_box_pct", benchmark.CONTROL_LABEL,
+                  "linear_unbiased/video_top1", "caam/energy_in_box_pct", "pretext/margin", benchmark.CONTROL_LABEL,
                   benchmark.CONTROL_METRIC, f"control `{control}`"):
         assert label in md
     results = json.loads((runs / "bench-control-s0" / "results.json").read_text())
@@ -112,6 +115,9 @@ def test_tiny_benchmark_end_to_end(tmp_path):
         assert 0.0 <= t["metrics"]["caam/energy_in_box_pct"] <= 100.0
         assert 0.0 < t["metrics"]["caam/box_fraction_pct"] < 100.0
         assert os.path.isdir(os.path.join(runs, t["name"] + "-linear-unbiased"))
+        rows = read_metrics(t["run_dir"])     # the pretext figures come from the run's own log
+        assert t["metrics"]["pretext/margin"] == pretext_margin(rows, C.load_config(TINY).model.K)
+        assert t["metrics"]["pretext/loss_end"] == pretext_trend(rows)["loss_end"]
 
     # Re-scoring a trial's backbone (pretrained=...) skips pretraining and, on the same data and
     # seed, repeats the trial's downstream metrics exactly.
@@ -121,7 +127,8 @@ def test_tiny_benchmark_end_to_end(tmp_path):
     assert trial.main(["--config", TINY, f"run.dir={runs}", f"data.root={data}", "run.name=rescored", "seed=0",
                        f"pretrained={backbone}", control_column]) == 0
     again = json.loads((runs / "rescored" / trial.TRIAL_FILE).read_text())
-    assert again["backbone"] == backbone and again["metrics"] == base["metrics"]
+    downstream = {k: v for k, v in base["metrics"].items() if not k.startswith("pretext/")}  # no pretraining here
+    assert again["backbone"] == backbone and again["metrics"] == downstream
     assert sorted(os.listdir(runs / "rescored")) == ["config.yaml", trial.TRIAL_FILE]
 
     # Rerunning a finished trial under its own name (an interrupted sweep run again) resumes every

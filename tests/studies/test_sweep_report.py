@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import re
 
@@ -6,6 +7,7 @@ import pytest
 from PIL import Image
 
 from engine import config as C
+from engine.logger import METRICS_FILE
 from studies import report, sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -146,8 +148,9 @@ def test_truncated_trial_record_is_named(tmp_path):
 # ------------------------------------------------------------------ trial ----
 @pytest.fixture
 def fake_stages(monkeypatch, tmp_path):
-    """studies.trial with its stages replaced: pretraining makes the run directory, the probes
-    and retrieval return a metric, and every stage's config is kept in ``configs``."""
+    """studies.trial with its stages replaced: pretraining makes the run directory with a log of
+    two steps, the probes and retrieval return a metric, and every stage's config is kept in
+    ``configs``."""
     from studies import trial
     configs = {}
 
@@ -155,6 +158,8 @@ def fake_stages(monkeypatch, tmp_path):
         configs["pretrain"] = cfg
         run_dir = os.path.join(cfg.run.dir, cfg.run.name)
         os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, METRICS_FILE), "w") as f:
+            f.writelines(json.dumps({"step": s, "loss": loss, "acc1": 0.0}) + "\n" for s, loss in ((1, 5.0), (2, 4.0)))
         return run_dir
 
     def downstream(cfg):
@@ -173,8 +178,13 @@ def test_downstream_runs_resume_from_their_own_directories(tmp_path, fake_stages
     checkpoint.write_bytes(b"a MoCo checkpoint")
     cfg = C.load_config(BASE, [f"run.dir={tmp_path}", "run.name=t", f"train.resume={checkpoint}",
                                "eval.unbiased_probe=true"])
-    trial.run_trial(cfg, {})
+    record = trial.run_trial(cfg, {})
     assert configs["pretrain"].train.resume == str(checkpoint)
+    # the pretext figures come from the pretraining log: its last fifth is step 2, and the
+    # margin leaves out the first tenth (step 1)
+    K = cfg.model.K
+    assert record["metrics"]["pretext/loss_end"] == 4.0
+    assert record["metrics"]["pretext/margin"] == pytest.approx(math.log(K + 1) - 4.0)
     assert set(configs) == {"pretrain", "t-linear", "t-retrieval", "t-linear-unbiased"}
     assert all(configs[name].train.resume == "auto" for name in configs if name != "pretrain")
 
@@ -196,4 +206,10 @@ def test_trial_record_is_replaced_whole_or_not_at_all(tmp_path, fake_stages):
         trial.run_trial(cfg, {"fame.beta": 0.5, "when": datetime.date(2024, 1, 1)})
     rows = report.collect_trials(str(tmp_path), "beta")
     assert [r["params"] for r in rows] == [{"fame.beta": 0.5}]
-    assert sorted(os.listdir(tmp_path / "t")) == [trial.TRIAL_FILE]
+    assert sorted(os.listdir(tmp_path / "t")) == [METRICS_FILE, trial.TRIAL_FILE]
+
+
+def test_tables_give_pretext_figures_in_nats_two_decimals_and_percentages_one():
+    rows = [{"params": {"method": "FAME"}, "seeds": [4, 5],
+             "stats": {"linear/video_top1": (53.47, 4.34, 2), "pretext/margin": (0.243, 0.013, 2)}}]
+    assert "| FAME | 2 | 53.5 ± 4.3 | 0.24 ± 0.01 |" in report.markdown_table(rows, ["method"])
