@@ -325,3 +325,15 @@ def test_the_long_benchmark_keeps_the_recipe_its_figures_were_measured_with():
     assert earlier == ("sgd", 0.05, "avg", 0.1, 0, 0.8, 0.2, 2)
     assert (short.train.optimizer, short.model.pool, short.model.predictor_dim, short.clip.stride) == ("adamw", "max",
                                                                                                       256, 4)
+
+
+def test_the_small_object_benchmark_takes_the_short_run_recipe():
+    """configs/small_objects.yaml shares the large-object benchmark's recipe (docs/learning.md,
+    small actors), and its supervised control sees the same clips."""
+    def recipe(c):
+        return (c.train.optimizer, c.train.lr, c.model.pool, c.model.T, c.model.predictor_dim, c.aug.jitter_p,
+                c.aug.grayscale_p, c.clip.stride)
+    small = C.load_config(os.path.join(CONFIG_DIR, "small_objects.yaml"), [])
+    assert recipe(small) == recipe(C.load_config(os.path.join(CONFIG_DIR, "benchmark.yaml"), []))
+    assert (small.fame.variant, small.fame.beta) == ("seed", 0.3)
+    assert C.load_config(os.path.join(CONFIG_DIR, "small_objects_control.yaml"), []).clip == small.clip
