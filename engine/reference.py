@@ -19,9 +19,10 @@ SHARE = 5     # the pretext trend compares the first and the last fifth of the l
 WINDOWS = 10  # the pretext margin takes the loss's mean over each tenth of the logged steps
 
 
-def pretext_trend(rows: list[dict]) -> dict | None:
+def pretext_trend(rows: list[dict], K: int) -> dict | None:
     """Means of the loss and the contrastive top-1 over the first and the last fifth of the logged
-    training rows (those with a "loss" and an "acc1"); None when there are none."""
+    training rows (those with a "loss" and an "acc1"), and the loss's margin below ln(K + 1)
+    (pretext_margin); None when there are none."""
     rows = [r for r in rows if "loss" in r and "acc1" in r]
     if not rows:
         return None
@@ -31,7 +32,8 @@ def pretext_trend(rows: list[dict]) -> dict | None:
         return sum(r[key] for r in part) / len(part)
     first, last = rows[:n], rows[-n:]
     return {"loss_start": mean(first, "loss"), "loss_end": mean(last, "loss"), "acc1_start": mean(first, "acc1"),
-            "acc1_end": mean(last, "acc1"), "steps": (first[0].get("step"), last[-1].get("step"))}
+            "acc1_end": mean(last, "acc1"), "steps": (first[0].get("step"), last[-1].get("step")),
+            "margin": pretext_margin(rows, K)}
 
 
 def pretext_margin(rows: list[dict], K: int) -> float | None:
@@ -46,9 +48,8 @@ def pretext_margin(rows: list[dict], K: int) -> float | None:
     return math.log(K + 1) - max(sum(w) / len(w) for w in windows)
 
 
-def format_pretext(trend: dict | None, K: int, margin: float | None = None) -> str:
-    """The pretext trend against ln(K + 1) and 100 / (K + 1), and the margin (pretext_margin)
-    where given."""
+def format_pretext(trend: dict | None, K: int) -> str:
+    """The pretext trend (pretext_trend) against ln(K + 1) and 100 / (K + 1)."""
     nothing = math.log(K + 1)
     if trend is None:
         return f"pretext: no steps logged (ln(K+1) = {nothing:.2f})"
@@ -58,9 +59,8 @@ def format_pretext(trend: dict | None, K: int, margin: float | None = None) -> s
     return (f"pretext: loss {trend['loss_start']:.2f} -> {trend['loss_end']:.2f} and contrastive top-1 "
             f"{trend['acc1_start']:.0f}% -> {trend['acc1_end']:.0f}% (first -> last fifth of the logged steps); "
             f"an embedding that tells nothing apart scores ln(K+1) = {nothing:.2f} and {100 / (K + 1):.1f}%: "
-            f"{verdict}"
-            + ("" if margin is None else f"; the highest mean loss over a tenth of the run after the first is "
-                                         f"{margin:.2f} below ln(K+1)"))
+            f"{verdict}; the highest mean loss over a tenth of the run after the first is {trend['margin']:.2f} "
+            f"below ln(K+1)")
 
 
 def format_reference(reference, num_classes: int, protocol: str = "linear") -> str:

@@ -20,7 +20,7 @@ from engine.examples import fame_example_images
 from engine.fit import Hook, Schedule, Task, Trainer, fit
 from engine.loaders import build_pretrain_loader
 from engine.logger import read_metrics
-from engine.reference import format_pretext, format_reference, pretext_margin, pretext_trend
+from engine.reference import format_pretext, format_reference, pretext_trend
 from engine.setup import CLIPS_PER_VIDEO, RUN_CONFIG, end_run, start_run
 from engine.steps import MocoStep, build_training
 from models.backbones import export_backbone_state
@@ -92,8 +92,7 @@ def main(cfg: Config) -> str:
         fitted.logger.summary({"step": fitted.step, "final_loss": final_loss(fitted.output)})
         print(format_next_steps(run.run_dir, backbone_path, fitted.logger.wandb_dir, cfg.wandb.mode == "offline",
                                 format_probe_command(run.run_dir, backbone_path, cfg.run.name, train.resume)))
-        rows = read_metrics(run.run_dir)
-        print(format_pretext(pretext_trend(rows), cfg.model.K, pretext_margin(rows, cfg.model.K)))
+        print(format_pretext(pretext_trend(read_metrics(run.run_dir), cfg.model.K), cfg.model.K))
         print("after the probe, " + format_reference(cfg.reference, cfg.data.num_classes))
     end_run(fitted.logger)
     return run.run_dir

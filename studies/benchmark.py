@@ -12,7 +12,7 @@ per method (mean ± std over seeds) and a row for the gap FAME - baseline (per
 seed, then mean ± std), plus the machine and the time taken. Its columns:
 caam/energy_in_box_pct (on synthetic data: the share of the class-agnostic
 activation map inside the moving object's box), linear/video_top1,
-linear_unbiased/video_top1 (with eval.unbiased_probe, on in
+linear_unbiased/video_top1 (with eval.unbiased_probe, off by default in
 configs/benchmark.yaml: the control, the same probe trained on
 class-independent backgrounds; studies.trial), retrieval/R@1 and pretext/margin (how far
 below ln(K+1) the pretext loss stayed after the run's first tenth: near 0, the embedding

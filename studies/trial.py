@@ -36,7 +36,7 @@ from engine.config import Config, DataConfig, run_name
 from engine.errors import run_command
 from engine.evaluation import check_pretrained_path
 from engine.logger import read_metrics, write_json_atomic
-from engine.reference import pretext_margin, pretext_trend
+from engine.reference import pretext_trend
 from engine.setup import prepare_run_dir
 from runners import classify, pretrain, retrieve
 from studies.visualize import caam_in_box
@@ -92,10 +92,9 @@ def run_trial(cfg: Config, params: dict) -> dict:
                                                               protocol="linear"))
     metrics = {f"{kind}/{k}": v for kind, result in results.items()
                for k, v in result["metrics"].items() if isinstance(v, (int, float))}
-    rows = read_metrics(run_dir) if cfg.pretrained is None else []
-    if pretext_trend(rows) is not None:
-        metrics.update({"pretext/loss_end": pretext_trend(rows)["loss_end"],
-                        "pretext/margin": pretext_margin(rows, cfg.model.K)})
+    trend = pretext_trend(read_metrics(run_dir), cfg.model.K) if cfg.pretrained is None else None
+    if trend is not None:
+        metrics.update({"pretext/loss_end": trend["loss_end"], "pretext/margin": trend["margin"]})
     if cfg.data.synthetic is not None:
         metrics.update({f"caam/{k}_pct": 100 * v for k, v in caam_in_box(backbone, cfg, CAAM_VIDEOS).items()})
     record = {"sweep": cfg.wandb.group or "adhoc", "name": name, "params": params, "seed": cfg.seed,

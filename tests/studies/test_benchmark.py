@@ -117,7 +117,7 @@ def test_tiny_benchmark_end_to_end(tmp_path):
         assert os.path.isdir(os.path.join(runs, t["name"] + "-linear-unbiased"))
         rows = read_metrics(t["run_dir"])     # the pretext figures come from the run's own log
         assert t["metrics"]["pretext/margin"] == pretext_margin(rows, C.load_config(TINY).model.K)
-        assert t["metrics"]["pretext/loss_end"] == pretext_trend(rows)["loss_end"]
+        assert t["metrics"]["pretext/loss_end"] == pretext_trend(rows, C.load_config(TINY).model.K)["loss_end"]
 
     # Re-scoring a trial's backbone (pretrained=...) skips pretraining and, on the same data and
     # seed, repeats the trial's downstream metrics exactly.
